@@ -1,0 +1,1 @@
+"""billing_pipeline: a Dagster code location that bills IoT sensor usage through Stripe."""

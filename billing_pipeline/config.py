@@ -1,0 +1,29 @@
+"""Settings come only from the environment, under these names.
+
+Users and the README rely on the names; keeping them in one place keeps the docs honest.
+Secrets are read where they are used and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATABASE_URL = "DATABASE_URL"
+DAGSTER_HOME = "DAGSTER_HOME"
+DAGSTER_PG_URL = "DAGSTER_PG_URL"
+STRIPE_SECRET_KEY = "STRIPE_SECRET_KEY"
+STRIPE_API_BASE = "STRIPE_API_BASE"
+STRIPE_WEBHOOK_SECRET = "STRIPE_WEBHOOK_SECRET"
+DATA_DIR = "BILLING_PIPELINE_DATA_DIR"
+
+
+def data_dir() -> Path:
+    """Project-local, git-ignored folder for the embedded Postgres cluster and demo state."""
+    return Path(os.environ.get(DATA_DIR, ".data")).resolve()
+
+
+def env(name: str) -> str | None:
+    """An environment variable; an empty string counts as unset, as shells often export them."""
+    value = os.environ.get(name, "").strip()
+    return value or None

@@ -1,0 +1,1 @@
+"""Postgres access: the engine, the embedded server, the schema and its migrations."""

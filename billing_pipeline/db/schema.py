@@ -1,0 +1,217 @@
+"""Table definitions: the application's reference schema and the pipeline's own `billing` schema.
+
+The application tables (public schema) are the ones the pipeline reads. Real deployments already
+have them; the definitions here serve the demo and the tests and document what the SQL expects.
+The pipeline's state lives in the separate `billing` schema so that pointing it at an existing
+application database never alters the application's tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+BILLING_SCHEMA = "billing"
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+app_metadata = MetaData(naming_convention=NAMING_CONVENTION)
+billing_metadata = MetaData(schema=BILLING_SCHEMA, naming_convention=NAMING_CONVENTION)
+
+
+def _timestamp(name: str, *, nullable: bool = True, default_now: bool = False) -> Column[object]:
+    return Column(
+        name,
+        DateTime(timezone=True),
+        nullable=nullable,
+        server_default=func.now() if default_now else None,
+    )
+
+
+# --- application tables (reference schema) ---------------------------------------------------
+
+organizations = Table(
+    "organizations",
+    app_metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    _timestamp("created_at", nullable=False, default_now=True),
+)
+
+SUBSCRIPTION_STATUSES = (
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "active",
+    "past_due",
+    "canceled",
+    "unpaid",
+    "paused",
+)
+
+subscriptions = Table(
+    "subscriptions",
+    app_metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("organization_id", BigInteger, ForeignKey("organizations.id"), nullable=False),
+    Column("stripe_customer_id", Text, nullable=True),
+    Column("stripe_subscription_id", Text, nullable=True, unique=True),
+    Column("status", Text, nullable=False, server_default="incomplete"),
+    _timestamp("started_at"),
+    _timestamp("current_period_start"),
+    _timestamp("current_period_end"),
+    Column("cancel_at_period_end", Boolean, nullable=False, server_default=text("false")),
+    _timestamp("cancel_at"),
+    _timestamp("canceled_at"),
+    _timestamp("ended_at"),
+    Column("latest_invoice_id", Text, nullable=True),
+    Column("payment_status", Text, nullable=True),
+    # Stripe delivers webhooks out of order; these remember the `created` of the newest event
+    # applied to each part of the row so an older event never overwrites newer state.
+    _timestamp("state_event_created"),
+    _timestamp("payment_event_created"),
+    _timestamp("created_at", nullable=False, default_now=True),
+    _timestamp("updated_at", nullable=False, default_now=True),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in SUBSCRIPTION_STATUSES) + ")", name="status"
+    ),
+    CheckConstraint("payment_status IN ('paid', 'payment_failed')", name="payment_status"),
+    Index("ix_subscriptions_organization_id", "organization_id"),
+    Index("ix_subscriptions_stripe_customer_id", "stripe_customer_id"),
+)
+
+sensors = Table(
+    "sensors",
+    app_metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("organization_id", BigInteger, ForeignKey("organizations.id"), nullable=False),
+    Column("serial_number", Text, nullable=False, unique=True),
+    # A day's active-sensor count is computed from this history, never from a current flag.
+    _timestamp("created_at", nullable=False),
+    _timestamp("deactivated_at"),
+    CheckConstraint("deactivated_at IS NULL OR deactivated_at >= created_at", name="lifetime"),
+    Index("ix_sensors_organization_id_created_at", "organization_id", "created_at"),
+)
+
+temperature_readings = Table(
+    "temperature_readings",
+    app_metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("sensor_id", BigInteger, ForeignKey("sensors.id"), nullable=False),
+    _timestamp("recorded_at", nullable=False),
+    Column("celsius", Float, nullable=False),
+    # When the row reached the database: a reading ingested after its day was reported is late.
+    _timestamp("ingested_at", nullable=False, default_now=True),
+    # One UTC day's count per sensor is an index-only range scan.
+    Index(
+        "ix_temperature_readings_recorded_at",
+        "recorded_at",
+        postgresql_include=["sensor_id"],
+    ),
+    Index("ix_temperature_readings_ingested_at", "ingested_at"),
+)
+
+# --- pipeline tables (billing schema) ---------------------------------------------------------
+
+daily_usage = Table(
+    "daily_usage",
+    billing_metadata,
+    Column("meter", Text, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("organization_id", BigInteger, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    _timestamp("computed_at", nullable=False, default_now=True),
+)
+
+LEDGER_STATUSES = ("pending", "sent", "skipped", "failed", "expired")
+
+meter_ledger = Table(
+    "meter_ledger",
+    billing_metadata,
+    # Deterministic: derived from meter, organization, day and revision. Written before the
+    # Stripe call, so a crash after the call resends the same identifier and Stripe dedupes it.
+    Column("identifier", Text, primary_key=True),
+    Column("meter", Text, nullable=False),
+    Column("organization_id", BigInteger, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("event_name", Text, nullable=False),
+    Column("stripe_customer_id", Text, nullable=True),
+    # What this event sends (a difference for `sum` meters, the new reading for `last` meters)...
+    Column("value", BigInteger, nullable=False),
+    # ...and the day's aggregate that Stripe holds once it is applied.
+    Column("target_value", BigInteger, nullable=False),
+    _timestamp("event_timestamp", nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("status_reason", Text, nullable=True),
+    Column("error_code", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    _timestamp("created_at", nullable=False, default_now=True),
+    _timestamp("updated_at", nullable=False, default_now=True),
+    _timestamp("sent_at"),
+    CheckConstraint("length(identifier) <= 100", name="identifier_length"),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in LEDGER_STATUSES) + ")", name="status"
+    ),
+    UniqueConstraint(
+        "meter", "organization_id", "day", "revision", name="uq_meter_ledger_revision"
+    ),
+    Index("ix_meter_ledger_day_meter", "day", "meter"),
+    Index(
+        "ix_meter_ledger_unsent",
+        "status",
+        postgresql_where=text("status IN ('pending', 'failed')"),
+    ),
+)
+
+INBOX_STATUSES = ("pending", "processed", "ignored", "failed", "dead_letter")
+
+webhook_inbox = Table(
+    "webhook_inbox",
+    billing_metadata,
+    # Insertion order for the sensor's cursor; the Stripe id is the deduplication key.
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("event_type", Text, nullable=False),
+    _timestamp("stripe_created", nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("api_version", Text, nullable=True),
+    Column("payload", JSONB, nullable=False),
+    _timestamp("received_at", nullable=False, default_now=True),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+    _timestamp("processed_at"),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in INBOX_STATUSES) + ")", name="status"
+    ),
+    Index(
+        "ix_webhook_inbox_open",
+        "stripe_created",
+        postgresql_where=text("status IN ('pending', 'failed')"),
+    ),
+)
