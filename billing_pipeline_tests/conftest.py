@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from sqlalchemy import Engine
 
@@ -50,3 +51,20 @@ def engine(session_engine: Engine) -> Engine:
     """The session database, emptied before the test so every test starts from nothing."""
     truncate_all(session_engine)
     return session_engine
+
+
+@pytest.fixture(scope="session")
+def dagster_storage_url(postgres_server_url: str) -> Iterator[str]:
+    """A database for Dagster's own run, event and schedule storage (dagster-postgres)."""
+    url = create_database(postgres_server_url, "dagster_test")
+    yield url
+    drop_database(postgres_server_url, url)
+
+
+@pytest.fixture(scope="session")
+def dagster_instance(dagster_storage_url: str) -> Iterator[dg.DagsterInstance]:
+    """A real Dagster instance on Postgres, as production runs it."""
+    with dg.instance_for_test(
+        overrides={"storage": {"postgres": {"postgres_url": dagster_storage_url}}}
+    ) as instance:
+        yield instance
