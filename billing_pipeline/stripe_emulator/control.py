@@ -1,0 +1,87 @@
+"""`EmulatorControl`: a small Python client for the emulator's `/_emulator` control plane."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+
+class EmulatorControl:
+    """Drives one emulator by URL, so it works the same in-process and across processes."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self._session.request(
+            method, f"{self.base_url}/_emulator{path}", json=body, timeout=self.timeout
+        )
+        if response.status_code >= 400:
+            raise ValueError(f"emulator control {path} failed: {response.text}")
+        return response.json()
+
+    def now(self) -> int:
+        return int(self._call("GET", "/clock")["now"])
+
+    def advance_clock(self, seconds: float) -> int:
+        return int(self._call("POST", "/clock/advance", {"seconds": seconds})["now"])
+
+    def set_clock(self, unix_ts: float) -> int:
+        return int(self._call("POST", "/clock", {"now": unix_ts})["now"])
+
+    def set_faults(
+        self,
+        latency_ms: int = 0,
+        error_429_rate: float = 0.0,
+        error_500_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Replace the whole fault configuration; calling with no arguments clears faults."""
+        body = {
+            "latency_ms": latency_ms,
+            "error_429_rate": error_429_rate,
+            "error_500_rate": error_500_rate,
+            "drop_rate": drop_rate,
+            "seed": seed,
+        }
+        result: dict[str, Any] = self._call("POST", "/faults", body)
+        return result
+
+    def set_rate_limit(self, requests_per_second: float | None) -> None:
+        self._call("POST", "/rate_limit", {"requests_per_second": requests_per_second})
+
+    def set_last_mode(self, mode: str) -> None:
+        """ "timestamp" (latest event timestamp wins) or "arrival" (latest received wins)."""
+        self._call("POST", "/last_mode", {"mode": mode})
+
+    def set_unknown_customer_mode(self, mode: str) -> None:
+        """ "async" (accept, then an error report, like Stripe) or "reject" (a synchronous 400)."""
+        self._call("POST", "/unknown_customer_mode", {"mode": mode})
+
+    def set_webhook_endpoint(self, url: str | None) -> None:
+        self._call("POST", "/webhook_endpoint", {"url": url})
+
+    def meter_events(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/meter_events")
+        return result
+
+    def error_reports(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/error_reports")
+        return result
+
+    def webhook_deliveries(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/webhook_deliveries")
+        return result
+
+    def request_count(self) -> dict[str, int]:
+        """Answered API requests by status code ("200", "429", …) plus "dropped"."""
+        result: dict[str, int] = self._call("GET", "/request_count")
+        return result
+
+    def reset(self) -> None:
+        """Forget all objects, events and settings, and return the clock to real time."""
+        self._call("POST", "/reset")
