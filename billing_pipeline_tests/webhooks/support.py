@@ -1,0 +1,175 @@
+"""Realistic Stripe event payloads, signatures made with the stripe SDK, and a real HTTP server.
+
+Payloads follow API version basil (periods on subscription items, the invoice's subscription
+under `parent.subscription_details`), which is what the handlers must read.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import stripe
+from flask import Flask
+from sqlalchemy import Engine, text
+from werkzeug.serving import make_server
+
+from billing_pipeline.webhooks.events import parse_snapshot_event
+from billing_pipeline.webhooks.inbox import store_event
+
+SECRET = "whsec_test_current_0123456789abcdef"
+OLD_SECRET = "whsec_test_previous_fedcba9876543210"
+API_VERSION = "2025-03-31.basil"
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+def sign(body: str, secret: str = SECRET, timestamp: int | None = None) -> str:
+    """A `Stripe-Signature` header exactly as Stripe computes it."""
+    header: str = stripe.WebhookSignature.generate_signature_header(body, secret, timestamp)
+    return header
+
+
+def event(
+    event_type: str, obj: dict[str, Any], created: int, event_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "api_version": API_VERSION,
+        "created": created,
+        "data": {"object": obj},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+    }
+
+
+def checkout_completed(
+    organization: int | str | None, customer: str, subscription: str, created: int, **extra: Any
+) -> dict[str, Any]:
+    session = {
+        "id": f"cs_test_{uuid.uuid4().hex[:16]}",
+        "object": "checkout.session",
+        "client_reference_id": None if organization is None else str(organization),
+        "customer": customer,
+        "subscription": subscription,
+        "mode": "subscription",
+        "status": "complete",
+        "payment_status": "paid",
+        "metadata": {},
+        **extra,
+    }
+    return event("checkout.session.completed", session, created)
+
+
+def subscription_event(
+    event_type: str,
+    subscription: str,
+    customer: str,
+    created: int,
+    *,
+    status: str = "active",
+    start_date: int = T0,
+    period: tuple[int, int] = (T0, T0 + 31 * 86400),
+    cancel_at_period_end: bool = False,
+    cancel_at: int | None = None,
+    canceled_at: int | None = None,
+    ended_at: int | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    item = {
+        "id": f"si_{uuid.uuid4().hex[:14]}",
+        "object": "subscription_item",
+        "current_period_start": period[0],
+        "current_period_end": period[1],
+        "price": {"id": "price_sensors", "recurring": {"usage_type": "metered"}},
+    }
+    obj = {
+        "id": subscription,
+        "object": "subscription",
+        "customer": customer,
+        "status": status,
+        "start_date": start_date,
+        "created": start_date,
+        "cancel_at_period_end": cancel_at_period_end,
+        "cancel_at": cancel_at,
+        "canceled_at": canceled_at,
+        "ended_at": ended_at,
+        "items": {"object": "list", "data": [item], "has_more": False},
+        "latest_invoice": None,
+        "metadata": metadata or {},
+    }
+    return event(event_type, obj, created)
+
+
+def invoice_event(
+    event_type: str, invoice: str, subscription: str, customer: str, created: int
+) -> dict[str, Any]:
+    obj = {
+        "id": invoice,
+        "object": "invoice",
+        "customer": customer,
+        "status": "paid" if event_type == "invoice.paid" else "open",
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {"subscription": subscription, "metadata": {}},
+            "quote_details": None,
+        },
+    }
+    return event(event_type, obj, created)
+
+
+def dumps(payload: dict[str, Any]) -> str:
+    """Stripe's own formatting (indented), so tests never depend on re-serialisation."""
+    return json.dumps(payload, indent=2)
+
+
+@contextmanager
+def serve(app: Flask) -> Iterator[str]:
+    """Serve the app over real HTTP on a free port; yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+def inbox_rows(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT * FROM billing.webhook_inbox ORDER BY id"))
+        return [dict(row) for row in rows.mappings()]
+
+
+def create_organization(engine: Engine, name: str = "Acme Cold Chain") -> int:
+    with engine.begin() as connection:
+        organization_id: int = connection.execute(
+            text("INSERT INTO organizations (name) VALUES (:name) RETURNING id"), {"name": name}
+        ).scalar_one()
+    return organization_id
+
+
+def subscription_row(engine: Engine, stripe_subscription_id: str) -> dict[str, Any]:
+    with engine.connect() as connection:
+        row = (
+            connection.execute(
+                text("SELECT * FROM subscriptions WHERE stripe_subscription_id = :sub"),
+                {"sub": stripe_subscription_id},
+            )
+            .mappings()
+            .one()
+        )
+        return dict(row)
+
+
+def store_events(engine: Engine, payloads: list[dict[str, Any]]) -> None:
+    """Put events in the inbox the way the receiver does, for tests of what comes after it."""
+    for payload in payloads:
+        store_event(engine, parse_snapshot_event(dumps(payload)))

@@ -1,0 +1,135 @@
+"""The `webhooks` commands and the gunicorn entry point, as operators run them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import Engine
+
+from billing_pipeline.webhooks import cli
+from billing_pipeline_tests.webhooks.support import (
+    SECRET,
+    T0,
+    checkout_completed,
+    dumps,
+    inbox_rows,
+    sign,
+    store_events,
+)
+
+BIN = Path(sys.executable).parent
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="billing-pipeline")
+    cli.register(root.add_subparsers(dest="command", required=True))
+    return root
+
+
+def test_serve_refuses_without_a_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("STRIPE_WEBHOOK_SECRET", raising=False)
+    args = parser().parse_args(["webhooks", "serve", "--port", "0", "--host", "127.0.0.1"])
+
+    assert args.handler(args) == 2
+    assert "STRIPE_WEBHOOK_SECRET" in capsys.readouterr().err
+
+
+def test_requeue_gives_a_dead_letter_fresh_attempts(
+    engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = checkout_completed(1, "cus_1", "sub_1", T0)
+    store_events(engine, [event])
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE billing.webhook_inbox"
+            " SET status = 'dead_letter', attempts = 5, last_error = 'x'"
+        )
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    args = parser().parse_args(["webhooks", "requeue", event["id"]])
+
+    assert args.handler(args) == 0
+    [row] = inbox_rows(engine)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 0, None)
+    # A second requeue finds nothing to requeue and says so.
+    assert args.handler(args) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_gunicorn_serves_the_wsgi_app_from_the_environment(
+    engine: Engine, database_url: str
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "STRIPE_WEBHOOK_SECRET": f"whsec_old,{SECRET}",
+    }
+    server = subprocess.Popen(
+        [
+            str(BIN / "gunicorn"),
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "billing_pipeline.webhooks.wsgi:app",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                assert server.poll() is None and time.monotonic() < deadline, (
+                    "gunicorn did not start"
+                )
+                time.sleep(0.1)
+        body = dumps(checkout_completed(1, "cus_1", "sub_1", T0))
+        response = requests.post(
+            f"http://127.0.0.1:{port}/webhooks/stripe",
+            data=body,
+            headers={"Stripe-Signature": sign(body)},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        assert len(inbox_rows(engine)) == 1
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=10)
+    # Neither secret reaches gunicorn's logs.
+    assert SECRET.encode() not in stderr and b"whsec_old" not in stderr
+
+
+def test_wsgi_refuses_to_boot_without_a_secret(database_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STRIPE_WEBHOOK_SECRET"}
+    env["DATABASE_URL"] = database_url
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import billing_pipeline.webhooks.wsgi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "STRIPE_WEBHOOK_SECRET must be set" in result.stderr
