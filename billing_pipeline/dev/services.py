@@ -1,0 +1,145 @@
+"""Child processes of the demo: a declarative spec, and start/stop by process group.
+
+Each child runs in a process group of its own. Ctrl-C in a terminal signals the whole foreground
+group; if the children were in it they would all start dying at once, in no order, while the
+supervisor still relied on them. In their own groups they only hear from the supervisor, which
+stops them in reverse start order. Signalling the group, not the pid, also reaches what a child
+spawned itself (Dagster's code servers and run workers), which would otherwise outlive it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+class ServiceError(RuntimeError):
+    """A child could not be started; the message is meant for the person at the terminal."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """How to run one child: adding a process to the demo is one more of these.
+
+    `ready_url` is polled until it answers at all (any HTTP status, so a 404 from a route-less
+    server still proves it listens); `port` is checked to be free before starting, so a stale
+    process from an earlier run gives a clear message instead of a bind error deep in a log.
+    """
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_url: str | None = None
+    port: int | None = None
+    ready_timeout: float = 180.0
+
+
+def ensure_port_free(port: int, name: str, host: str = "127.0.0.1") -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise ServiceError(
+                f"port {port} for {name} is already in use ({error.strerror}). Is another "
+                "`billing-pipeline dev` still running? Stop it, or pick other ports "
+                "(see `billing-pipeline dev --help`)."
+            ) from error
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    """Whether an HTTP server responds at `url`, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class RunningService:
+    """A started child and its process group."""
+
+    def __init__(self, service: Service, process: subprocess.Popen[bytes]) -> None:
+        self.service = service
+        self.process = process
+        self.pgid = process.pid  # start_new_session makes the child its group's leader
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    def exited(self) -> int | None:
+        return self.process.poll()
+
+    def wait_ready(self) -> None:
+        url = self.service.ready_url
+        if url is None:
+            return
+        deadline = time.monotonic() + self.service.ready_timeout
+        while not answers(url):
+            if (code := self.exited()) is not None:
+                raise ServiceError(f"{self.name} exited with code {code} before it was ready")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{self.name} did not answer at {url} in time")
+            time.sleep(0.5)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the group, wait for all of it to go, then SIGKILL what is left."""
+        stop_process_group(self.pgid, timeout, reap=self.process.poll)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process_group(pgid: int, timeout: float, reap: Callable[[], object] | None = None) -> None:
+    """Terminate every process in a group; `reap` collects our own zombie leader, if any.
+
+    A zombie still counts as a member of its group, so without reaping the wait would always
+    run into the timeout.
+    """
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if reap is not None:
+            reap()
+        if not group_alive(pgid):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if reap is not None:
+        time.sleep(0.1)
+        reap()
+
+
+def start(service: Service, base_env: Mapping[str, str]) -> RunningService:
+    if service.port is not None:
+        ensure_port_free(service.port, service.name)
+    process = subprocess.Popen(
+        list(service.argv),
+        env={**base_env, **service.env},
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return RunningService(service, process)
