@@ -18,7 +18,7 @@ from billing_pipeline.dev.services import (
     RunningService,
     ServiceError,
     group_alive,
-    stop_process_group,
+    stop_process_groups,
 )
 
 STATE_FILE = "dev-supervisor.json"
@@ -49,14 +49,10 @@ class SupervisorState:
                 f"`billing-pipeline dev` is already running for {self.path.parent} "
                 f"(pid {supervisor['pid']}); stop it first (Ctrl-C, or kill {supervisor['pid']})."
             )
-        stopped = []
-        for child in record.get("children", []):
-            pgid = int(child["pgid"])
-            if group_alive(pgid):
-                stop_process_group(pgid, timeout=10.0)
-                stopped.append(str(child["name"]))
+        alive = [child for child in record.get("children", []) if group_alive(int(child["pgid"]))]
+        stop_process_groups([int(child["pgid"]) for child in alive])
         self.path.unlink()
-        return stopped
+        return [str(child["name"]) for child in alive]
 
     def begin(self) -> None:
         me = psutil.Process()

@@ -37,6 +37,7 @@ from billing_pipeline.dev.services import (
     ServiceError,
     ensure_port_free,
     start,
+    stop_all,
 )
 from billing_pipeline.dev.state import SupervisorState
 
@@ -265,11 +266,10 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
     )
 
     running: list[RunningService] = []
+    stack.callback(stop_all, running)
     for service in services:
-        child = start(service, env)
-        stack.callback(child.stop)
+        running.append(child := start(service, env))
         state.add(child)
-        running.append(child)
     for child in running:
         child.wait_ready()
     if emulator is not None and any(s.name == RECEIVER for s in services):
