@@ -16,6 +16,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "billing_pipeline.db.cli",
     "billing_pipeline.seed.cli",
     "billing_pipeline.stripe_emulator.cli",
+    "billing_pipeline.reporting.cli",
+    "billing_pipeline.webhooks.cli",
     "billing_pipeline.dev.cli",
 )
 

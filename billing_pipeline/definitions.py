@@ -1,12 +1,29 @@
-"""The code location: every asset, check, job, schedule, sensor and resource, assembled once."""
+"""The code location: every asset, check, job, schedule, sensor and resource, assembled once.
+
+Dagster loads the single `Definitions` object at module level, so the parts are merged inline.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from billing_pipeline import config
-from billing_pipeline.resources import PostgresResource
+from billing_pipeline.jobs import daily_billing_job
+from billing_pipeline.reporting.assets import build_reporting_asset
+from billing_pipeline.resources import PostgresResource, stripe_from_environment
+from billing_pipeline.schedules import daily_billing_schedule
+from billing_pipeline.usage_assets import build_usage_assets
+from billing_pipeline.webhooks import dagster_defs as webhooks
 
-defs = dg.Definitions(
-    resources={"postgres": PostgresResource(database_url=dg.EnvVar(config.DATABASE_URL))},
+defs = dg.Definitions.merge(
+    dg.Definitions(
+        assets=[*build_usage_assets(), build_reporting_asset()],
+        jobs=[daily_billing_job],
+        schedules=[daily_billing_schedule],
+        resources={
+            "postgres": PostgresResource(database_url=dg.EnvVar(config.DATABASE_URL)),
+            "stripe": stripe_from_environment(),
+        },
+    ),
+    webhooks.webhook_defs,
 )

@@ -1,4 +1,7 @@
-"""Dagster resources for Postgres; configured from the environment so secrets stay out of the UI."""
+"""Dagster resources for Postgres and Stripe, configured from the environment.
+
+Values come in through `dg.EnvVar`, so the UI shows the variable's name, never the secret.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +10,57 @@ from functools import cache
 import dagster as dg
 from sqlalchemy import Engine
 
+from billing_pipeline import config
 from billing_pipeline.db.engine import make_engine
+from billing_pipeline.stripe_api import RetryRule, StripeBilling
 
 
 @cache
 def _engine_for(url: str) -> Engine:
     # One pool per process and URL: Dagster builds resources per run and per step, and a pool
     # per build would leak connections over a long backfill.
-    return make_engine(url)
+    return make_engine(url, pool_size=10, max_overflow=10)
 
 
-class PostgresResource(dg.ConfigurableResource):  # type: ignore[misc]
+class PostgresResource(dg.ConfigurableResource):
     """The database holding the application's tables and the pipeline's `billing` schema."""
 
     database_url: str
 
     def engine(self) -> Engine:
         return _engine_for(self.database_url)
+
+
+class StripeResource(dg.ConfigurableResource):
+    """Stripe Billing, through the official SDK.
+
+    Without a secret key the reporting step still plans its ledger rows and leaves them pending
+    for a later run, instead of failing before recording anything.
+    """
+
+    secret_key: str | None = None
+    api_base: str | None = None
+    concurrency: int = 8
+    max_network_retries: int = 2
+    retry_attempts: int = 6
+    retry_base_seconds: float = 0.25
+
+    def client(self) -> StripeBilling | None:
+        if not self.secret_key:
+            return None
+        return StripeBilling(
+            self.secret_key,
+            self.api_base,
+            max_network_retries=self.max_network_retries,
+            retry=RetryRule(attempts=self.retry_attempts, base_seconds=self.retry_base_seconds),
+        )
+
+
+def stripe_from_environment() -> StripeResource:
+    """Bind each setting to its environment variable, only if set: both are optional."""
+    return StripeResource(
+        secret_key=dg.EnvVar(config.STRIPE_SECRET_KEY)
+        if config.env(config.STRIPE_SECRET_KEY)
+        else None,
+        api_base=dg.EnvVar(config.STRIPE_API_BASE) if config.env(config.STRIPE_API_BASE) else None,
+    )

@@ -68,3 +68,6 @@ def dagster_instance(dagster_storage_url: str) -> Iterator[dg.DagsterInstance]:
         overrides={"storage": {"postgres": {"postgres_url": dagster_storage_url}}}
     ) as instance:
         yield instance
+
+
+pytest_plugins = ["billing_pipeline_tests.stripe_fixtures"]

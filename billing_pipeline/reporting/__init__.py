@@ -1,0 +1,1 @@
+"""Reporting daily usage to Stripe exactly once: the ledger, the sender and the Dagster asset."""
