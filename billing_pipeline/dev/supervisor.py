@@ -2,14 +2,12 @@
 
 The supervisor owns everything it starts and stops it in reverse order, children first and
 Postgres last, on Ctrl-C, on SIGTERM, or when any child dies: a newcomer's machine should never
-keep a stray PostgreSQL or Dagster process. Parts that other modules provide (the Stripe
-emulator, the webhook receiver, meter setup, seeding) are started only when they are installed,
-so the demo works at every stage of the project.
+keep a stray PostgreSQL or Dagster process. Without `STRIPE_SECRET_KEY` the Stripe emulator runs
+in-process and everything is pointed at it; without a webhook secret the receiver is left out.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -42,7 +40,6 @@ from billing_pipeline.dev.services import (
 from billing_pipeline.dev.state import SupervisorState
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EMULATOR_MODULE = "billing_pipeline.stripe_emulator.server"
 # A test-mode-looking key that only the emulator accepts; real Stripe rejects it.
 EMULATOR_SECRET_KEY = "sk_test_emulator"
 # Where the webhook receiver accepts Stripe's events.
@@ -69,16 +66,6 @@ def script(name: str) -> str:
 
 
 CLI = (sys.executable, "-m", "billing_pipeline.cli")
-
-
-def cli_has(*words: str) -> bool:
-    """Whether `billing-pipeline WORDS…` exists: other features register commands over time."""
-    probe = subprocess.run([*CLI, *words, "--help"], capture_output=True, check=False)
-    return probe.returncode == 0
-
-
-def emulator_installed() -> bool:
-    return importlib.util.find_spec(EMULATOR_MODULE) is not None
 
 
 @contextmanager
@@ -171,12 +158,17 @@ def run_step(argv: list[str], env: Mapping[str, str], what: str, *, quiet: bool 
 
 
 def prepare_stripe(env: Mapping[str, str]) -> None:
-    """Make the Stripe account (real or emulated) ready for the pipeline: its meters.
+    """Make the Stripe account (real or emulated) ready for the pipeline.
 
-    Runs before Dagster starts so the first scheduled run finds the meters it reports to.
+    Runs before Dagster starts so the first scheduled run finds the meters it reports to. With a
+    test-mode key (the emulator's included) the seeded subscriptions also get real customers, so
+    the demo's events land on customers Stripe knows.
     """
-    if cli_has("stripe", "sync-meters"):
-        run_step([*CLI, "stripe", "sync-meters"], env, "creating Stripe meters")
+    if config.STRIPE_SECRET_KEY not in env:
+        return
+    run_step([*CLI, "stripe", "sync-meters"], env, "creating Stripe meters")
+    if env[config.STRIPE_SECRET_KEY].startswith("sk_test_"):
+        run_step([*CLI, "stripe", "demo-customers"], env, "creating demo customers")
 
 
 def dagster_services(options: Options) -> list[Service]:
@@ -229,10 +221,8 @@ def run(options: Options) -> int:
 
 
 def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: Path) -> int:
-    use_emulator = config.env(config.STRIPE_SECRET_KEY) is None and emulator_installed()
-    services = dagster_services(options)
-    if cli_has("webhooks", "serve"):
-        services.insert(0, webhook_service(options))
+    use_emulator = config.env(config.STRIPE_SECRET_KEY) is None
+    services = [webhook_service(options), *dagster_services(options)]
     # Fail on a busy port before spending time on Postgres, naming the port.
     for service in services:
         if service.port is not None:
@@ -251,10 +241,7 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
         config.DAGSTER_PG_URL: dagster_storage_url(url),
     }
     if options.seed and not options.billing_only and not has_application_data(url):
-        if cli_has("seed"):
-            run_step([*CLI, "seed"], env, "seeding demo data")
-        else:
-            print("[dev] no demo data, and `billing-pipeline seed` is not installed yet")
+        run_step([*CLI, "seed"], env, "seeding demo data")
 
     emulator = _start_emulator(options, stack, data_dir, env) if use_emulator else None
     prepare_stripe(env)
@@ -308,5 +295,13 @@ def _print_urls(options: Options, url: str, emulator: Any, services: list[Servic
     if any(s.name == RECEIVER for s in services):
         lines.append(f"  Webhook receiver  http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}")
     lines.append(f"  Database          {make_url(url).render_as_string(hide_password=True)}")
+    if emulator is not None and any(s.name == RECEIVER for s in services):
+        # The emulator's signing secret is generated per start and only signs local test events.
+        lines.append(
+            "\n  Send a signed test webhook (like `stripe trigger`):\n"
+            "    .venv/bin/billing-pipeline stripe-emulator trigger checkout.session.completed "
+            f"--organization-id 1 \\\n      --url http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
+            f" --secret {emulator.webhook_secret}"
+        )
     print("\n[dev] billing_pipeline is running:\n" + "\n".join(lines), flush=True)
     print("[dev] press Ctrl-C to stop everything.\n", flush=True)
