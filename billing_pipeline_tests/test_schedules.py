@@ -1,0 +1,29 @@
+"""The daily schedule bills the day that just ended, at 02:00 UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from billing_pipeline.definitions import defs
+
+
+def test_the_0200_tick_requests_the_previous_utc_day() -> None:
+    daily_billing_schedule = defs.resolve_schedule_def("daily_billing_schedule")
+    assert daily_billing_schedule.cron_schedule == "0 2 * * *"
+    assert daily_billing_schedule.execution_timezone == "UTC"
+    assert daily_billing_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    )
+    requests = list(daily_billing_schedule.evaluate_tick(context).run_requests or [])
+
+    assert [r.partition_key for r in requests] == ["2026-02-28"]
+
+
+def test_the_schedule_targets_every_meter_and_the_reporting_asset() -> None:
+    job = defs.resolve_job_def("daily_billing")
+    keys = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert keys == {"usage/active_sensors", "usage/temperature_readings", "stripe/meter_events"}
