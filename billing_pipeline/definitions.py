@@ -5,6 +5,8 @@ Dagster loads the single `Definitions` object at module level, so the parts are 
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from billing_pipeline import config
@@ -14,6 +16,10 @@ from billing_pipeline.resources import PostgresResource, stripe_from_environment
 from billing_pipeline.schedules import daily_billing_schedule
 from billing_pipeline.usage_assets import build_usage_assets
 from billing_pipeline.webhooks import dagster_defs as webhooks
+
+# Single-run backfills (`backfill_policy`) are deliberate here; Dagster 1.13 still labels the
+# parameter beta and would repeat that warning in every process that loads the code location.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 defs = dg.Definitions.merge(
     dg.Definitions(
