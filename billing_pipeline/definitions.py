@@ -12,6 +12,11 @@ import dagster as dg
 from billing_pipeline import config
 from billing_pipeline.jobs import daily_billing_job
 from billing_pipeline.reporting.assets import build_reporting_asset
+from billing_pipeline.reporting.checks import (
+    reconciliation_job,
+    reconciliation_schedule,
+    reporting_checks,
+)
 from billing_pipeline.resources import PostgresResource, stripe_from_environment
 from billing_pipeline.schedules import daily_billing_schedule
 from billing_pipeline.usage_assets import build_usage_assets
@@ -24,8 +29,9 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_p
 defs = dg.Definitions.merge(
     dg.Definitions(
         assets=[*build_usage_assets(), build_reporting_asset()],
-        jobs=[daily_billing_job],
-        schedules=[daily_billing_schedule],
+        asset_checks=reporting_checks,
+        jobs=[daily_billing_job, reconciliation_job],
+        schedules=[daily_billing_schedule, reconciliation_schedule],
         resources={
             "postgres": PostgresResource(database_url=dg.EnvVar(config.DATABASE_URL)),
             "stripe": stripe_from_environment(),

@@ -13,8 +13,8 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TypeVar
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
 
 import stripe
 
@@ -169,6 +169,39 @@ class StripeBilling:
             return sum(float(s.aggregated_value) for s in summaries.auto_paging_iter())
 
         return self._with_retries(total, f"summaries of {meter_id}")
+
+    def daily_totals(
+        self, meter_id: str, customer: str, start: datetime, end: datetime
+    ) -> dict[date, float]:
+        """Stripe's aggregated value per UTC day in [start, end), for reconciliation.
+
+        One paginated call covers a whole range of days, so reconciling a month costs one call
+        per customer and meter rather than one per day. Days Stripe omits count as 0.
+        """
+        params: stripe.params.billing.MeterEventSummaryListParams = {
+            "customer": customer,
+            "start_time": int(start.timestamp()),
+            "end_time": int(end.timestamp()),
+            "value_grouping_window": "day",
+            "limit": 100,
+        }
+
+        def totals() -> dict[date, float]:
+            summaries = self.client.v1.billing.meters.event_summaries.list(meter_id, params)
+            by_day: dict[date, float] = {}
+            for summary in summaries.auto_paging_iter():
+                day = datetime.fromtimestamp(summary.start_time, tz=UTC).date()
+                by_day[day] = by_day.get(day, 0.0) + float(summary.aggregated_value)
+            return by_day
+
+        return self._with_retries(totals, f"daily summaries of {meter_id}")
+
+    def retrieve_event(self, event_id: str) -> dict[str, Any]:
+        """The full v2 event behind a thin event notification (`GET /v2/core/events/{id}`)."""
+        event = self._with_retries(
+            lambda: self.client.v2.core.events.retrieve(event_id), f"event {event_id}"
+        )
+        return event.to_dict()
 
 
 def _classify_rejection(error: stripe.InvalidRequestError) -> SendResult:

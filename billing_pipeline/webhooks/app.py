@@ -15,11 +15,17 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.webhooks import inbox
-from billing_pipeline.webhooks.events import MalformedEventError, parse_snapshot_event
+from billing_pipeline.webhooks.events import (
+    InboxEvent,
+    MalformedEventError,
+    parse_snapshot_event,
+    parse_thin_event,
+)
 from billing_pipeline.webhooks.verify import (
     DEFAULT_TOLERANCE_SECONDS,
     InvalidSignatureError,
     verify_signature,
+    verify_thin_event,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,26 +84,8 @@ def create_app(
         answering 503 is how it tells Stripe to retry."""
         return _answer(200, "ok")
 
-    @app.post("/webhooks/stripe")
-    def receive() -> tuple[Response, int]:
-        raw_body = _read_body(max_body_bytes)
-        if raw_body is None:
-            return _answer(413, "body too large")
-        try:
-            body = verify_signature(
-                raw_body,
-                request.headers.get("Stripe-Signature"),
-                secrets,
-                DEFAULT_TOLERANCE_SECONDS,
-            )
-        except InvalidSignatureError as error:
-            logger.warning("stripe webhook refused: %s", error)
-            return _answer(400, "invalid signature")
-        try:
-            event = parse_snapshot_event(body)
-        except MalformedEventError as error:
-            logger.warning("signed stripe webhook refused as malformed: %s", error)
-            return _answer(400, "malformed event")
+    def store(event: InboxEvent) -> tuple[Response, int]:
+        """Commit a verified event; the answer Stripe gets depends only on the commit."""
         try:
             inserted = inbox.store_event(engine, event)
         except DataError:
@@ -122,5 +110,55 @@ def create_app(
             "stored" if inserted else "already stored",
         )
         return _answer(200, "stored" if inserted else "duplicate")
+
+    @app.post("/webhooks/stripe")
+    def receive() -> tuple[Response, int]:
+        """Snapshot events (`object: "event"`), verified with the signature scheme alone."""
+        raw_body = _read_body(max_body_bytes)
+        if raw_body is None:
+            return _answer(413, "body too large")
+        try:
+            body = verify_signature(
+                raw_body,
+                request.headers.get("Stripe-Signature"),
+                secrets,
+                DEFAULT_TOLERANCE_SECONDS,
+            )
+        except InvalidSignatureError as error:
+            logger.warning("stripe webhook refused: %s", error)
+            return _answer(400, "invalid signature")
+        try:
+            event = parse_snapshot_event(body)
+        except MalformedEventError as error:
+            logger.warning("signed stripe webhook refused as malformed: %s", error)
+            return _answer(400, "malformed event")
+        return store(event)
+
+    @app.post("/webhooks/stripe/thin")
+    def receive_thin() -> tuple[Response, int]:
+        """Thin events (`object: "v2.core.event"`) from a Stripe event destination.
+
+        A separate URL because Stripe delivers thin events through their own event destination
+        (with its own signing secret) and the SDK parses them with its own parser; only the
+        notification is stored, and the processing job fetches the full event from Stripe.
+        """
+        raw_body = _read_body(max_body_bytes)
+        if raw_body is None:
+            return _answer(413, "body too large")
+        try:
+            body, notification = verify_thin_event(
+                raw_body,
+                request.headers.get("Stripe-Signature"),
+                secrets,
+                DEFAULT_TOLERANCE_SECONDS,
+            )
+            event = parse_thin_event(body, notification)
+        except InvalidSignatureError as error:
+            logger.warning("stripe thin event refused: %s", error)
+            return _answer(400, "invalid signature")
+        except MalformedEventError as error:
+            logger.warning("signed stripe thin event refused as malformed: %s", error)
+            return _answer(400, "malformed event")
+        return store(event)
 
     return app

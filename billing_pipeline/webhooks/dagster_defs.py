@@ -19,6 +19,7 @@ import dagster as dg
 
 from billing_pipeline.resources import PostgresResource
 from billing_pipeline.webhooks import inbox
+from billing_pipeline.webhooks.meter_errors import fetcher_from_env
 from billing_pipeline.webhooks.processing import MAX_ATTEMPTS, process_open_events
 
 SENSOR_INTERVAL_SECONDS = 30
@@ -36,11 +37,13 @@ GROUP = "stripe_webhooks"
     description=(
         "The `subscriptions` rows kept in step with Stripe webhooks: each materialization "
         "applies every open inbox event, oldest first by Stripe's `created`, and records how "
-        "many were processed, ignored, failed (to be retried) and dead-lettered."
+        "many were processed, ignored, failed (to be retried) and dead-lettered. Stripe's thin "
+        "meter-error events are applied here too: their full body is fetched from Stripe "
+        "(needs STRIPE_SECRET_KEY) and the ledger rows they name are marked failed."
     ),
 )
 def stripe_subscriptions(postgres: PostgresResource) -> dg.MaterializeResult:
-    result = process_open_events(postgres.engine())
+    result = process_open_events(postgres.engine(), fetch_event=fetcher_from_env())
     return dg.MaterializeResult(
         metadata={
             "processed": len(result.processed),

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from stripe.v2.core import EventNotification
+
 MAX_ID_LENGTH = 255
 
 
@@ -23,8 +25,8 @@ class InboxEvent:
     """One verified event as the inbox stores it.
 
     `payload_json` is the verified body itself, so the inbox keeps exactly what Stripe signed.
-    Thin events (v2 notifications) can be stored through the same shape later: they too have an
-    id, a type, a creation time and a livemode flag.
+    Thin events (v2 notifications) are stored through the same shape: they too have an id, a
+    type, a creation time and a livemode flag; their body is fetched from Stripe when processed.
     """
 
     event_id: str
@@ -80,5 +82,33 @@ def parse_snapshot_event(body: str) -> InboxEvent:
         stripe_created=stripe_created,
         livemode=livemode,
         api_version=api_version,
+        payload_json=body,
+    )
+
+
+def parse_thin_event(body: str, notification: EventNotification) -> InboxEvent:
+    """Read a thin event (`"object": "v2.core.event"`) that the SDK has verified and parsed.
+
+    The SDK's parser checks little beyond `object`; the same strictness as for snapshot events
+    applies here, so what reaches the inbox can be ordered (`created`) and deduplicated (`id`).
+    """
+    fields = {"id": notification.id, "type": notification.type}
+    event_id = _required_str(fields, "id")
+    event_type = _required_str(fields, "type")
+    created = notification.created
+    if not isinstance(created, str):
+        raise MalformedEventError("`created` must be an RFC 3339 timestamp")
+    try:
+        stripe_created = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise MalformedEventError("`created` is not an RFC 3339 timestamp") from error
+    if stripe_created.tzinfo is None:
+        raise MalformedEventError("`created` has no time zone")
+    return InboxEvent(
+        event_id=event_id,
+        event_type=event_type,
+        stripe_created=stripe_created.astimezone(UTC),
+        livemode=notification.livemode,
+        api_version=None,
         payload_json=body,
     )

@@ -1,6 +1,6 @@
 """The durable inbox: storing verified events once, and the queries the sensor and job share.
 
-Every verified event (snapshot or, later, thin) goes through `store_event`, the single place
+Every verified event (snapshot or thin) goes through `store_event`, the single place
 that decides what "stored once" means: the Stripe event id is unique and a redelivery is a no-op.
 """
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from billing_pipeline.reporting.error_reports import ERROR_REPORT_EVENT_TYPES
 from billing_pipeline.webhooks import inbox
+from billing_pipeline.webhooks.meter_errors import EventFetcher, apply_error_report
 from billing_pipeline.webhooks.subscriptions import HandlerError, apply_event
 
 logger = logging.getLogger(__name__)
@@ -33,9 +35,18 @@ class BatchResult:
     skipped: int = 0
 
 
-def process_event(engine: Engine, row_id: int, max_attempts: int = MAX_ATTEMPTS) -> tuple[str, str]:
+def process_event(
+    engine: Engine,
+    row_id: int,
+    max_attempts: int = MAX_ATTEMPTS,
+    fetch_event: EventFetcher | None = None,
+) -> tuple[str, str]:
     """Apply one inbox row; return (its new status, its event id), or ("skipped", "") if the row
-    is already closed or another run holds it."""
+    is already closed or another run holds it.
+
+    Thin meter-error events need `fetch_event` (their body lives at Stripe); snapshot events
+    carry their body and never call Stripe.
+    """
     with engine.begin() as connection:
         event = inbox.claim(connection, row_id)
         if event is None:
@@ -44,7 +55,10 @@ def process_event(engine: Engine, row_id: int, max_attempts: int = MAX_ATTEMPTS)
             # A savepoint, so a handler that fails halfway leaves none of its writes behind while
             # the error itself is still recorded in the outer transaction.
             with connection.begin_nested():
-                status = apply_event(connection, event)
+                if event.event_type in ERROR_REPORT_EVENT_TYPES:
+                    status = apply_error_report(connection, event, fetch_event)
+                else:
+                    status = apply_event(connection, event)
         except (OperationalError, InterfaceError):
             raise
         except Exception as error:
@@ -68,7 +82,9 @@ def process_event(engine: Engine, row_id: int, max_attempts: int = MAX_ATTEMPTS)
         return status, event.event_id
 
 
-def process_open_events(engine: Engine, max_attempts: int = MAX_ATTEMPTS) -> BatchResult:
+def process_open_events(
+    engine: Engine, max_attempts: int = MAX_ATTEMPTS, fetch_event: EventFetcher | None = None
+) -> BatchResult:
     """Apply every open event (pending, or failed and due for another attempt), oldest first."""
     result = BatchResult()
     buckets = {
@@ -78,7 +94,7 @@ def process_open_events(engine: Engine, max_attempts: int = MAX_ATTEMPTS) -> Bat
         "dead_letter": result.dead_lettered,
     }
     for row_id in inbox.open_event_ids(engine):
-        status, event_id = process_event(engine, row_id, max_attempts)
+        status, event_id = process_event(engine, row_id, max_attempts, fetch_event)
         if status == "skipped":
             result.skipped += 1
         else:

@@ -9,8 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import stripe
+from stripe.v2.core import EventNotification
+
+from billing_pipeline.webhooks.events import MalformedEventError
 
 DEFAULT_TOLERANCE_SECONDS = 300
+# Parsing needs a client object but no API key: the receiver never calls Stripe, so it holds no
+# secret key (the processing job fetches the full event with its own).
+_THIN_EVENT_PARSER = stripe.StripeClient("")
 
 
 class InvalidSignatureError(Exception):
@@ -37,14 +43,7 @@ def verify_signature(
     SDK compares signatures with `hmac.compare_digest`, which raises TypeError on non-ASCII
     text: such headers are refused here first so every bad input ends as InvalidSignatureError.
     """
-    if not header:
-        raise InvalidSignatureError("missing Stripe-Signature header")
-    if not header.isascii():
-        raise InvalidSignatureError("Stripe-Signature header is not ASCII")
-    try:
-        text = raw_body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InvalidSignatureError("body is not UTF-8, so Stripe cannot have signed it") from error
+    text = _decoded(raw_body, header)
     for secret in secrets:
         try:
             stripe.WebhookSignature.verify_header(text, header, secret, tolerance)
@@ -52,3 +51,40 @@ def verify_signature(
             continue
         return text
     raise InvalidSignatureError("no webhook secret verifies the signature")
+
+
+def verify_thin_event(
+    raw_body: bytes,
+    header: str | None,
+    secrets: Sequence[str],
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+) -> tuple[str, EventNotification]:
+    """Verify and parse a thin event notification with the SDK's `parse_event_notification`.
+
+    Return the body text and the notification. Raises InvalidSignatureError when no secret
+    verifies it, and MalformedEventError when it is signed but not a thin event; the SDK checks
+    the signature before it parses, so nothing unsigned is ever parsed.
+    """
+    text = _decoded(raw_body, header)
+    for secret in secrets:
+        try:
+            notification = _THIN_EVENT_PARSER.parse_event_notification(
+                text, header, secret, tolerance
+            )
+        except stripe.SignatureVerificationError:
+            continue
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+            raise MalformedEventError(f"not a thin event: {type(error).__name__}") from error
+        return text, notification
+    raise InvalidSignatureError("no webhook secret verifies the signature")
+
+
+def _decoded(raw_body: bytes, header: str | None) -> str:
+    if not header:
+        raise InvalidSignatureError("missing Stripe-Signature header")
+    if not header.isascii():
+        raise InvalidSignatureError("Stripe-Signature header is not ASCII")
+    try:
+        return raw_body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidSignatureError("body is not UTF-8, so Stripe cannot have signed it") from error

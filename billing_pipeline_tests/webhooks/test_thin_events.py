@@ -1,0 +1,209 @@
+"""Stripe's thin meter-error events: received over HTTP, stored, fetched, applied to the ledger.
+
+End to end: the reporting asset sends an event for a customer Stripe does not know, Stripe (the
+emulator) accepts it with 200 and later delivers a signed thin event to the receiver; the
+processing job fetches the full event and marks that ledger row failed, which the failed-rows
+check then reports.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import pytest
+import requests
+from sqlalchemy import Engine, text
+
+from billing_pipeline.reporting.assets import build_reporting_asset
+from billing_pipeline.reporting.checks import ledger_failed_rows
+from billing_pipeline.resources import PostgresResource, StripeResource
+from billing_pipeline.stripe_api import StripeBilling
+from billing_pipeline.stripe_emulator.control import EmulatorControl
+from billing_pipeline.stripe_emulator.server import StripeEmulator
+from billing_pipeline.usage_assets import build_usage_assets
+from billing_pipeline.webhooks.app import create_app
+from billing_pipeline.webhooks.dagster_defs import webhook_defs
+from billing_pipeline_tests.builders import add_organization, add_readings, add_sensor, midnight
+from billing_pipeline_tests.stripe_fixtures import TEST_KEY
+from billing_pipeline_tests.webhooks.support import SECRET, dumps, inbox_rows, serve, sign
+
+DAY = datetime.now(UTC).date() - timedelta(days=2)
+ERROR_TYPE = "v1.billing.meter.error_report_triggered"
+
+
+@pytest.fixture
+def thin_receiver(
+    engine: Engine, database_url: str, stripe_emulator: StripeEmulator
+) -> Iterator[str]:
+    """A receiver that trusts our test secret and the emulator's signing secret."""
+    app = create_app(database_url, [SECRET, stripe_emulator.webhook_secret])
+    with serve(app) as url:
+        yield url
+
+
+def thin_event(event_id: str = "evt_test_thin_1", **overrides: Any) -> dict[str, Any]:
+    """A thin notification as Stripe delivers it: no data, only what identifies the event."""
+    return {
+        "id": event_id,
+        "object": "v2.core.event",
+        "type": ERROR_TYPE,
+        "created": "2026-01-01T00:00:00.000Z",
+        "livemode": False,
+        "related_object": {
+            "id": "mtr_test_1",
+            "type": "billing.meter",
+            "url": "/v1/billing/meters/mtr_test_1",
+        },
+        **overrides,
+    }
+
+
+def post_thin(url: str, body: str, signature: str | None) -> requests.Response:
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["Stripe-Signature"] = signature
+    return requests.post(f"{url}/webhooks/stripe/thin", data=body, headers=headers, timeout=10)
+
+
+def wait_for_inbox(engine: Engine, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while len(rows := inbox_rows(engine)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return rows
+
+
+def process_webhooks(instance: dg.DagsterInstance, database_url: str) -> dg.ExecuteInProcessResult:
+    defs = dg.Definitions.merge(
+        webhook_defs,
+        dg.Definitions(resources={"postgres": PostgresResource(database_url=database_url)}),
+    )
+    return defs.resolve_job_def("process_stripe_webhooks").execute_in_process(instance=instance)
+
+
+def ledger(engine: Engine) -> dict[str, dict[str, Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT identifier, status, error_code, status_reason FROM billing.meter_ledger")
+        ).mappings()
+        return {row["identifier"]: dict(row) for row in rows}
+
+
+def test_async_error_report_marks_the_ledger_row_failed(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    emulator: EmulatorControl,
+    stripe_billing: StripeBilling,
+    thin_receiver: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    known = stripe_billing.client.v1.customers.create({"name": "Known"}).id
+    add_organization(engine, 1, customer=known)
+    add_organization(engine, 2, customer="cus_deleted_at_stripe")
+    for sensor, organization in ((1, 1), (2, 2)):
+        add_sensor(engine, sensor, organization, midnight(DAY) - timedelta(days=1))
+        add_readings(engine, sensor, DAY, 3)
+    emulator.set_unknown_customer_mode("async")
+    emulator.set_webhook_endpoint(f"{thin_receiver}/webhooks/stripe/thin")
+
+    reported = dg.materialize(
+        [*build_usage_assets(), build_reporting_asset()],
+        partition_key=DAY.isoformat(),
+        instance=dagster_instance,
+        resources={
+            "postgres": PostgresResource(database_url=database_url),
+            "stripe": StripeResource(secret_key=TEST_KEY, api_base=stripe_emulator.url),
+        },
+    )
+
+    # Stripe answered 200 to all four events, so the ledger says sent...
+    assert reported.success
+    assert {row["status"] for row in ledger(engine).values()} == {"sent"}
+    # ...and then delivered one signed thin event per refused event to the receiver.
+    stored = wait_for_inbox(engine, 2)
+    assert [row["event_type"] for row in stored] == [ERROR_TYPE, ERROR_TYPE]
+    assert all(row["payload"]["object"] == "v2.core.event" for row in stored)
+    assert all("data" not in row["payload"] for row in stored)  # thin: fetched when processed
+
+    monkeypatch.setenv("STRIPE_SECRET_KEY", TEST_KEY)
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_emulator.url)
+    processed = process_webhooks(dagster_instance, database_url)
+
+    assert processed.success
+    assert {row["status"] for row in inbox_rows(engine)} == {"processed"}
+    rows = ledger(engine)
+    failed = {i: r for i, r in rows.items() if r["status"] == "failed"}
+    assert sorted(failed) == sorted(r["identifier"] for r in emulator.error_reports())
+    assert {i.split("-")[2] for i in failed} == {"2"}  # only the unknown customer's rows
+    assert {r["error_code"] for r in failed.values()} == {"meter_event_customer_not_found"}
+    assert all("asynchronous error" in r["status_reason"] for r in failed.values())
+    assert [r["status"] for i, r in rows.items() if i.split("-")[2] == "1"] == ["sent", "sent"]
+
+    check = dg.materialize(
+        [ledger_failed_rows],
+        instance=dagster_instance,
+        resources={"postgres": PostgresResource(database_url=database_url)},
+        selection=dg.AssetSelection.checks(ledger_failed_rows),
+        raise_on_error=False,
+    )
+    [evaluation] = check.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert sorted(evaluation.metadata["identifiers"].value) == sorted(failed)  # type: ignore[arg-type]
+
+
+def test_without_a_secret_key_the_thin_event_waits_in_the_inbox(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    thin_receiver: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = dumps(thin_event())
+    assert post_thin(thin_receiver, body, sign(body)).status_code == 200
+    monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
+
+    assert process_webhooks(dagster_instance, database_url).success
+
+    # Nothing is lost: the event stays in the inbox as failed, to be retried once a key is set.
+    [row] = inbox_rows(engine)
+    assert row["status"] == "failed"
+    assert row["attempts"] == 1
+    assert "STRIPE_SECRET_KEY is not set" in row["last_error"]
+
+
+def test_thin_endpoint_stores_once_and_refuses_what_is_not_a_signed_thin_event(
+    engine: Engine, thin_receiver: str
+) -> None:
+    body = dumps(thin_event())
+    assert post_thin(thin_receiver, body, sign(body)).status_code == 200
+    assert post_thin(thin_receiver, body, sign(body)).json()["message"] == "duplicate"
+    [row] = inbox_rows(engine)
+    assert row["event_id"] == "evt_test_thin_1"
+    assert row["stripe_created"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert json.loads(body) == row["payload"]
+
+    other = dumps(thin_event("evt_test_thin_2"))
+    snapshot = dumps({**thin_event("evt_test_snapshot"), "object": "event", "created": 1})
+    no_created = dumps({k: v for k, v in thin_event("evt_test_thin_3").items() if k != "created"})
+    refusals = {
+        "unsigned": post_thin(thin_receiver, other, None),
+        "wrong secret": post_thin(thin_receiver, other, sign(other, "whsec_wrong")),
+        "stale signature": post_thin(
+            thin_receiver, other, sign(other, timestamp=int(time.time()) - 3600)
+        ),
+        "tampered body": post_thin(thin_receiver, other.replace("thin_2", "thin_9"), sign(other)),
+        "snapshot event": post_thin(thin_receiver, snapshot, sign(snapshot)),
+        "no created": post_thin(thin_receiver, no_created, sign(no_created)),
+        "not json": post_thin(thin_receiver, "[1, 2", sign("[1, 2")),
+    }
+
+    assert {name: r.status_code for name, r in refusals.items()} == dict.fromkeys(refusals, 400)
+    assert refusals["snapshot event"].json()["message"] == "malformed event"
+    assert refusals["wrong secret"].json()["message"] == "invalid signature"
+    assert len(inbox_rows(engine)) == 1  # only the first, valid event was stored
