@@ -11,6 +11,7 @@ import dagster as dg
 
 from billing_pipeline import config
 from billing_pipeline.jobs import daily_billing_job
+from billing_pipeline.late_data import late_readings_sensor
 from billing_pipeline.reporting.assets import build_reporting_asset
 from billing_pipeline.reporting.checks import (
     reconciliation_job,
@@ -32,6 +33,7 @@ defs = dg.Definitions.merge(
         asset_checks=reporting_checks,
         jobs=[daily_billing_job, reconciliation_job],
         schedules=[daily_billing_schedule, reconciliation_schedule],
+        sensors=[late_readings_sensor],
         resources={
             "postgres": PostgresResource(database_url=dg.EnvVar(config.DATABASE_URL)),
             "stripe": stripe_from_environment(),

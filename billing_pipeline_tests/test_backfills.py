@@ -1,0 +1,227 @@
+"""A real range backfill: launched on a Dagster instance and driven by the backfill daemon's loop.
+
+The code location is the project's `Definitions`, with only the Stripe resource bound to the
+test emulator and the in-process executor; runs are launched synchronously so one daemon
+iteration executes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.test_utils import create_test_daemon_workspace_context
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster._daemon.backfill import execute_backfill_iteration
+from dagster._record import copy
+from dagster._time import get_current_timestamp
+from sqlalchemy import Engine, text
+
+from billing_pipeline import config
+from billing_pipeline.definitions import defs
+from billing_pipeline.meters import ACTIVE_SENSORS, METERS, TEMPERATURE_READINGS
+from billing_pipeline.resources import StripeResource
+from billing_pipeline.stripe_api import StripeBilling
+from billing_pipeline.stripe_emulator.control import EmulatorControl
+from billing_pipeline.stripe_emulator.server import StripeEmulator
+from billing_pipeline_tests.builders import add_organization, add_readings, add_sensor, midnight
+from billing_pipeline_tests.reporting.test_assets import new_customer
+from billing_pipeline_tests.stripe_fixtures import TEST_KEY
+from billing_pipeline_tests.support import create_database, drop_database
+
+# What the daemon loads: the project's definitions, Stripe read from the environment at run time.
+backfill_defs = copy(
+    defs,
+    resources={
+        **(defs.resources or {}),
+        "stripe": StripeResource(
+            secret_key=dg.EnvVar(config.STRIPE_SECRET_KEY),
+            api_base=dg.EnvVar(config.STRIPE_API_BASE),
+            max_network_retries=0,
+            retry_base_seconds=0.01,
+        ),
+    },
+    executor=dg.in_process_executor,
+)
+
+TODAY = datetime.now(UTC).date()
+DAYS = [TODAY - timedelta(days=n) for n in range(35, 0, -1)]  # 35 days, ending yesterday
+# sensor: (organization, index of the day it is created, index of the day it is switched off)
+SENSORS: dict[int, tuple[int, int, int | None]] = {
+    11: (1, 1, None),
+    12: (1, 1, 15),
+    21: (2, 5, None),
+    31: (3, 0, None),  # free tier: skipped rows only, so the oldest day holds no Stripe event
+}
+# Paying sensors start on day 1: day 0 is 35 days old and may already be outside Stripe's
+# window (by the hour of the day the test runs), which would make the totals depend on the clock.
+ASSETS = [
+    dg.AssetKey(["usage", ACTIVE_SENSORS.name]),
+    dg.AssetKey(["usage", TEMPERATURE_READINGS.name]),
+    dg.AssetKey(["stripe", "meter_events"]),
+]
+
+
+def readings(sensor: int, index: int) -> int:
+    return (index * 7 + sensor) % 5
+
+
+def expected_by_day(organization: int) -> dict[str, list[float]]:
+    """Day-by-day values written out from SENSORS, independently of the meters' SQL."""
+    active = [0.0] * len(DAYS)
+    counted = [0.0] * len(DAYS)
+    for sensor, (org, created, off) in SENSORS.items():
+        if org != organization:
+            continue
+        for index in range(created, len(DAYS)):
+            counted[index] += readings(sensor, index) if off is None or index <= off else 0
+            active[index] += 1 if off is None or index < off else 0
+    return {ACTIVE_SENSORS.name: active, TEMPERATURE_READINGS.name: counted}
+
+
+@pytest.fixture
+def backfill_instance(postgres_server_url: str) -> Iterator[dg.DagsterInstance]:
+    """An instance of its own whose launcher executes each run before the daemon moves on."""
+    url = create_database(postgres_server_url, "dagster_backfill")
+    with dg.instance_for_test(
+        overrides={
+            "storage": {"postgres": {"postgres_url": url}},
+            # Submitted runs start at once instead of waiting for the run queue daemon.
+            "run_coordinator": {
+                "module": "dagster._core.run_coordinator",
+                "class": "DefaultRunCoordinator",
+            },
+            "run_launcher": {
+                "module": "dagster._core.launcher.sync_in_memory_run_launcher",
+                "class": "SyncInMemoryRunLauncher",
+            },
+        }
+    ) as instance:
+        yield instance
+    drop_database(postgres_server_url, url)
+
+
+@pytest.fixture
+def workspace(
+    backfill_instance: dg.DagsterInstance,
+    database_url: str,
+    stripe_emulator: StripeEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[WorkspaceProcessContext]:
+    monkeypatch.setenv(config.DATABASE_URL, database_url)
+    monkeypatch.setenv(config.STRIPE_SECRET_KEY, TEST_KEY)
+    monkeypatch.setenv(config.STRIPE_API_BASE, stripe_emulator.url)
+    origin = LoadableTargetOrigin(
+        module_name=__name__, attribute="backfill_defs", working_directory=os.getcwd()
+    )
+    target = InProcessWorkspaceLoadTarget(
+        InProcessCodeLocationOrigin(origin, location_name="billing_pipeline")
+    )
+    with create_test_daemon_workspace_context(target, backfill_instance) as context:
+        yield context
+
+
+def run_backfill(workspace: WorkspaceProcessContext) -> list[dg.DagsterRun]:
+    """Request a backfill of DAYS as the UI does, let the daemon run it; return its runs."""
+    instance = workspace.instance
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=f"range{len(instance.get_backfills())}",
+        asset_graph=workspace.create_request_context().asset_graph,
+        partition_names=[day.isoformat() for day in DAYS],
+        asset_selection=ASSETS,
+        backfill_timestamp=get_current_timestamp(),
+        tags={},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    logger = logging.getLogger("test_backfills")
+    for _ in range(4):
+        list(execute_backfill_iteration(workspace, logger))
+        status = instance.get_backfill(backfill.backfill_id)
+        if status and status.status is not BulkActionStatus.REQUESTED:
+            break
+    final = instance.get_backfill(backfill.backfill_id)
+    assert final is not None and final.status is BulkActionStatus.COMPLETED_SUCCESS
+    return list(instance.get_runs(filters=dg.RunsFilter.for_backfill(backfill.backfill_id)))
+
+
+def stripe_by_day(stripe_billing: StripeBilling, customer: str) -> dict[str, list[float]]:
+    remote = {m.event_name: m.id for m in stripe_billing.list_meters()}
+    summaries = stripe_billing.client.v1.billing.meters.event_summaries
+    return {
+        meter.name: [
+            float(s.aggregated_value)
+            for s in summaries.list(
+                remote[meter.event_name],
+                {
+                    "customer": customer,
+                    "start_time": int(midnight(DAYS[0]).timestamp()),
+                    "end_time": int(midnight(TODAY).timestamp()),
+                    "value_grouping_window": "day",
+                    "limit": 100,
+                },
+            ).data
+        ]
+        for meter in METERS
+    }
+
+
+def test_a_35_day_backfill_is_one_run_bills_day_by_day_totals_and_reruns_send_nothing(
+    engine: Engine,
+    workspace: WorkspaceProcessContext,
+    emulator: EmulatorControl,
+    stripe_billing: StripeBilling,
+) -> None:
+    customers = {1: new_customer(stripe_billing, "Alpha"), 2: new_customer(stripe_billing, "Beta")}
+    for org in (1, 2, 3):
+        add_organization(engine, org, customer=customers.get(org))
+    for sensor, (org, created, off) in SENSORS.items():
+        add_sensor(
+            engine,
+            sensor,
+            org,
+            midnight(DAYS[created]),
+            midnight(DAYS[off]) + timedelta(hours=3) if off is not None else None,
+        )
+        for index in range(created, len(DAYS) if off is None else off + 1):
+            if count := readings(sensor, index):
+                add_readings(engine, sensor, DAYS[index], count)
+
+    [run] = run_backfill(workspace)
+
+    # One run for the whole range (single-run backfill policy), over every selected asset.
+    assert run.status is dg.DagsterRunStatus.SUCCESS
+    assert run.tags["dagster/asset_partition_range_start"] == DAYS[0].isoformat()
+    assert run.tags["dagster/asset_partition_range_end"] == DAYS[-1].isoformat()
+    for org, customer in customers.items():
+        assert stripe_by_day(stripe_billing, customer) == expected_by_day(org)
+    sent = emulator.meter_events()
+    assert len(sent) == sum(
+        1 for org in customers for values in expected_by_day(org).values() for v in values if v
+    )
+
+    [again] = run_backfill(workspace)
+
+    # The same range again: one more run, no new event, no new ledger row.
+    assert again.status is dg.DagsterRunStatus.SUCCESS
+    assert emulator.meter_events() == sent
+    with engine.connect() as connection:
+        statuses: dict[str, int] = dict(
+            connection.execute(
+                text("SELECT status, count(*) FROM billing.meter_ledger GROUP BY status")
+            ).all()
+        )
+    free = sum(1 for values in expected_by_day(3).values() for v in values if v)
+    assert statuses == {"sent": len(sent), "skipped": free}
