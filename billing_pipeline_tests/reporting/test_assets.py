@@ -188,10 +188,10 @@ def test_faults_and_a_crash_still_bill_exactly_once(
     identifiers = Counter(event["identifier"] for event in emulator.meter_events())
     assert max(identifiers.values()) == 1
     with engine.connect() as connection:
-        statuses = dict(
+        statuses: dict[str, int] = dict(
             connection.execute(
                 text("SELECT status, count(*) FROM billing.meter_ledger GROUP BY status")
-            ).all()
+            ).tuples()
         )
     assert statuses == {"sent": len(three_organizations), "skipped": 6}
 

@@ -33,7 +33,8 @@ def tick(instance: dg.DagsterInstance, database_url: str, cursor: str | None) ->
         cursor=cursor,
         resources={"postgres": PostgresResource(database_url=database_url)},
     )
-    result: dg.SensorResult = stripe_webhook_inbox_sensor(context)
+    result = stripe_webhook_inbox_sensor(context)
+    assert isinstance(result, dg.SensorResult)
     return result
 
 
