@@ -188,11 +188,12 @@ def test_faults_and_a_crash_still_bill_exactly_once(
     identifiers = Counter(event["identifier"] for event in emulator.meter_events())
     assert max(identifiers.values()) == 1
     with engine.connect() as connection:
-        statuses: dict[str, int] = dict(
-            connection.execute(
-                text("SELECT status, count(*) FROM billing.meter_ledger GROUP BY status")
-            ).tuples()
-        )
+        statuses = {
+            row.status: row.n
+            for row in connection.execute(
+                text("SELECT status, count(*) AS n FROM billing.meter_ledger GROUP BY status")
+            )
+        }
     assert statuses == {"sent": len(three_organizations), "skipped": 6}
 
 
