@@ -147,7 +147,9 @@ daily_usage = Table(
     _timestamp("computed_at", nullable=False, default_now=True),
 )
 
-LEDGER_STATUSES = ("pending", "sent", "skipped", "failed", "expired")
+# `rejected`: Stripe answered 200 but reported the event invalid later (an asynchronous meter
+# error report). Its identifier is spent, so its amount is planned again under a new revision.
+LEDGER_STATUSES = ("pending", "sent", "skipped", "failed", "expired", "rejected")
 
 meter_ledger = Table(
     "meter_ledger",

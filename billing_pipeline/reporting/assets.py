@@ -160,6 +160,7 @@ def _metadata(
         "ledger_pending": in_window["pending"],
         "ledger_failed": in_window["failed"],
         "ledger_expired": in_window["expired"],
+        "ledger_rejected": in_window["rejected"],
     }
     for meter, total in sorted(_billed_totals(engine, meters, first_day, end_day).items()):
         metadata[f"stripe_total/{meter}"] = total

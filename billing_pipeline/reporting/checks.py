@@ -54,6 +54,20 @@ class AttentionRows:
     rows: list[Any]
 
 
+# A rejected row stays in the ledger as history; it needs attention only until a later revision of
+# the same (meter, organization, day) has been sent in its place.
+UNRESOLVED_FAILURE = """
+    status = 'failed'
+    OR (status = 'rejected' AND NOT EXISTS (
+        SELECT 1 FROM billing.meter_ledger later
+        WHERE later.meter = meter_ledger.meter
+          AND later.organization_id = meter_ledger.organization_id
+          AND later.day = meter_ledger.day
+          AND later.revision > meter_ledger.revision
+          AND later.status = 'sent'))
+"""
+
+
 def _attention_rows(engine: Engine, where: str, params: dict[str, Any]) -> AttentionRows:
     with engine.connect() as connection:
         total, organizations = connection.execute(
@@ -110,14 +124,16 @@ def _attention_result(
     asset=REPORTING_KEY,
     name="ledger_failed_rows",
     description=(
-        "Fails while any meter event is `failed` in billing.meter_ledger: Stripe rejected it "
-        "(synchronously, or later in a meter error report) or the last attempt hit a transient "
-        "error. Lists identifiers, organizations, Stripe error codes and reasons. The next "
-        "billing run of the row's day resends it; fix the cause first (e.g. a missing customer)."
+        "Fails while any meter event is `failed` in billing.meter_ledger (Stripe rejected the "
+        "call, or the last attempt hit a transient error: the next billing run of that day "
+        "resends it), or `rejected` with no later revision sent (Stripe accepted it but reported "
+        "it invalid afterwards, in a meter error report: the next run bills the amount under a "
+        "new revision). Lists identifiers, organizations, Stripe error codes and reasons; fix "
+        "the cause first (e.g. a missing customer)."
     ),
 )
 def ledger_failed_rows(postgres: PostgresResource) -> dg.AssetCheckResult:
-    found = _attention_rows(postgres.engine(), "status = 'failed'", {})
+    found = _attention_rows(postgres.engine(), UNRESOLVED_FAILURE, {})
     return _attention_result(found, dg.AssetCheckSeverity.ERROR)
 
 

@@ -3,8 +3,11 @@
 Stripe accepts a meter event with 200 and validates some rules later (unknown customer, archived
 meter, ...). It then sends a thin event `v1.billing.meter.error_report_triggered` whose full body
 lists error codes with sample requests, each naming the event's `identifier`. Our identifiers are
-the ledger's primary key, so the rows Stripe refused can be marked `failed` with Stripe's code:
-the next reporting run resends them, and the failed-rows check shows them until then.
+the ledger's primary key, so the rows Stripe refused are marked `rejected` with Stripe's code.
+They are not resent: Stripe already holds their identifiers and would answer "duplicate", which
+would read as delivered. The next reporting run of that day bills the amount again under a new
+revision (after the cause, e.g. a missing customer, is fixed), and the failed-rows check shows
+them until a later revision is sent.
 
 Stripe lists *samples*, not necessarily every failing event of a window: rows it did not name are
 caught by the reconciliation check instead (Stripe's total falls short of the ledger's).
@@ -58,10 +61,10 @@ def reported_errors(event: Mapping[str, Any]) -> list[ReportedError]:
     return errors
 
 
-def mark_reported_rows_failed(
+def mark_reported_rows_rejected(
     connection: Connection, event_id: str, errors: list[ReportedError]
 ) -> list[str]:
-    """Mark the ledger rows Stripe named as `failed`; return the identifiers that matched.
+    """Mark the ledger rows Stripe named as `rejected`; return the identifiers that matched.
 
     Rows already `sent` (Stripe answered 200 before validating) and rows still `pending` or
     `failed` are marked; `skipped` and `expired` rows were never sent and keep their state.
@@ -73,7 +76,7 @@ def mark_reported_rows_failed(
         text(
             """
             UPDATE billing.meter_ledger AS l
-            SET status = 'failed', error_code = e.code, updated_at = now(),
+            SET status = 'rejected', error_code = e.code, updated_at = now(),
                 status_reason = :prefix || ' (' || :event_id || '): ' || e.message
             FROM unnest(CAST(:identifiers AS text[]), CAST(:codes AS text[]),
                         CAST(:messages AS text[])) AS e(identifier, code, message)

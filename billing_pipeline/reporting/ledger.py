@@ -7,6 +7,8 @@ Stripe call and marked afterwards, so a crash in between resends the same identi
 A day is billed as a chain of revisions. `sum` meters send differences (their values add up to
 the day's aggregate); `last` meters resend the whole value. Skipped rows (no Stripe customer)
 record the decision without counting as billed, so a day is billed once the customer appears.
+Rejected rows (Stripe reported them invalid after accepting them) do not count as billed either:
+their identifier is spent, so the next plan bills the amount again under a new revision.
 """
 
 from __future__ import annotations
@@ -71,11 +73,12 @@ WITH targets AS (
 ledger AS (
     SELECT day, organization_id,
            max(revision) AS last_revision,
-           coalesce(sum(value) FILTER (WHERE status <> 'skipped'), 0) AS billed_sum,
+           coalesce(sum(value) FILTER (WHERE status NOT IN ('skipped', 'rejected')), 0)
+               AS billed_sum,
            (array_agg(target_value ORDER BY revision DESC)
-                FILTER (WHERE status <> 'skipped'))[1] AS billed_last,
+                FILTER (WHERE status NOT IN ('skipped', 'rejected')))[1] AS billed_last,
            (array_agg(stripe_customer_id ORDER BY revision DESC)
-                FILTER (WHERE status <> 'skipped'))[1] AS billed_customer,
+                FILTER (WHERE status NOT IN ('skipped', 'rejected')))[1] AS billed_customer,
            (array_agg(target_value ORDER BY revision DESC)
                 FILTER (WHERE status = 'skipped'))[1] AS latest_skipped_target,
            (array_agg(status ORDER BY revision DESC))[1] = 'skipped' AS latest_is_skipped
@@ -204,7 +207,7 @@ def _reassert_newest_days(
                    organization_id, day, revision, target_value, stripe_customer_id
             FROM billing.meter_ledger
             WHERE meter = :meter AND organization_id = ANY(:organizations)
-              AND status <> 'skipped'
+              AND status NOT IN ('skipped', 'rejected')
             ORDER BY organization_id, day DESC, revision DESC
             """
         ),

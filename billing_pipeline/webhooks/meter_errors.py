@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from billing_pipeline import config
 from billing_pipeline.reporting.error_reports import (
     MalformedErrorReportError,
-    mark_reported_rows_failed,
+    mark_reported_rows_rejected,
     reported_errors,
 )
 from billing_pipeline.stripe_api import StripeBilling
@@ -54,7 +54,7 @@ def apply_error_report(
         errors = reported_errors(full_event)
     except MalformedErrorReportError as error:
         raise HandlerError(f"event {event.event_id}: {error}") from error
-    marked = mark_reported_rows_failed(connection, event.event_id, errors)
+    marked = mark_reported_rows_rejected(connection, event.event_id, errors)
     logger.info(
         "stripe meter error report %s: %d sample errors, ledger rows marked failed: %s",
         event.event_id,

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, text
 from billing_pipeline.reporting.error_reports import (
     MalformedErrorReportError,
     ReportedError,
-    mark_reported_rows_failed,
+    mark_reported_rows_rejected,
     reported_errors,
 )
 from billing_pipeline_tests.reporting.test_checks import insert_row
@@ -58,7 +58,7 @@ def test_an_event_without_error_types_is_refused() -> None:
         reported_errors({"data": {"developer_message_summary": "no reason"}})
 
 
-def test_marks_sent_and_pending_rows_failed_and_leaves_the_rest(engine: Engine) -> None:
+def test_marks_sent_and_pending_rows_rejected_and_leaves_the_rest(engine: Engine) -> None:
     sent = insert_row(engine, 1, "sent")
     pending = insert_row(engine, 2, "pending")
     skipped = insert_row(engine, 3, "skipped", customer=None)
@@ -68,7 +68,7 @@ def test_marks_sent_and_pending_rows_failed_and_leaves_the_rest(engine: Engine) 
     errors = reported_errors(error_report(*samples, ("no_meter", "someone-elses-event")))
 
     with engine.begin() as connection:
-        marked = mark_reported_rows_failed(connection, "evt_test_1", errors)
+        marked = mark_reported_rows_rejected(connection, "evt_test_1", errors)
 
     assert marked == sorted([sent, pending])
     with engine.connect() as connection:
@@ -80,7 +80,7 @@ def test_marks_sent_and_pending_rows_failed_and_leaves_the_rest(engine: Engine) 
                 )
             )
         }
-    assert rows[sent].status == rows[pending].status == "failed"
+    assert rows[sent].status == rows[pending].status == "rejected"
     assert rows[sent].error_code == "meter_event_customer_not_found"
     assert "evt_test_1" in rows[sent].status_reason and "bad " in rows[sent].status_reason
     # Never sent, so Stripe's report cannot be about them: their state and reason stay.

@@ -182,3 +182,20 @@ def test_two_plans_of_one_window_at_once_write_one_revision(engine: Engine) -> N
             text("SELECT DISTINCT revision FROM billing.meter_ledger")
         ).scalars()
         assert set(revisions) == {1}
+
+
+def test_a_row_stripe_rejected_later_is_billed_again_under_a_new_identifier(
+    engine: Engine,
+) -> None:
+    add_organization(engine, 1, customer="cus_a")
+    set_usage(engine, TEMPERATURE_READINGS, D1, 1, 10)
+    set_usage(engine, ACTIVE_SENSORS, D1, 1, 4)
+    plan(engine, TEMPERATURE_READINGS)
+    plan(engine, ACTIVE_SENSORS)
+    with engine.begin() as connection:
+        # Both were accepted, then named in a meter error report: their identifiers are spent.
+        connection.execute(text("UPDATE billing.meter_ledger SET status = 'rejected'"))
+
+    assert summary(plan(engine, TEMPERATURE_READINGS)) == [(D1, 1, 2, 10, "pending")]
+    assert summary(plan(engine, ACTIVE_SENSORS)) == [(D1, 1, 2, 4, "pending")]
+    assert plan(engine, TEMPERATURE_READINGS) == plan(engine, ACTIVE_SENSORS) == []

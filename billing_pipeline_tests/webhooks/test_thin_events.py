@@ -2,8 +2,8 @@
 
 End to end: the reporting asset sends an event for a customer Stripe does not know, Stripe (the
 emulator) accepts it with 200 and later delivers a signed thin event to the receiver; the
-processing job fetches the full event and marks that ledger row failed, which the failed-rows
-check then reports.
+processing job fetches the full event and marks that ledger row rejected, which the failed-rows
+check reports until the amount is billed again under a new revision.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def ledger(engine: Engine) -> dict[str, dict[str, Any]]:
         return {row["identifier"]: dict(row) for row in rows}
 
 
-def test_async_error_report_marks_the_ledger_row_failed(
+def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
@@ -112,15 +112,18 @@ def test_async_error_report_marks_the_ledger_row_failed(
     emulator.set_unknown_customer_mode("async")
     emulator.set_webhook_endpoint(f"{thin_receiver}/webhooks/stripe/thin")
 
-    reported = dg.materialize(
-        [*build_usage_assets(), build_reporting_asset()],
-        partition_key=DAY.isoformat(),
-        instance=dagster_instance,
-        resources={
-            "postgres": PostgresResource(database_url=database_url),
-            "stripe": StripeResource(secret_key=TEST_KEY, api_base=stripe_emulator.url),
-        },
-    )
+    def report_day() -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [*build_usage_assets(), build_reporting_asset()],
+            partition_key=DAY.isoformat(),
+            instance=dagster_instance,
+            resources={
+                "postgres": PostgresResource(database_url=database_url),
+                "stripe": StripeResource(secret_key=TEST_KEY, api_base=stripe_emulator.url),
+            },
+        )
+
+    reported = report_day()
 
     # Stripe answered 200 to all four events, so the ledger says sent...
     assert reported.success
@@ -138,23 +141,46 @@ def test_async_error_report_marks_the_ledger_row_failed(
     assert processed.success
     assert {row["status"] for row in inbox_rows(engine)} == {"processed"}
     rows = ledger(engine)
-    failed = {i: r for i, r in rows.items() if r["status"] == "failed"}
+    failed = {i: r for i, r in rows.items() if r["status"] == "rejected"}
     assert sorted(failed) == sorted(r["identifier"] for r in emulator.error_reports())
     assert {i.split("-")[2] for i in failed} == {"2"}  # only the unknown customer's rows
     assert {r["error_code"] for r in failed.values()} == {"meter_event_customer_not_found"}
     assert all("asynchronous error" in r["status_reason"] for r in failed.values())
     assert [r["status"] for i, r in rows.items() if i.split("-")[2] == "1"] == ["sent", "sent"]
 
-    check = dg.materialize(
-        [ledger_failed_rows],
-        instance=dagster_instance,
-        resources={"postgres": PostgresResource(database_url=database_url)},
-        selection=dg.AssetSelection.checks(ledger_failed_rows),
-        raise_on_error=False,
-    )
-    [evaluation] = check.get_asset_check_evaluations()
+    def failed_rows_check() -> dg.AssetCheckEvaluation:
+        check = dg.materialize(
+            [ledger_failed_rows],
+            instance=dagster_instance,
+            resources={"postgres": PostgresResource(database_url=database_url)},
+            selection=dg.AssetSelection.checks(ledger_failed_rows),
+            raise_on_error=False,
+        )
+        [evaluation] = check.get_asset_check_evaluations()
+        return evaluation
+
+    evaluation = failed_rows_check()
     assert not evaluation.passed
     assert sorted(evaluation.metadata["identifiers"].value) == sorted(failed)  # type: ignore[arg-type]
+
+    # The operator fixes the customer. The rejected identifiers are spent at Stripe, so the next
+    # run bills the same amounts under new revisions (r2) instead of resending r1 (which Stripe
+    # would answer as a duplicate, and the ledger would wrongly read as delivered).
+    fixed = stripe_billing.client.v1.customers.create({"name": "Fixed"}).id
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE subscriptions SET stripe_customer_id = :c WHERE organization_id = 2"),
+            {"c": fixed},
+        )
+    assert report_day().success
+    rebilled = {
+        e["identifier"]: e["value"] for e in emulator.meter_events() if e["customer"] == fixed
+    }
+    assert rebilled == {
+        "bp-active_sensors-2-" + DAY.strftime("%Y%m%d") + "-r2": 1,
+        "bp-temperature_readings-2-" + DAY.strftime("%Y%m%d") + "-r2": 3,
+    }
+    assert failed_rows_check().passed
 
 
 def test_without_a_secret_key_the_thin_event_waits_in_the_inbox(
