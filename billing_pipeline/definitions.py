@@ -34,6 +34,9 @@ defs = dg.Definitions.merge(
         jobs=[daily_billing_job, reconciliation_job],
         schedules=[daily_billing_schedule, reconciliation_schedule],
         sensors=[late_readings_sensor],
+        # Every step is light Python around SQL in Postgres and calls to Stripe, so a process per
+        # step (Dagster's default) would cost more than the work: one run, one process.
+        executor=dg.in_process_executor,
         resources={
             "postgres": PostgresResource(database_url=dg.EnvVar(config.DATABASE_URL)),
             "stripe": stripe_from_environment(),
