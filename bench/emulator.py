@@ -1,0 +1,53 @@
+"""The Stripe emulator in its own process, so its request handling does not share our GIL.
+
+In-process (as the tests run it) the emulator and the sender would take turns on one
+interpreter lock and the benchmark would measure the sum of both; Stripe is another machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import stripe
+
+from billing_pipeline.stripe_emulator.control import EmulatorControl
+
+API_KEY = "sk_test_bench"
+
+
+@contextmanager
+def emulator_process() -> Iterator[str]:
+    """Start `billing-pipeline stripe-emulator --port 0`; yield its base URL; stop it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billing_pipeline.cli", "stripe-emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = None
+        for line in process.stdout:
+            if line.startswith("STRIPE_API_BASE="):
+                url = line.strip().split("=", 1)[1]
+                break
+        if url is None:
+            raise RuntimeError("the emulator exited before printing its URL")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def control(url: str) -> EmulatorControl:
+    return EmulatorControl(url, timeout=120.0)
+
+
+def sdk_client(url: str, key: str = API_KEY, retries: int = 0) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        key,
+        base_addresses={"api": url, "meter_events": url},
+        max_network_retries=retries,
+    )
