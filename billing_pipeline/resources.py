@@ -16,19 +16,27 @@ from billing_pipeline.stripe_api import RetryRule, StripeBilling
 
 
 @cache
-def _engine_for(url: str) -> Engine:
+def _engine_for(url: str, pool_size: int) -> Engine:
     # One pool per process and URL: Dagster builds resources per run and per step, and a pool
     # per build would leak connections over a long backfill.
-    return make_engine(url, pool_size=10, max_overflow=10)
+    return make_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
 
 class PostgresResource(dg.ConfigurableResource):
-    """The database holding the application's tables and the pipeline's `billing` schema."""
+    """The database holding the application's tables and the pipeline's `billing` schema.
+
+    `pool_size` connections are kept, and as many again may be opened under load; the Stripe
+    sender holds one per call in flight, so it must cover `StripeResource.concurrency`.
+    """
 
     database_url: str
+    pool_size: int = 10
 
     def engine(self) -> Engine:
-        return _engine_for(self.database_url)
+        return _engine_for(self.database_url, self.pool_size)
+
+    def max_connections(self) -> int:
+        return 2 * self.pool_size
 
 
 class StripeResource(dg.ConfigurableResource):

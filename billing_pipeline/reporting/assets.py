@@ -19,6 +19,7 @@ from billing_pipeline.usage_assets import usage_asset_key
 REPORTING_KEY = dg.AssetKey(["stripe", "meter_events"])
 STRIPE_POOL = "stripe_api"
 FAILURES_SHOWN = 20
+PLANNING_CONNECTIONS = 2
 
 # Five attempts in all, 5 s, 10 s, 20 s, 40 s apart (± jitter): long enough to ride out a Stripe
 # incident or a rate-limit burst; each attempt resends only what is not yet recorded as sent.
@@ -98,6 +99,17 @@ def build_reporting_asset(meters: Sequence[Meter] = METERS) -> dg.AssetsDefiniti
     ) -> dg.MaterializeResult:
         start, end = context.partition_time_window
         first_day, end_day = start.date(), end.date()
+        if stripe.concurrency > postgres.max_connections() - PLANNING_CONNECTIONS:
+            # Each call in flight holds a ledger row lock, hence a connection: a smaller pool
+            # would make senders time out waiting for one, half-way through a run.
+            raise dg.Failure(
+                description=(
+                    f"StripeResource.concurrency is {stripe.concurrency} but the Postgres pool "
+                    f"allows {postgres.max_connections()} connections; raise "
+                    "PostgresResource.pool_size or lower the concurrency"
+                ),
+                allow_retries=False,
+            )
         engine = postgres.engine()
         client = stripe.client()
         if client is not None:

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, text
 
+from billing_pipeline.db.schema import meter_ledger
 from billing_pipeline.meters import Meter
 from billing_pipeline.reporting.identifiers import event_identifier, event_timestamp
 
@@ -272,22 +273,11 @@ def _row(
 
 
 def _insert(connection: Connection, rows: Iterable[LedgerRow]) -> None:
+    # A Core insert lets SQLAlchemy batch many rows per statement ("insertmanyvalues"); a text()
+    # executemany is one round trip per row, which made planning a 35-day backfill take seconds.
     params = [row.__dict__ for row in rows]
-    if not params:
-        return
-    connection.execute(
-        text(
-            """
-            INSERT INTO billing.meter_ledger
-                (identifier, meter, organization_id, day, revision, event_name,
-                 stripe_customer_id, value, target_value, event_timestamp, status, status_reason)
-            VALUES (:identifier, :meter, :organization_id, :day, :revision, :event_name,
-                    :stripe_customer_id, :value, :target_value, :event_timestamp, :status,
-                    :status_reason)
-            """
-        ),
-        params,
-    )
+    if params:
+        connection.execute(meter_ledger.insert(), params)
 
 
 def unsent_rows(

@@ -373,3 +373,33 @@ def test_refuses_to_report_to_a_meter_with_the_wrong_aggregation(
     text_of_failure = str(failure.event_specific_data)
     assert "'count'" in text_of_failure and "active_sensors" in text_of_failure
     assert emulator.meter_events() == []
+
+
+def test_refuses_a_concurrency_the_connection_pool_cannot_serve(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    emulator: EmulatorControl,
+    three_organizations: dict[tuple[str, str, date], int],
+) -> None:
+    result = dg.materialize(
+        ASSETS,
+        partition_key=DAYS[0].isoformat(),
+        instance=dagster_instance,
+        resources={
+            "postgres": PostgresResource(database_url=database_url, pool_size=5),
+            "stripe": StripeResource(
+                secret_key=TEST_KEY, api_base=stripe_emulator.url, concurrency=50
+            ),
+        },
+        raise_on_error=False,
+    )
+
+    # Refused before anything is planned or sent: the ledger and Stripe are untouched.
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "concurrency is 50 but the Postgres pool allows 10" in str(failure.event_specific_data)
+    assert emulator.meter_events() == []
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM billing.meter_ledger")).scalar() == 0
