@@ -2,7 +2,7 @@
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import dagster as dg
@@ -12,6 +12,7 @@ from billing_pipeline.meters import METERS, Meter
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.reporting.ledger import plan_window, unsent_rows
 from billing_pipeline.reporting.meter_sync import MeterMismatchError, verify_meters
+from billing_pipeline.reporting.reconciliation import ledger_expectations
 from billing_pipeline.reporting.sender import SendReport, send_rows
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.usage_assets import usage_asset_key
@@ -30,37 +31,13 @@ REPORTING_RETRY_POLICY = dg.RetryPolicy(
 
 def _billed_totals(
     engine: Engine, meters: Sequence[Meter], first_day: date, end_day: date
-) -> dict[str, int]:
-    """What Stripe holds per meter for the window, according to the ledger.
-
-    A `sum` meter holds the sum of every sent difference; a `last` meter holds, per organization
-    and day, the value of the newest sent revision.
-    """
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                """
-                SELECT meter,
-                       CASE WHEN meter = ANY(:last_meters)
-                            THEN sum(target_value) FILTER (WHERE newest)
-                            ELSE sum(value) END AS total
-                FROM (
-                    SELECT meter, value, target_value,
-                           revision = max(revision)
-                               OVER (PARTITION BY meter, organization_id, day) AS newest
-                    FROM billing.meter_ledger
-                    WHERE status = 'sent' AND day >= :first_day AND day < :end_day
-                ) sent
-                GROUP BY meter
-                """
-            ),
-            {
-                "first_day": first_day,
-                "end_day": end_day,
-                "last_meters": [m.name for m in meters if m.aggregation == "last"],
-            },
-        )
-        return {row.meter: int(row.total or 0) for row in rows}
+) -> Counter[str]:
+    """What Stripe holds per meter for the window, by the ledger: reconciliation's expectation."""
+    totals: Counter[str] = Counter()
+    expectations = ledger_expectations(engine, meters, first_day, end_day, datetime.now(UTC))
+    for expectation in expectations:
+        totals[expectation.meter] += expectation.value
+    return totals
 
 
 def _window_status_counts(engine: Engine, first_day: date, end_day: date) -> Counter[str]:

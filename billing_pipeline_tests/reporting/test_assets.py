@@ -128,9 +128,17 @@ def test_summaries_equal_source_aggregates_and_reruns_send_nothing(
     customers: tuple[str, str],
     three_organizations: dict[tuple[str, str, date], int],
 ) -> None:
-    for day in DAYS:
-        assert materialize_day(dagster_instance, database_url, stripe_emulator.url, day).success
+    first_pass = [
+        materialize_day(dagster_instance, database_url, stripe_emulator.url, day) for day in DAYS
+    ]
+    assert all(result.success for result in first_pass)
     assert stripe_totals(stripe_billing, list(customers)) == three_organizations
+    first_day = first_pass[0].asset_materializations_for_node("stripe__meter_events")[0].metadata
+    assert (first_day["stripe_total/temperature_readings"].value, first_day["sent"].value) == (
+        17,
+        2,
+    )
+    assert first_day["stripe_total/active_sensors"].value == 2
     events_after_first_pass = len(emulator.meter_events())
     assert events_after_first_pass == len(three_organizations)
 
