@@ -105,16 +105,7 @@ class StripeBilling:
 
     def _list_meters(self) -> list[RemoteMeter]:
         meters = self.client.v1.billing.meters.list({"limit": 100})
-        return [
-            RemoteMeter(
-                id=m.id,
-                event_name=m.event_name,
-                formula=m.default_aggregation.formula,
-                status=m.status,
-                display_name=m.display_name,
-            )
-            for m in meters.auto_paging_iter()
-        ]
+        return [_remote_meter(m) for m in meters.auto_paging_iter()]
 
     def create_meter(self, meter: Meter) -> RemoteMeter:
         created = self.client.v1.billing.meters.create(
@@ -126,13 +117,7 @@ class StripeBilling:
                 "value_settings": {"event_payload_key": "value"},
             }
         )
-        return RemoteMeter(
-            id=created.id,
-            event_name=created.event_name,
-            formula=created.default_aggregation.formula,
-            status=created.status,
-            display_name=created.display_name,
-        )
+        return _remote_meter(created)
 
     def send_meter_event(
         self, *, event_name: str, customer: str, value: int, identifier: str, timestamp: datetime
@@ -202,6 +187,16 @@ class StripeBilling:
             lambda: self.client.v2.core.events.retrieve(event_id), f"event {event_id}"
         )
         return event.to_dict()
+
+
+def _remote_meter(meter: stripe.billing.Meter) -> RemoteMeter:
+    return RemoteMeter(
+        id=meter.id,
+        event_name=meter.event_name,
+        formula=meter.default_aggregation.formula,
+        status=meter.status,
+        display_name=meter.display_name,
+    )
 
 
 def _classify_rejection(error: stripe.InvalidRequestError) -> SendResult:

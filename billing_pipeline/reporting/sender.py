@@ -35,16 +35,17 @@ class SendReport:
     counts: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     transient_failures: int = 0
-    sent_value_by_meter: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, row: LedgerRow, outcome: str, error: str | None = None) -> None:
+    def record(
+        self, row: LedgerRow, outcome: str, error: str | None = None, *, transient: bool = False
+    ) -> None:
         with self._lock:
             self.counts[outcome] += 1
-            if outcome in ("sent", "already_sent"):
-                self.sent_value_by_meter[row.meter] += row.value
             if error is not None:
                 self.failures.append((row.identifier, error))
+            if transient:
+                self.transient_failures += 1
 
 
 def send_rows(
@@ -104,9 +105,7 @@ def _send_one(
         except TRANSIENT_ERRORS as error:
             message = f"{type(error).__name__}: {_message(error)} (will retry)"
             _mark(connection, row, "failed", message, _code(error))
-            with report._lock:
-                report.transient_failures += 1
-            report.record(row, "failed", message)
+            report.record(row, "failed", message, transient=True)
             return
         if result.outcome is Outcome.SENT:
             _mark(connection, row, "sent", None)
