@@ -15,6 +15,11 @@ from sqlalchemy import Engine, text
 from billing_pipeline.meters import Meter
 
 PREVIEW_ROWS = 10
+# This meter's stored rows for the window: what a refresh replaces and then reports on.
+_WINDOW_ROWS = (
+    "FROM billing.daily_usage WHERE meter = :meter "
+    "AND day >= CAST(:start AS timestamptz)::date AND day < CAST(:end AS timestamptz)::date"
+)
 
 
 @dataclass(frozen=True)
@@ -32,11 +37,7 @@ def refresh_daily_usage(
     window = {"meter": meter.name, "start": start, "end": end}
     with engine.begin() as connection:
         connection.execute(
-            text(
-                "DELETE FROM billing.daily_usage WHERE meter = :meter "
-                "AND day >= CAST(:start AS timestamptz)::date "
-                "AND day < CAST(:end AS timestamptz)::date"
-            ),
+            text(f"DELETE {_WINDOW_ROWS}"),
             window,
         )
         connection.execute(
@@ -49,17 +50,13 @@ def refresh_daily_usage(
         totals = connection.execute(
             text(
                 "SELECT count(*), count(DISTINCT organization_id), coalesce(sum(value), 0) "
-                "FROM billing.daily_usage WHERE meter = :meter "
-                "AND day >= CAST(:start AS timestamptz)::date "
-                "AND day < CAST(:end AS timestamptz)::date"
+                f"{_WINDOW_ROWS}"
             ),
             window,
         ).one()
         top = connection.execute(
             text(
-                "SELECT day, organization_id, value FROM billing.daily_usage "
-                "WHERE meter = :meter AND day >= CAST(:start AS timestamptz)::date "
-                "AND day < CAST(:end AS timestamptz)::date "
+                f"SELECT day, organization_id, value {_WINDOW_ROWS} "
                 "ORDER BY value DESC, day, organization_id LIMIT :limit"
             ),
             {**window, "limit": PREVIEW_ROWS},
