@@ -69,8 +69,8 @@ def _checksum_from_table(url: str, day: date) -> dict[str, list[int]]:
 
 def _work_sql(url: str, day: date) -> dict[str, list[int]]:
     from billing_pipeline.db.engine import make_engine
-    from billing_pipeline.meters import METERS
-    from billing_pipeline.usage import refresh_daily_usage
+    from billing_pipeline.usage.daily_usage import refresh_daily_usage
+    from billing_pipeline.usage.meters import METERS
 
     engine = make_engine(url, pool_size=1)
     start, end = _window(day)
@@ -83,7 +83,7 @@ def _work_asset(url: str, day: date) -> dict[str, list[int]]:
     import dagster as dg
 
     from billing_pipeline.resources import PostgresResource
-    from billing_pipeline.usage_assets import build_usage_assets
+    from billing_pipeline.usage.assets import build_usage_assets
 
     result = dg.materialize(
         build_usage_assets(),
@@ -141,8 +141,8 @@ def worker(candidate: str, url: str, day: date) -> None:
 
 
 def _seed(url: str, readings: int) -> tuple[date, int]:
-    from billing_pipeline.seed.generator import SeedOptions
-    from billing_pipeline.seed.loader import seed_database
+    from billing_demo.seed.generator import SeedOptions
+    from billing_demo.seed.loader import seed_database
 
     organizations = ORGANIZATIONS if readings >= 1_000_000 else max(10, readings // 1_000)
     # Sensor history (created or retired mid-range) and dropouts leave ~87% of the nominal
@@ -161,7 +161,7 @@ def _seed(url: str, readings: int) -> tuple[date, int]:
 def _explain(url: str, day: date) -> str:
     """The plan of the readings meter's SQL, to say where the time goes."""
     from billing_pipeline.db.engine import make_engine
-    from billing_pipeline.meters import TEMPERATURE_READINGS
+    from billing_pipeline.usage.meters import TEMPERATURE_READINGS
 
     engine = make_engine(url, pool_size=1)
     start, end = _window(day)

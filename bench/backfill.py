@@ -35,14 +35,14 @@ from bench.common import (
 )
 from bench.emulator import API_KEY, control, emulator_process
 from bench.reporting import attach_customers
+from billing_demo.seed.generator import SeedOptions
+from billing_demo.seed.loader import seed_database
 from billing_pipeline.db.engine import make_engine
-from billing_pipeline.meters import METERS
-from billing_pipeline.reporting.assets import build_reporting_asset
 from billing_pipeline.resources import PostgresResource, StripeResource
-from billing_pipeline.seed.generator import SeedOptions
-from billing_pipeline.seed.loader import seed_database
-from billing_pipeline.stripe_api import StripeBilling
-from billing_pipeline.usage_assets import build_usage_assets
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.assets import build_reporting_asset
+from billing_pipeline.usage.assets import build_usage_assets
+from billing_pipeline.usage.meters import METERS
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"

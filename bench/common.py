@@ -29,7 +29,7 @@ from billing_pipeline import config
 from billing_pipeline.db import migrate
 from billing_pipeline.db.embedded import EmbeddedPostgres
 from billing_pipeline.db.engine import make_engine, render_url
-from billing_pipeline_tests.support import create_database, drop_database
+from billing_pipeline_tests.support.databases import create_database, drop_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"

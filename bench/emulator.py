@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import stripe
 
-from billing_pipeline.stripe_emulator.control import EmulatorControl
+from stripe_emulator.control import EmulatorControl
 
 API_KEY = "sk_test_bench"
 

@@ -47,7 +47,7 @@ from bench.common import (
     table,
 )
 from billing_pipeline.db.engine import make_engine
-from billing_pipeline.stripe_emulator.webhooks import (
+from stripe_emulator.webhooks import (
     TriggerOptions,
     build_event,
     generate_webhook_secret,

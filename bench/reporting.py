@@ -47,12 +47,12 @@ from bench.common import (
 )
 from bench.emulator import API_KEY, control, emulator_process, sdk_client
 from billing_pipeline.db.engine import make_engine
-from billing_pipeline.meters import METERS
-from billing_pipeline.reporting.ledger import LedgerRow, plan_window, unsent_rows
-from billing_pipeline.reporting.sender import send_rows
-from billing_pipeline.stripe_api import StripeBilling
-from billing_pipeline.stripe_emulator.clock import iso8601
-from billing_pipeline.usage import refresh_daily_usage
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.ledger import LedgerRow, plan_window, unsent_rows
+from billing_pipeline.stripe_reporting.sender import send_rows
+from billing_pipeline.usage.daily_usage import refresh_daily_usage
+from billing_pipeline.usage.meters import METERS
+from stripe_emulator.clock import iso8601
 
 MAX_PASSES = 5
 CEILING_EVENTS = 5_000
@@ -86,8 +86,8 @@ SCENARIOS = (UNTHROTTLED, LIMITED, FAULTY)
 
 def _seed(db_url: str, api_url: str, organizations: int, days: int) -> list[date]:
     """Seed, give every organization an emulator customer, create the meters, aggregate."""
-    from billing_pipeline.seed.generator import SeedOptions
-    from billing_pipeline.seed.loader import seed_database
+    from billing_demo.seed.generator import SeedOptions
+    from billing_demo.seed.loader import seed_database
 
     options = SeedOptions(
         organizations=organizations,

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "billing_pipeline.db.cli",
-    "billing_pipeline.seed.cli",
-    "billing_pipeline.stripe_emulator.cli",
-    "billing_pipeline.reporting.cli",
+    "billing_demo.seed.cli",
+    "stripe_emulator.cli",
+    "billing_pipeline.stripe_reporting.cli",
     "billing_pipeline.webhooks.cli",
-    "billing_pipeline.dev.cli",
+    "billing_demo.dev.cli",
 )
 
 

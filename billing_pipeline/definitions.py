@@ -1,6 +1,8 @@
-"""The code location: every asset, check, job, schedule, sensor and resource, assembled once.
+"""The code location: each flow's definitions merged, with the resources bound once.
 
-Dagster loads the single `Definitions` object at module level, so the parts are merged inline.
+Dagster loads the single `Definitions` object at module level. Each flow (usage, reporting to
+Stripe, webhooks) keeps its own `definitions.py`, as Dagster's reference projects do; resources
+are bound here only, because `Definitions.merge` refuses two different resources under one key.
 """
 
 from __future__ import annotations
@@ -10,30 +12,20 @@ import warnings
 import dagster as dg
 
 from billing_pipeline import config
-from billing_pipeline.jobs import daily_billing_job
-from billing_pipeline.late_data import late_readings_sensor
-from billing_pipeline.reporting.assets import build_reporting_asset
-from billing_pipeline.reporting.checks import (
-    reconciliation_job,
-    reconciliation_schedule,
-    reporting_checks,
-)
 from billing_pipeline.resources import PostgresResource, stripe_from_environment
-from billing_pipeline.schedules import daily_billing_schedule
-from billing_pipeline.usage_assets import build_usage_assets
-from billing_pipeline.webhooks import dagster_defs as webhooks
+from billing_pipeline.stripe_reporting import definitions as stripe_reporting
+from billing_pipeline.usage import definitions as usage
+from billing_pipeline.webhooks import definitions as webhooks
 
 # Single-run backfills (`backfill_policy`) are deliberate here; Dagster 1.13 still labels the
 # parameter beta and would repeat that warning in every process that loads the code location.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 defs = dg.Definitions.merge(
+    usage.defs,
+    stripe_reporting.defs,
+    webhooks.defs,
     dg.Definitions(
-        assets=[*build_usage_assets(), build_reporting_asset()],
-        asset_checks=reporting_checks,
-        jobs=[daily_billing_job, reconciliation_job],
-        schedules=[daily_billing_schedule, reconciliation_schedule],
-        sensors=[late_readings_sensor],
         # Every step is light Python around SQL in Postgres and calls to Stripe, so a process per
         # step (Dagster's default) would cost more than the work: one run, one process.
         executor=dg.in_process_executor,
@@ -42,5 +34,4 @@ defs = dg.Definitions.merge(
             "stripe": stripe_from_environment(),
         },
     ),
-    webhooks.webhook_defs,
 )

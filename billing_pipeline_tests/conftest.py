@@ -16,7 +16,7 @@ from billing_pipeline import config
 from billing_pipeline.db import migrate
 from billing_pipeline.db.embedded import EmbeddedPostgres
 from billing_pipeline.db.engine import make_engine, render_url
-from billing_pipeline_tests.support import create_database, drop_database, truncate_all
+from billing_pipeline_tests.support.databases import create_database, drop_database, truncate_all
 
 
 @pytest.fixture(scope="session")
@@ -70,4 +70,4 @@ def dagster_instance(dagster_storage_url: str) -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-pytest_plugins = ["billing_pipeline_tests.stripe_fixtures"]
+pytest_plugins = ["billing_pipeline_tests.support.stripe"]

@@ -27,15 +27,20 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline import config
 from billing_pipeline.definitions import defs
-from billing_pipeline.meters import ACTIVE_SENSORS, METERS, TEMPERATURE_READINGS
 from billing_pipeline.resources import StripeResource
-from billing_pipeline.stripe_api import StripeBilling
-from billing_pipeline.stripe_emulator.control import EmulatorControl
-from billing_pipeline.stripe_emulator.server import StripeEmulator
-from billing_pipeline_tests.builders import add_organization, add_readings, add_sensor, midnight
-from billing_pipeline_tests.reporting.test_assets import new_customer
-from billing_pipeline_tests.stripe_fixtures import TEST_KEY
-from billing_pipeline_tests.support import create_database, drop_database
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.usage.meters import ACTIVE_SENSORS, METERS, TEMPERATURE_READINGS
+from billing_pipeline_tests.stripe_reporting.test_assets import new_customer
+from billing_pipeline_tests.support.builders import (
+    add_organization,
+    add_readings,
+    add_sensor,
+    midnight,
+)
+from billing_pipeline_tests.support.databases import create_database, drop_database
+from billing_pipeline_tests.support.stripe import TEST_KEY
+from stripe_emulator.control import EmulatorControl
+from stripe_emulator.server import StripeEmulator
 
 # What the daemon loads: the project's definitions, Stripe read from the environment at run time.
 backfill_defs = copy(

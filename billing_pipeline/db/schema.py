@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from billing_pipeline.db.statuses import InboxStatus, LedgerStatus
+
 BILLING_SCHEMA = "billing"
 
 NAMING_CONVENTION = {
@@ -149,7 +151,7 @@ daily_usage = Table(
 
 # `rejected`: Stripe answered 200 but reported the event invalid later (an asynchronous meter
 # error report). Its identifier is spent, so its amount is planned again under a new revision.
-LEDGER_STATUSES = ("pending", "sent", "skipped", "failed", "expired", "rejected")
+LEDGER_STATUSES = tuple(LedgerStatus)
 
 meter_ledger = Table(
     "meter_ledger",
@@ -190,7 +192,7 @@ meter_ledger = Table(
     ),
 )
 
-INBOX_STATUSES = ("pending", "processed", "ignored", "failed", "dead_letter")
+INBOX_STATUSES = tuple(InboxStatus)
 
 webhook_inbox = Table(
     "webhook_inbox",

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from billing_pipeline.reporting.error_reports import ERROR_REPORT_EVENT_TYPES
 from billing_pipeline.webhooks import inbox
-from billing_pipeline.webhooks.meter_errors import EventFetcher, apply_error_report
 from billing_pipeline.webhooks.subscriptions import HandlerError, apply_event
+from billing_pipeline.webhooks.thin_events import (
+    ERROR_REPORT_EVENT_TYPES,
+    EventFetcher,
+    apply_thin_event,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def process_event(
             # the error itself is still recorded in the outer transaction.
             with connection.begin_nested():
                 if event.event_type in ERROR_REPORT_EVENT_TYPES:
-                    status = apply_error_report(connection, event, fetch_event)
+                    status = apply_thin_event(connection, event, fetch_event)
                 else:
                     status = apply_event(connection, event)
         except (OperationalError, InterfaceError):

@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 from billing_pipeline.db import migrate
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.db.schema import BILLING_SCHEMA, app_metadata, billing_metadata
-from billing_pipeline_tests.support import create_database, drop_database
+from billing_pipeline_tests.support.databases import create_database, drop_database
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import stripe
 
-from billing_pipeline.stripe_emulator import EmulatorControl, StripeEmulator
+from stripe_emulator import EmulatorControl, StripeEmulator
 
 # 2025-06-15T12:00:00Z: tests pin the emulator clock so day boundaries are predictable.
 NOON = 1_749_988_800

@@ -9,9 +9,9 @@ import pytest
 import requests
 import stripe
 
-from billing_pipeline.stripe_emulator import EmulatorControl, StripeEmulator
-from billing_pipeline.stripe_emulator.forms import decode_pairs
 from billing_pipeline_tests.stripe_emulator.conftest import NOON, make_client
+from stripe_emulator import EmulatorControl, StripeEmulator
+from stripe_emulator.forms import decode_pairs
 
 
 def test_missing_api_key_is_a_401_in_stripes_envelope(emulator: StripeEmulator) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import stripe
 
-from billing_pipeline.stripe_emulator import EmulatorControl, StripeEmulator
 from billing_pipeline_tests.stripe_emulator.conftest import NOON, make_client
+from stripe_emulator import EmulatorControl, StripeEmulator
 
 
 def send(client: stripe.StripeClient, customer: str, identifier: str, **options: Any) -> Any:

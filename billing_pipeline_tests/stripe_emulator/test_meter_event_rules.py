@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import stripe
 
-from billing_pipeline.stripe_emulator import EmulatorControl
 from billing_pipeline_tests.stripe_emulator.conftest import DAY, MIDNIGHT, NOON
+from stripe_emulator import EmulatorControl
 
 
 def send(client: stripe.StripeClient, customer: str, value: str = "1", **extra: Any) -> Any:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import stripe
 
-from billing_pipeline.stripe_emulator import EmulatorControl
 from billing_pipeline_tests.stripe_emulator.conftest import DAY, MIDNIGHT
+from stripe_emulator import EmulatorControl
 
 HOUR = 3600
 D0 = MIDNIGHT - 3 * DAY

@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 import stripe
 
-from billing_pipeline.stripe_emulator import EmulatorControl, StripeEmulator
-from billing_pipeline.stripe_emulator.clock import iso8601
 from billing_pipeline_tests.stripe_emulator.conftest import (
     DAY,
     MIDNIGHT,
@@ -18,6 +16,8 @@ from billing_pipeline_tests.stripe_emulator.conftest import (
     Receiver,
     make_client,
 )
+from stripe_emulator import EmulatorControl, StripeEmulator
+from stripe_emulator.clock import iso8601
 
 
 def stream_client(emulator: StripeEmulator, client: stripe.StripeClient) -> stripe.StripeClient:

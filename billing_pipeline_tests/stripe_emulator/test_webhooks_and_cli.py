@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 import stripe
 
-from billing_pipeline.stripe_emulator import StripeEmulator
-from billing_pipeline.stripe_emulator.cli import register
-from billing_pipeline.stripe_emulator.webhooks import (
+from billing_pipeline_tests.stripe_emulator.conftest import Receiver, make_client
+from stripe_emulator import StripeEmulator
+from stripe_emulator.cli import register
+from stripe_emulator.webhooks import (
     EVENT_TYPES,
     TriggerOptions,
     build_event,
     signature_header,
 )
-from billing_pipeline_tests.stripe_emulator.conftest import Receiver, make_client
 
 SECRET = "whsec_test_secret_for_receiver"
 

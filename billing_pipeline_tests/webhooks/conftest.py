@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine
 
 from billing_pipeline.webhooks.app import create_app
-from billing_pipeline_tests.webhooks.support import OLD_SECRET, SECRET, serve
+from billing_pipeline_tests.support.webhooks import OLD_SECRET, SECRET, serve
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from sqlalchemy.engine import make_url
 from billing_pipeline.db import migrate
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.webhooks.app import create_app
-from billing_pipeline_tests.support import create_database, drop_database
-from billing_pipeline_tests.webhooks.support import (
+from billing_pipeline_tests.support.databases import create_database, drop_database
+from billing_pipeline_tests.support.webhooks import (
     OLD_SECRET,
     SECRET,
     T0,

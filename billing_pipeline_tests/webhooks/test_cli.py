@@ -15,7 +15,7 @@ import requests
 from sqlalchemy import Engine
 
 from billing_pipeline.webhooks import cli
-from billing_pipeline_tests.webhooks.support import (
+from billing_pipeline_tests.support.webhooks import (
     SECRET,
     T0,
     checkout_completed,

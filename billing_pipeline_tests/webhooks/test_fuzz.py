@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from billing_pipeline_tests.webhooks.support import (
+from billing_pipeline_tests.support.webhooks import (
     SECRET,
     T0,
     checkout_completed,

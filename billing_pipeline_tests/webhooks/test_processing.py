@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, text
 
 from billing_pipeline.webhooks.processing import MAX_ATTEMPTS, process_open_events
-from billing_pipeline_tests.webhooks.support import (
+from billing_pipeline_tests.support.webhooks import (
     T0,
     checkout_completed,
     create_organization,

@@ -19,18 +19,23 @@ import pytest
 import requests
 from sqlalchemy import Engine, text
 
-from billing_pipeline.reporting.assets import build_reporting_asset
-from billing_pipeline.reporting.checks import ledger_failed_rows
 from billing_pipeline.resources import PostgresResource, StripeResource
-from billing_pipeline.stripe_api import StripeBilling
-from billing_pipeline.stripe_emulator.control import EmulatorControl
-from billing_pipeline.stripe_emulator.server import StripeEmulator
-from billing_pipeline.usage_assets import build_usage_assets
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.assets import build_reporting_asset
+from billing_pipeline.stripe_reporting.checks import ledger_failed_rows
+from billing_pipeline.usage.assets import build_usage_assets
 from billing_pipeline.webhooks.app import create_app
-from billing_pipeline.webhooks.dagster_defs import webhook_defs
-from billing_pipeline_tests.builders import add_organization, add_readings, add_sensor, midnight
-from billing_pipeline_tests.stripe_fixtures import TEST_KEY
-from billing_pipeline_tests.webhooks.support import SECRET, dumps, inbox_rows, serve, sign
+from billing_pipeline.webhooks.definitions import defs as webhook_defs
+from billing_pipeline_tests.support.builders import (
+    add_organization,
+    add_readings,
+    add_sensor,
+    midnight,
+)
+from billing_pipeline_tests.support.stripe import TEST_KEY
+from billing_pipeline_tests.support.webhooks import SECRET, dumps, inbox_rows, serve, sign
+from stripe_emulator.control import EmulatorControl
+from stripe_emulator.server import StripeEmulator
 
 DAY = datetime.now(UTC).date() - timedelta(days=2)
 ERROR_TYPE = "v1.billing.meter.error_report_triggered"
@@ -77,11 +82,14 @@ def wait_for_inbox(engine: Engine, count: int, timeout: float = 10.0) -> list[di
     return rows
 
 
-def process_webhooks(instance: dg.DagsterInstance, database_url: str) -> dg.ExecuteInProcessResult:
-    defs = dg.Definitions.merge(
-        webhook_defs,
-        dg.Definitions(resources={"postgres": PostgresResource(database_url=database_url)}),
-    )
+def process_webhooks(
+    instance: dg.DagsterInstance, database_url: str, stripe: StripeResource | None = None
+) -> dg.ExecuteInProcessResult:
+    resources = {
+        "postgres": PostgresResource(database_url=database_url),
+        "stripe": stripe or StripeResource(),
+    }
+    defs = dg.Definitions.merge(webhook_defs, dg.Definitions(resources=resources))
     return defs.resolve_job_def("process_stripe_webhooks").execute_in_process(instance=instance)
 
 
@@ -134,9 +142,11 @@ def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
     assert all(row["payload"]["object"] == "v2.core.event" for row in stored)
     assert all("data" not in row["payload"] for row in stored)  # thin: fetched when processed
 
-    monkeypatch.setenv("STRIPE_SECRET_KEY", TEST_KEY)
-    monkeypatch.setenv("STRIPE_API_BASE", stripe_emulator.url)
-    processed = process_webhooks(dagster_instance, database_url)
+    processed = process_webhooks(
+        dagster_instance,
+        database_url,
+        StripeResource(secret_key=TEST_KEY, api_base=stripe_emulator.url),
+    )
 
     assert processed.success
     assert {row["status"] for row in inbox_rows(engine)} == {"processed"}
@@ -192,8 +202,6 @@ def test_without_a_secret_key_the_thin_event_waits_in_the_inbox(
 ) -> None:
     body = dumps(thin_event())
     assert post_thin(thin_receiver, body, sign(body)).status_code == 200
-    monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
-
     assert process_webhooks(dagster_instance, database_url).success
 
     # Nothing is lost: the event stays in the inbox as failed, to be retried once a key is set.

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from billing_pipeline.webhooks.verify import InvalidSignatureError, parse_secrets, verify_signature
-from billing_pipeline_tests.webhooks.support import OLD_SECRET, SECRET, sign
+from billing_pipeline_tests.support.webhooks import OLD_SECRET, SECRET, sign
 
 BODY = '{"id": "evt_1", "object": "event", "note": "caf\u00e9"}'
 

@@ -1,0 +1,52 @@
+"""`billing-pipeline dev`: run the whole system locally (what `make demo` calls)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    dev = subparsers.add_parser(
+        "dev",
+        help="Start Postgres, migrate, seed, and run Dagster (and Stripe parts) until Ctrl-C.",
+        description="Start the whole system on embedded defaults: DATABASE_URL if set, otherwise "
+        "an embedded PostgreSQL in $BILLING_PIPELINE_DATA_DIR/pgdata; stop it all on Ctrl-C.",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="Interface for the Dagster webserver.")
+    dev.add_argument("--dagster-port", type=int, default=3000, help="Dagster webserver port.")
+    dev.add_argument("--emulator-port", type=int, default=12111, help="Stripe emulator port.")
+    dev.add_argument("--webhook-port", type=int, default=8787, help="Webhook receiver port.")
+    dev.add_argument(
+        "--no-seed",
+        dest="seed",
+        action="store_false",
+        help="Do not load demo data into an empty database.",
+    )
+    dev.add_argument(
+        "--billing-only",
+        action="store_true",
+        help="Only migrate the pipeline's `billing` schema and never seed: for an existing "
+        "application database in DATABASE_URL.",
+    )
+    dev.add_argument("--workspace", type=Path, help="Dagster workspace.yaml (default: the repo's).")
+    dev.set_defaults(handler=_dev)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from billing_demo.dev.supervisor import Options, run
+
+    options = Options(
+        host=args.host,
+        dagster_port=args.dagster_port,
+        emulator_port=args.emulator_port,
+        webhook_port=args.webhook_port,
+        seed=args.seed,
+        billing_only=args.billing_only,
+    )
+    if args.workspace is not None:
+        options = replace(options, workspace=args.workspace.resolve())
+    return run(options)

@@ -1,0 +1,307 @@
+"""`billing-pipeline dev`: Postgres, the schema, demo data, Stripe and Dagster, as one process.
+
+The supervisor owns everything it starts and stops it in reverse order, children first and
+Postgres last, on Ctrl-C, on SIGTERM, or when any child dies: a newcomer's machine should never
+keep a stray PostgreSQL or Dagster process. Without `STRIPE_SECRET_KEY` the Stripe emulator runs
+in-process and everything is pointed at it; without a webhook secret the receiver is left out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from billing_demo.dev.services import (
+    RunningService,
+    Service,
+    ServiceError,
+    ensure_port_free,
+    start,
+    stop_all,
+)
+from billing_demo.dev.state import SupervisorState
+from billing_pipeline import config
+from billing_pipeline.db import migrate
+from billing_pipeline.db.database import database_url
+from billing_pipeline.db.engine import make_engine, render_url
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# A test-mode-looking key that only the emulator accepts; real Stripe rejects it.
+EMULATOR_SECRET_KEY = "sk_test_emulator"
+# Where the webhook receiver accepts Stripe's events.
+WEBHOOK_PATH = "/webhooks/stripe"
+DAGSTER_DATABASE = "dagster"
+RECEIVER = "webhook receiver"
+
+
+@dataclass(frozen=True)
+class Options:
+    host: str = "127.0.0.1"
+    dagster_port: int = 3000
+    emulator_port: int = 12111
+    webhook_port: int = 8787
+    seed: bool = True
+    billing_only: bool = False
+    workspace: Path = REPO_ROOT / "workspace.yaml"
+    dagster_yaml: Path = REPO_ROOT / "dagster.yaml"
+
+
+def script(name: str) -> str:
+    """A console script of this environment, so the demo never picks another install on PATH."""
+    return str(Path(sysconfig.get_path("scripts")) / name)
+
+
+CLI = (sys.executable, "-m", "billing_pipeline.cli")
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM both unwind the stack, so one `finally` path stops everything.
+
+    SIGINT is installed explicitly: a shell without job control starts background commands with
+    SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    """
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore_signals() -> None:
+    """Once stopping has begun, a second Ctrl-C must not cut the cleanup short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def dagster_storage_url(app_url: str) -> str:
+    """Dagster's own database: `DAGSTER_PG_URL` if set, else `dagster` on the same server.
+
+    Dagster keeps its own `alembic_version` table, so it cannot share the application database.
+    """
+    if url := config.env(config.DAGSTER_PG_URL):
+        return render_url(url)
+    url = render_url(make_url(app_url).set(database=DAGSTER_DATABASE))
+    admin = make_engine(app_url, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": DAGSTER_DATABASE}
+            ).scalar()
+            if not exists:
+                connection.execute(text(f'CREATE DATABASE "{DAGSTER_DATABASE}"'))
+    except Exception as error:
+        raise ServiceError(
+            f"could not create the `{DAGSTER_DATABASE}` database for Dagster's storage "
+            f"({type(error).__name__}); create one and set {config.DAGSTER_PG_URL}."
+        ) from error
+    finally:
+        admin.dispose()
+    return url
+
+
+def prepare_dagster_home(template: Path) -> Path:
+    """DAGSTER_HOME with a dagster.yaml: the repo's template, unless the user brought their own.
+
+    The default home is re-rendered on every start so edits to the template take effect.
+    """
+    if home := config.env(config.DAGSTER_HOME):
+        path = Path(home).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        if not (path / "dagster.yaml").exists():
+            shutil.copyfile(template, path / "dagster.yaml")
+        return path
+    path = config.data_dir() / "dagster_home"
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path / "dagster.yaml")
+    return path
+
+
+def has_application_data(url: str) -> bool:
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            return bool(
+                connection.execute(text("SELECT EXISTS (SELECT 1 FROM organizations)")).scalar()
+            )
+    finally:
+        engine.dispose()
+
+
+def run_step(argv: list[str], env: Mapping[str, str], what: str, *, quiet: bool = False) -> None:
+    """Run a setup command to completion; `quiet` shows its output only if it fails."""
+    print(f"[dev] {what}…", flush=True)
+    result = subprocess.run(argv, env=dict(env), check=False, capture_output=quiet, text=True)
+    if result.returncode != 0:
+        if quiet:
+            print(result.stdout + result.stderr, file=sys.stderr)
+        raise ServiceError(f"{what} failed (exit code {result.returncode})")
+
+
+def prepare_stripe(env: Mapping[str, str]) -> None:
+    """Make the Stripe account (real or emulated) ready for the pipeline.
+
+    Runs before Dagster starts so the first scheduled run finds the meters it reports to. With a
+    test-mode key (the emulator's included) the seeded subscriptions also get real customers, so
+    the demo's events land on customers Stripe knows.
+    """
+    if config.STRIPE_SECRET_KEY not in env:
+        return
+    run_step([*CLI, "stripe", "sync-meters"], env, "creating Stripe meters")
+    if env[config.STRIPE_SECRET_KEY].startswith("sk_test_"):
+        run_step([*CLI, "stripe", "demo-customers"], env, "creating demo customers")
+
+
+def dagster_services(options: Options) -> list[Service]:
+    workspace = str(options.workspace)
+    port = options.dagster_port
+    return [
+        Service("dagster-daemon", [script("dagster-daemon"), "run", "-w", workspace]),
+        Service(
+            "dagster-webserver",
+            [script("dagster-webserver"), "-w", workspace, "-h", options.host, "-p", str(port)],
+            ready_url=f"http://{options.host}:{port}/server_info",
+            port=port,
+        ),
+    ]
+
+
+def webhook_service(options: Options) -> Service:
+    port = options.webhook_port
+    return Service(
+        RECEIVER,
+        [*CLI, "webhooks", "serve", "--port", str(port)],
+        ready_url=f"http://127.0.0.1:{port}/",
+        port=port,
+    )
+
+
+def run(options: Options) -> int:
+    """Start everything, wait for Ctrl-C/SIGTERM or a child's death, then stop everything."""
+    data_dir = config.data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    state = SupervisorState(data_dir)
+    stack = ExitStack()
+    with _signals_raise():
+        try:
+            if stopped := state.recover():
+                print(f"[dev] stopped leftovers of a killed supervisor: {', '.join(stopped)}")
+            state.begin()
+            stack.callback(state.end)
+            return _run(options, stack, state, data_dir)
+        except KeyboardInterrupt:
+            print("\n[dev] stopping…", flush=True)
+            return 0
+        except ServiceError as error:
+            print(f"[dev] error: {error}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            _ignore_signals()
+            stack.close()
+            print("[dev] stopped.", flush=True)
+
+
+def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: Path) -> int:
+    use_emulator = config.env(config.STRIPE_SECRET_KEY) is None
+    services = [webhook_service(options), *dagster_services(options)]
+    # Fail on a busy port before spending time on Postgres, naming the port.
+    for service in services:
+        if service.port is not None:
+            ensure_port_free(service.port, service.name)
+    if use_emulator:
+        ensure_port_free(options.emulator_port, "Stripe emulator")
+
+    url = stack.enter_context(database_url())
+    print("[dev] migrating the database…", flush=True)
+    migrate.upgrade(url, migrate.BILLING_HEAD if options.billing_only else migrate.ALL_HEADS)
+    env: dict[str, str] = {
+        **os.environ,
+        config.DATABASE_URL: url,
+        config.DATA_DIR: str(data_dir),
+        config.DAGSTER_HOME: str(prepare_dagster_home(options.dagster_yaml)),
+        config.DAGSTER_PG_URL: dagster_storage_url(url),
+    }
+    if options.seed and not options.billing_only and not has_application_data(url):
+        run_step([*CLI, "seed"], env, "seeding demo data")
+
+    emulator = _start_emulator(options, stack, data_dir, env) if use_emulator else None
+    prepare_stripe(env)
+    if config.STRIPE_WEBHOOK_SECRET not in env:
+        services = [s for s in services if s.name != RECEIVER]
+    # Create or upgrade Dagster's tables once, before two processes race to do it.
+    run_step(
+        [script("dagster"), "instance", "migrate"], env, "preparing Dagster's storage", quiet=True
+    )
+
+    running: list[RunningService] = []
+    stack.callback(stop_all, running)
+    for service in services:
+        running.append(child := start(service, env))
+        state.add(child)
+    for child in running:
+        child.wait_ready()
+    if emulator is not None and any(s.name == RECEIVER for s in services):
+        emulator.control.set_webhook_endpoint(
+            f"http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
+        )
+
+    _print_urls(options, url, emulator, services)
+    while True:
+        for child in running:
+            if (code := child.exited()) is not None:
+                print(f"[dev] {child.name} exited with code {code}; stopping the rest", flush=True)
+                return 1
+        time.sleep(0.5)
+
+
+def _start_emulator(options: Options, stack: ExitStack, data_dir: Path, env: dict[str, str]) -> Any:
+    """Run the Stripe emulator in this process and point the Stripe SDK of the children at it."""
+    from stripe_emulator.server import StripeEmulator
+
+    emulator = StripeEmulator(
+        port=options.emulator_port, state_file=data_dir / "stripe_emulator.json"
+    )
+    emulator.start()
+    stack.callback(emulator.stop)
+    env[config.STRIPE_API_BASE] = emulator.url
+    env[config.STRIPE_SECRET_KEY] = EMULATOR_SECRET_KEY
+    env[config.STRIPE_WEBHOOK_SECRET] = emulator.webhook_secret
+    return emulator
+
+
+def _print_urls(options: Options, url: str, emulator: Any, services: list[Service]) -> None:
+    lines = [f"  Dagster UI        http://{options.host}:{options.dagster_port}"]
+    if emulator is not None:
+        lines.append(f"  Stripe emulator   {emulator.url}")
+    if any(s.name == RECEIVER for s in services):
+        lines.append(f"  Webhook receiver  http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}")
+    lines.append(f"  Database          {make_url(url).render_as_string(hide_password=True)}")
+    if emulator is not None and any(s.name == RECEIVER for s in services):
+        # The emulator's signing secret is generated per start and only signs local test events.
+        lines.append(
+            "\n  Send a signed test webhook (like `stripe trigger`):\n"
+            "    .venv/bin/billing-pipeline stripe-emulator trigger checkout.session.completed "
+            f"--organization-id 1 \\\n      --url http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
+            f" --secret {emulator.webhook_secret}"
+        )
+    print("\n[dev] billing_pipeline is running:\n" + "\n".join(lines), flush=True)
+    print("[dev] press Ctrl-C to stop everything.\n", flush=True)

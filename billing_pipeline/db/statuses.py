@@ -1,0 +1,35 @@
+"""The vocabularies of the pipeline's own tables: every state a ledger row or inbox event can take.
+
+They are `StrEnum`s, so a member is the very string stored in Postgres (and checked by the
+tables' CHECK constraints in `schema.py`), and a typo is a NameError instead of a silent miss.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class LedgerStatus(StrEnum):
+    """Where one meter ledger row (one revision of a meter, organization and day) stands."""
+
+    PENDING = "pending"  # planned, not yet known to Stripe
+    SENT = "sent"  # Stripe accepted it (or already held its identifier)
+    SKIPPED = "skipped"  # not billable that day (no customer); the reason says why
+    FAILED = "failed"  # Stripe refused it with a 4xx; retried by the next run
+    EXPIRED = "expired"  # outside Stripe's 35-day window: never sent, never clamped
+    REJECTED = (
+        "rejected"  # accepted, then refused asynchronously; billed again under a new revision
+    )
+
+
+class InboxStatus(StrEnum):
+    """Where one stored Stripe webhook event stands."""
+
+    PENDING = "pending"  # stored, not yet applied
+    PROCESSED = "processed"  # applied to `subscriptions` (or the ledger)
+    IGNORED = "ignored"  # a type we do not handle, or nothing of ours to change
+    FAILED = "failed"  # the handler failed; retried later
+    DEAD_LETTER = "dead_letter"  # failed too often; shown by a check until requeued
+
+
+OPEN_INBOX_STATUSES = (InboxStatus.PENDING, InboxStatus.FAILED)

@@ -1,0 +1,211 @@
+"""The one narrow interface between the pipeline and Stripe Billing Meters.
+
+Everything Stripe-specific (SDK calls, error shapes, retry rules) stays here, so the ledger and
+the Dagster assets speak only of outcomes. Stripe's own docs now steer new integrations to
+Metronome; keeping this seam small keeps that door open.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+import stripe
+
+from billing_pipeline.usage.meters import Meter
+
+logger = logging.getLogger(__name__)
+
+DUPLICATE_IDENTIFIER = "An event already exists with identifier"
+TOO_OLD = "cannot be more than 35 days in past"
+T = TypeVar("T")
+TRANSIENT_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
+
+# Fetches a Stripe event's full body by id (thin events carry only the id).
+EventFetcher = Callable[[str], Mapping[str, Any]]
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    ALREADY_SENT = "already_sent"  # Stripe already holds this identifier: delivered earlier
+    EXPIRED = "expired"  # outside Stripe's 35-day window: never clamp it into another period
+    REJECTED = "rejected"  # a 4xx that retrying will not fix
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    message: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteMeter:
+    id: str
+    event_name: str
+    formula: str
+    status: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class RetryRule:
+    """Our backoff for what the SDK does not retry itself (429s) or gave up on.
+
+    Exponential with full jitter, bounded: with the defaults a call gives up after ~15 s.
+    """
+
+    attempts: int = 6
+    base_seconds: float = 0.25
+    cap_seconds: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))
+
+
+class StripeBilling:
+    """Meter-event calls through the official SDK (v1 endpoints)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str | None = None,
+        *,
+        max_network_retries: int = 2,
+        timeout_seconds: float = 30.0,
+        retry: RetryRule | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        # The SDK retries connection errors, 409 and 5xx itself, reusing one Idempotency-Key.
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base, "meter_events": api_base} if api_base else None,
+            max_network_retries=max_network_retries,
+            http_client=stripe.RequestsClient(timeout=timeout_seconds),
+        )
+        self.retry = retry or RetryRule()
+        self._sleep = sleep
+
+    def _with_retries(self, call: Callable[[], T], what: str) -> T:
+        """Run `call`, backing off on 429, 5xx and connection errors; re-raise the last one."""
+        for attempt in range(self.retry.attempts - 1):
+            try:
+                return call()
+            except TRANSIENT_ERRORS as error:
+                delay = self.retry.delay(attempt)
+                logger.info("stripe %s on %s; retrying in %.2fs", type(error).__name__, what, delay)
+                self._sleep(delay)
+        return call()
+
+    def list_meters(self) -> list[RemoteMeter]:
+        return self._with_retries(self._list_meters, "list meters")
+
+    def _list_meters(self) -> list[RemoteMeter]:
+        meters = self.client.v1.billing.meters.list({"limit": 100})
+        return [_remote_meter(m) for m in meters.auto_paging_iter()]
+
+    def create_meter(self, meter: Meter) -> RemoteMeter:
+        created = self.client.v1.billing.meters.create(
+            {
+                "display_name": meter.display_name,
+                "event_name": meter.event_name,
+                "default_aggregation": {"formula": meter.aggregation},
+                "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
+                "value_settings": {"event_payload_key": "value"},
+            }
+        )
+        return _remote_meter(created)
+
+    def send_meter_event(
+        self, *, event_name: str, customer: str, value: int, identifier: str, timestamp: datetime
+    ) -> SendResult:
+        """Send one meter event; transient failures are retried, then raised."""
+        params: stripe.params.billing.MeterEventCreateParams = {
+            "event_name": event_name,
+            "identifier": identifier,
+            "timestamp": int(timestamp.timestamp()),
+            "payload": {"stripe_customer_id": customer, "value": str(value)},
+        }
+        try:
+            self._with_retries(
+                lambda: self.client.v1.billing.meter_events.create(params), identifier
+            )
+        except stripe.InvalidRequestError as error:
+            return _classify_rejection(error)
+        return SendResult(Outcome.SENT)
+
+    def event_summary_total(
+        self, meter_id: str, customer: str, start: datetime, end: datetime
+    ) -> float:
+        """Stripe's aggregated value for one customer over [start, end), in day windows."""
+        params: stripe.params.billing.MeterEventSummaryListParams = {
+            "customer": customer,
+            "start_time": int(start.timestamp()),
+            "end_time": int(end.timestamp()),
+            "value_grouping_window": "day",
+            "limit": 100,
+        }
+
+        def total() -> float:
+            summaries = self.client.v1.billing.meters.event_summaries.list(meter_id, params)
+            return sum(float(s.aggregated_value) for s in summaries.auto_paging_iter())
+
+        return self._with_retries(total, f"summaries of {meter_id}")
+
+    def daily_totals(
+        self, meter_id: str, customer: str, start: datetime, end: datetime
+    ) -> dict[date, float]:
+        """Stripe's aggregated value per UTC day in [start, end), for reconciliation.
+
+        One paginated call covers a whole range of days, so reconciling a month costs one call
+        per customer and meter rather than one per day. Days Stripe omits count as 0.
+        """
+        params: stripe.params.billing.MeterEventSummaryListParams = {
+            "customer": customer,
+            "start_time": int(start.timestamp()),
+            "end_time": int(end.timestamp()),
+            "value_grouping_window": "day",
+            "limit": 100,
+        }
+
+        def totals() -> dict[date, float]:
+            summaries = self.client.v1.billing.meters.event_summaries.list(meter_id, params)
+            by_day: dict[date, float] = {}
+            for summary in summaries.auto_paging_iter():
+                day = datetime.fromtimestamp(summary.start_time, tz=UTC).date()
+                by_day[day] = by_day.get(day, 0.0) + float(summary.aggregated_value)
+            return by_day
+
+        return self._with_retries(totals, f"daily summaries of {meter_id}")
+
+    def retrieve_event(self, event_id: str) -> dict[str, Any]:
+        """The full v2 event behind a thin event notification (`GET /v2/core/events/{id}`)."""
+        event = self._with_retries(
+            lambda: self.client.v2.core.events.retrieve(event_id), f"event {event_id}"
+        )
+        return event.to_dict()
+
+
+def _remote_meter(meter: stripe.billing.Meter) -> RemoteMeter:
+    return RemoteMeter(
+        id=meter.id,
+        event_name=meter.event_name,
+        formula=meter.default_aggregation.formula,
+        status=meter.status,
+        display_name=meter.display_name,
+    )
+
+
+def _classify_rejection(error: stripe.InvalidRequestError) -> SendResult:
+    message = error.user_message or str(error)
+    if DUPLICATE_IDENTIFIER in message:
+        return SendResult(Outcome.ALREADY_SENT, message)
+    if TOO_OLD in message:
+        return SendResult(Outcome.EXPIRED, message, error.code)
+    return SendResult(Outcome.REJECTED, message, error.code)

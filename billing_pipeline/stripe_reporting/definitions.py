@@ -1,0 +1,23 @@
+"""The reporting flow's Dagster definitions: `stripe/meter_events`, its checks, jobs, schedules
+and the late-data sensor, merged into the code location by definitions.py."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from billing_pipeline.stripe_reporting.assets import build_reporting_asset
+from billing_pipeline.stripe_reporting.checks import reporting_checks
+from billing_pipeline.stripe_reporting.jobs import daily_billing_job, reconciliation_job
+from billing_pipeline.stripe_reporting.schedules import (
+    daily_billing_schedule,
+    reconciliation_schedule,
+)
+from billing_pipeline.stripe_reporting.sensors import late_readings_sensor
+
+defs = dg.Definitions(
+    assets=[build_reporting_asset()],
+    asset_checks=reporting_checks,
+    jobs=[daily_billing_job, reconciliation_job],
+    schedules=[daily_billing_schedule, reconciliation_schedule],
+    sensors=[late_readings_sensor],
+)

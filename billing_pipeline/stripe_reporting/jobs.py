@@ -1,0 +1,25 @@
+"""The reporting flow's jobs: the daily billing run and the reconciliation run."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from billing_pipeline.partitions import daily_partitions
+from billing_pipeline.stripe_reporting.checks import reporting_checks
+
+daily_billing_job = dg.define_asset_job(
+    name="daily_billing",
+    selection=dg.AssetSelection.groups("usage", "stripe"),
+    partitions_def=daily_partitions,
+    description="Compute one UTC day's usage per meter and report it to Stripe exactly once.",
+)
+
+reconciliation_job = dg.define_asset_job(
+    "stripe_reconciliation",
+    selection=dg.AssetSelection.checks(*reporting_checks),
+    partitions_def=daily_partitions,
+    description=(
+        "Run the reconciliation check over a day or a range of days (launch it with a partition "
+        "range, or backfill) and the ledger attention checks, without sending anything."
+    ),
+)

@@ -1,0 +1,44 @@
+"""Schedules: bill the day that just ended at 02:00 UTC; reconcile the last week at 05:00 UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+
+import dagster as dg
+
+from billing_pipeline.stripe_reporting.jobs import daily_billing_job, reconciliation_job
+
+RECONCILED_DAYS = 7
+RECONCILIATION_HOUR = 5
+
+daily_billing_schedule = dg.build_schedule_from_partitioned_job(
+    daily_billing_job,
+    hour_of_day=2,
+    description="Every day at 02:00 UTC, compute and report the previous UTC day.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
+@dg.schedule(
+    name="stripe_reconciliation_schedule",
+    job=reconciliation_job,
+    cron_schedule=f"0 {RECONCILIATION_HOUR} * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=(
+        f"Every day at {RECONCILIATION_HOUR:02d}:00 UTC, reconcile the last {RECONCILED_DAYS} "
+        "complete days with Stripe, after the 02:00 billing run's events have settled, and "
+        "refresh the ledger attention checks. Late corrections sent by backfills are covered "
+        "while they are recent."
+    ),
+)
+def reconciliation_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    last_day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
+    first_day = last_day - timedelta(days=RECONCILED_DAYS - 1)
+    return dg.RunRequest(
+        run_key=f"reconcile-{last_day}",
+        tags={
+            "dagster/asset_partition_range_start": first_day.isoformat(),
+            "dagster/asset_partition_range_end": last_day.isoformat(),
+        },
+    )

@@ -1,0 +1,135 @@
+"""Late readings: notice days whose readings arrived after the day was billed, and rebill them.
+
+Readings can be ingested days after they were recorded (a gateway comes back online). A day's
+usage is a pure function of its rows, so the fix is to re-materialize that day's partition of
+`daily_billing`: the usage is recomputed and the ledger sends only the difference (a correction
+revision for `sum`, the new value for `last`). Days outside Stripe's 35-day window are requested
+too: their run records the correction as `expired` with the reason, so it is shown, not lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+from sqlalchemy import Engine, text
+
+from billing_pipeline.resources import PostgresResource
+from billing_pipeline.stripe_reporting.identifiers import event_timestamp
+from billing_pipeline.stripe_reporting.jobs import daily_billing_job
+from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW
+from billing_pipeline.usage.meters import METERS
+
+# `ingested_at` is the ingest transaction's start time, so a reading can become visible after a
+# newer cursor or after a computation that began later. Rescanning this far behind the cursor and
+# counting readings this close before a computation as possibly missed closes that gap; the cost
+# is at most one extra re-materialization, which sends nothing when nothing changed.
+INGEST_SETTLE = timedelta(minutes=5)
+# Without a cursor (first start), look back as far as Stripe still takes corrections.
+FIRST_LOOKBACK = timedelta(days=35)
+LATE_READINGS_TAG = "billing/late_readings_ingested_until"
+
+_LATE_DAYS_SQL = """
+WITH arrived AS (
+    SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, max(ingested_at) AS newest_ingested
+    FROM temperature_readings
+    WHERE ingested_at > :since
+    GROUP BY 1
+)
+SELECT a.day, a.newest_ingested, u.computed_at
+FROM arrived a
+LEFT JOIN LATERAL (
+    SELECT max(computed_at) AS computed_at
+    FROM billing.daily_usage
+    WHERE meter = ANY(:meters) AND day = a.day
+) u ON true
+ORDER BY a.day
+"""
+
+
+@dataclass(frozen=True)
+class LateDay:
+    """A billed day that received readings after its usage was last computed."""
+
+    day: date
+    newest_ingested: datetime
+    computed_at: datetime
+
+    @property
+    def run_key(self) -> str:
+        # The day and the newest reading that made it late: the daemon skips a key it has seen,
+        # so repeated ticks do not queue the same correction twice, while newer late readings
+        # for the same day get a run of their own.
+        return f"late-readings-{self.day.isoformat()}-{self.newest_ingested.isoformat()}"
+
+    def outside_stripe_window(self, now: datetime) -> bool:
+        # The same test the ledger applies to a correction's event timestamp.
+        return event_timestamp(self.day, 2) < now - STRIPE_WINDOW
+
+
+def find_late_days(engine: Engine, since: datetime) -> tuple[list[LateDay], datetime | None]:
+    """Days with readings ingested after `since` and after the day was computed.
+
+    Returns them with the newest `ingested_at` seen (the next cursor; None when nothing
+    arrived). Days never computed are left to the schedule or a backfill: their first run
+    counts every reading anyway.
+    """
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(_LATE_DAYS_SQL), {"since": since, "meters": [m.name for m in METERS]}
+        ).all()
+    newest = max((row.newest_ingested for row in rows), default=None)
+    late = [
+        LateDay(row.day, row.newest_ingested, row.computed_at)
+        for row in rows
+        if row.computed_at is not None and row.newest_ingested > row.computed_at - INGEST_SETTLE
+    ]
+    return late, newest
+
+
+def _since(cursor: str | None, now: datetime) -> datetime:
+    if cursor is None:
+        return now - FIRST_LOOKBACK
+    return datetime.fromisoformat(cursor) - INGEST_SETTLE
+
+
+@dg.sensor(
+    job=daily_billing_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches `temperature_readings.ingested_at` for readings that arrived after their UTC "
+        "day's usage was computed (`billing.daily_usage.computed_at`) and re-materializes that "
+        "day of `daily_billing`, so Stripe receives only the difference as a new revision. "
+        "Days outside Stripe's 35-day window are re-run too and recorded as `expired`. "
+        "Cursor: the newest `ingested_at` seen."
+    ),
+)
+def late_readings_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource
+) -> dg.SensorResult:
+    now = datetime.now(UTC)
+    late, newest = find_late_days(postgres.engine(), _since(context.cursor, now))
+    cursor = newest.isoformat() if newest else context.cursor
+    if not late:
+        return dg.SensorResult(
+            skip_reason="no readings arrived late for a computed day", cursor=cursor
+        )
+    for day in late:
+        if day.outside_stripe_window(now):
+            context.log.warning(
+                f"{day.day}: late readings, but the day is outside Stripe's 35-day window; "
+                "the run records the correction as expired"
+            )
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=day.run_key,
+                partition_key=day.day.isoformat(),
+                tags={LATE_READINGS_TAG: day.newest_ingested.isoformat()},
+            )
+            for day in late
+        ],
+        cursor=cursor,
+    )

@@ -1,0 +1,78 @@
+"""The inbox sensor: launches the processing job for new events and sweeps for leftovers."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from billing_pipeline.resources import PostgresResource
+from billing_pipeline.webhooks import inbox
+from billing_pipeline.webhooks.jobs import process_stripe_webhooks
+
+SENSOR_INTERVAL_SECONDS = 30
+# Failed events are retried by a sweep run at most this often, so MAX_ATTEMPTS spans about
+# twenty minutes: time for a missing organization or checkout to appear before dead-lettering.
+RETRY_DELAY_SECONDS = 300
+# A pending row this old at or below the cursor was missed by its batch run.
+STALE_PENDING_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class InboxCursor:
+    """The sensor's memory: the newest inbox id already handed to a run, and when the next
+    retry sweep is allowed."""
+
+    last_id: int = 0
+    next_sweep_at: float = 0.0
+
+    @classmethod
+    def parse(cls, raw: str | None) -> InboxCursor:
+        return cls(**json.loads(raw)) if raw else cls()
+
+    def serialize(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dg.sensor(
+    job=process_stripe_webhooks,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches billing.webhook_inbox. New rows past the cursor (the last inbox id handed to a "
+        "run) launch one run keyed `inbox-FIRST-LAST`; failed events, and pending ones a run "
+        f"missed, launch a `retry-…` run at most every {RETRY_DELAY_SECONDS} s."
+    ),
+)
+def stripe_webhook_inbox_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource
+) -> dg.SensorResult:
+    cursor = InboxCursor.parse(context.cursor)
+    engine = postgres.engine()
+    if new := inbox.new_events_since(engine, cursor.last_id):
+        request = dg.RunRequest(
+            run_key=f"inbox-{new.first_id}-{new.last_id}",
+            tags={
+                "stripe_webhooks/first_inbox_id": str(new.first_id),
+                "stripe_webhooks/last_inbox_id": str(new.last_id),
+            },
+        )
+        return dg.SensorResult(
+            run_requests=[request], cursor=replace(cursor, last_id=new.last_id).serialize()
+        )
+    now = time.time()
+    if now >= cursor.next_sweep_at:
+        stale_before = datetime.fromtimestamp(now - STALE_PENDING_SECONDS, tz=UTC)
+        if leftovers := inbox.leftover_count(engine, cursor.last_id, stale_before):
+            request = dg.RunRequest(
+                run_key=f"retry-{cursor.last_id}-{int(now)}",
+                tags={"stripe_webhooks/leftover_events": str(leftovers)},
+            )
+            swept = replace(cursor, next_sweep_at=now + RETRY_DELAY_SECONDS)
+            return dg.SensorResult(run_requests=[request], cursor=swept.serialize())
+    return dg.SensorResult(
+        skip_reason=dg.SkipReason(f"no new webhook events after inbox id {cursor.last_id}")
+    )

@@ -1,0 +1,225 @@
+"""Reconciliation with Stripe on a real Dagster instance, real Postgres and the emulator.
+
+The billing run is reconciled right after it sends; then Stripe's totals are tampered with
+directly through the SDK (as another integration, a manual dashboard entry or a lost event
+would) and the reconciliation job, launched for a range of days, must name the drift.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import pytest
+from sqlalchemy import Engine
+
+from billing_pipeline.resources import PostgresResource, StripeResource
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.assets import build_reporting_asset
+from billing_pipeline.stripe_reporting.checks import build_reconciliation_check
+from billing_pipeline.stripe_reporting.identifiers import event_timestamp
+from billing_pipeline.stripe_reporting.reconciliation import ledger_expectations
+from billing_pipeline.stripe_reporting.schedules import reconciliation_schedule
+from billing_pipeline.usage.assets import build_usage_assets
+from billing_pipeline.usage.meters import METERS
+from billing_pipeline_tests.stripe_reporting.test_checks import insert_row
+from billing_pipeline_tests.support.builders import (
+    add_organization,
+    add_readings,
+    add_sensor,
+    midnight,
+)
+from billing_pipeline_tests.support.stripe import TEST_KEY
+from stripe_emulator.server import StripeEmulator
+
+TODAY = datetime.now(UTC).date()
+D1, D2 = TODAY - timedelta(days=3), TODAY - timedelta(days=2)
+SETTLED = build_reconciliation_check(settle_window=timedelta(0))
+
+
+def resources(database_url: str, api_base: str) -> dict[str, Any]:
+    return {
+        "postgres": PostgresResource(database_url=database_url),
+        "stripe": StripeResource(
+            secret_key=TEST_KEY, api_base=api_base, max_network_retries=0, retry_base_seconds=0.01
+        ),
+    }
+
+
+@pytest.fixture
+def billed(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    stripe_billing: StripeBilling,
+) -> tuple[str, str]:
+    """Two paying organizations billed for D1 and D2, each run reconciled as it finishes."""
+    alpha = stripe_billing.client.v1.customers.create({"name": "Alpha"}).id
+    beta = stripe_billing.client.v1.customers.create({"name": "Beta"}).id
+    add_organization(engine, 1, customer=alpha)
+    add_organization(engine, 2, customer=beta)
+    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=1))
+    add_sensor(engine, 21, 2, midnight(D1) - timedelta(days=1))
+    for day in (D1, D2):
+        add_readings(engine, 11, day, 4)
+        add_readings(engine, 21, day, 2)
+        result = dg.materialize(
+            [*build_usage_assets(), build_reporting_asset(), SETTLED],
+            partition_key=day.isoformat(),
+            instance=dagster_instance,
+            resources=resources(database_url, stripe_emulator.url),
+        )
+        [evaluation] = result.get_asset_check_evaluations()
+        assert evaluation.passed, evaluation.metadata
+        assert evaluation.metadata["compared"].value == 4  # 2 meters x 2 customers
+    return alpha, beta
+
+
+def reconcile_range(
+    instance: dg.DagsterInstance,
+    database_url: str,
+    api_base: str,
+    first: date,
+    last: date,
+    check: dg.AssetChecksDefinition = SETTLED,
+) -> dg.AssetCheckEvaluation:
+    """Launch the check alone over a partition range, as the schedule and a backfill do."""
+    job = dg.define_asset_job(
+        "reconcile", selection=dg.AssetSelection.checks(check), partitions_def=check.partitions_def
+    )
+    defs = dg.Definitions(
+        assets=[build_reporting_asset()],
+        asset_checks=[check],
+        jobs=[job],
+        resources=resources(database_url, api_base),
+    )
+    result = defs.resolve_job_def("reconcile").execute_in_process(
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+        raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def send_directly(
+    stripe_billing: StripeBilling, event_name: str, customer: str, value: int, at: datetime
+) -> None:
+    stripe_billing.client.v1.billing.meter_events.create(
+        {
+            "event_name": event_name,
+            "timestamp": int(at.timestamp()),
+            "payload": {"stripe_customer_id": customer, "value": str(value)},
+        }
+    )
+
+
+def test_tampered_totals_are_reported_as_drift_with_the_customers_involved(
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    stripe_billing: StripeBilling,
+    billed: tuple[str, str],
+) -> None:
+    alpha, beta = billed
+    # An extra counter event for Alpha on D1, and a later gauge reading for Beta on D2.
+    send_directly(
+        stripe_billing, "temperature_readings", alpha, 3, midnight(D1) + timedelta(hours=1)
+    )
+    send_directly(stripe_billing, "active_sensors", beta, 9, event_timestamp(D2, 5))
+
+    evaluation = reconcile_range(dagster_instance, database_url, stripe_emulator.url, D1, D2)
+
+    # The ledger is untouched; the check names each drifting (meter, day, customer, organization).
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    metadata = evaluation.metadata
+    assert metadata["compared"].value == 8
+    assert metadata["drifts"].value == 2
+    assert metadata["customers_with_drift"].value == 2
+    details = str(metadata["drift_details"].value)
+    assert f"| temperature_readings | {D1} | {alpha} | 1 | 4 | 7.0 | 3.0 |" in details
+    assert f"| active_sensors | {D2} | {beta} | 2 | 1 | 9.0 | 8.0 |" in details
+
+
+def test_stripe_usage_on_a_day_the_ledger_never_billed_is_drift(
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    stripe_billing: StripeBilling,
+    billed: tuple[str, str],
+) -> None:
+    alpha, _ = billed
+    day_before = D1 - timedelta(days=1)
+    send_directly(stripe_billing, "temperature_readings", alpha, 5, midnight(day_before))
+
+    evaluation = reconcile_range(
+        dagster_instance, database_url, stripe_emulator.url, day_before, D2
+    )
+
+    assert not evaluation.passed
+    assert f"| temperature_readings | {day_before} | {alpha} | 1 | 0 | 5.0 | 5.0 |" in str(
+        evaluation.metadata["drift_details"].value
+    )
+
+
+def test_fresh_differences_count_as_settling_not_drift(
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    stripe_billing: StripeBilling,
+    billed: tuple[str, str],
+) -> None:
+    alpha, _ = billed
+    send_directly(stripe_billing, "temperature_readings", alpha, 3, midnight(D2))
+    default_window = build_reconciliation_check()
+
+    evaluation = reconcile_range(
+        dagster_instance, database_url, stripe_emulator.url, D1, D2, default_window
+    )
+
+    # The rows were sent seconds ago, so Stripe may simply not have caught up yet.
+    assert evaluation.passed
+    assert evaluation.metadata["settling"].value == 1
+    assert evaluation.metadata["drifts"].value == 0
+
+
+def test_expectations_follow_each_meters_aggregation(engine: Engine) -> None:
+    old = timedelta(hours=2)
+    # sum: differences add up; the unsent revision is not in Stripe yet.
+    insert_row(engine, 1, "sent", revision=1, value=10, target=10, age=old)
+    insert_row(engine, 1, "sent", revision=2, value=-3, target=7, age=old)
+    insert_row(engine, 1, "failed", revision=3, value=2, target=9, age=old)
+    # last: the newest *sent* revision's target, not a newer failed or pending one.
+    for revision, status, target in ((1, "sent", 4), (2, "sent", 6), (3, "pending", 8)):
+        insert_row(
+            engine, 1, status, meter="active_sensors", revision=revision, value=target, age=old
+        )
+    insert_row(engine, 2, "skipped", customer=None, age=old)
+
+    expectations = ledger_expectations(
+        engine, METERS, D1 - timedelta(days=7), TODAY, datetime.now(UTC) - timedelta(minutes=30)
+    )
+
+    assert {(e.meter, e.customer, e.value, e.settling) for e in expectations} == {
+        ("temperature_readings", "cus_A", 7, False),
+        ("active_sensors", "cus_A", 6, False),
+    }
+
+
+def test_the_schedule_reconciles_the_last_week_once_stripe_has_settled() -> None:
+    tick = datetime(2026, 3, 10, 5, tzinfo=UTC)
+    context = dg.build_schedule_context(scheduled_execution_time=tick)
+
+    request = reconciliation_schedule(context)
+
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == "reconcile-2026-03-09"
+    assert request.tags["dagster/asset_partition_range_start"] == "2026-03-03"
+    assert request.tags["dagster/asset_partition_range_end"] == "2026-03-09"
+    assert reconciliation_schedule.cron_schedule == "0 5 * * *"

@@ -1,0 +1,109 @@
+"""The Stripe seam: outcomes for Stripe's answers, and bounded backoff on transient errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import stripe
+
+from billing_pipeline.stripe_client import Outcome, RetryRule, StripeBilling
+from billing_pipeline_tests.support.stripe import TEST_KEY
+from stripe_emulator.control import EmulatorControl
+from stripe_emulator.server import StripeEmulator
+
+
+def send(
+    stripe_billing: StripeBilling, customer: str, identifier: str, days_ago: int = 1
+) -> Outcome:
+    return stripe_billing.send_meter_event(
+        event_name="temperature_readings",
+        customer=customer,
+        value=5,
+        identifier=identifier,
+        timestamp=datetime.now(UTC) - timedelta(days=days_ago),
+    ).outcome
+
+
+@pytest.fixture
+def customer(stripe_billing: StripeBilling) -> str:
+    customer_id: str = stripe_billing.client.v1.customers.create({"name": "C"}).id
+    return customer_id
+
+
+def test_a_duplicate_identifier_means_already_delivered(
+    stripe_billing: StripeBilling, emulator: EmulatorControl, customer: str
+) -> None:
+    assert send(stripe_billing, customer, "bp-x-1") is Outcome.SENT
+    assert send(stripe_billing, customer, "bp-x-1") is Outcome.ALREADY_SENT
+    assert len(emulator.meter_events()) == 1
+
+
+def test_an_old_timestamp_is_expired_not_retried(
+    stripe_billing: StripeBilling, emulator: EmulatorControl, customer: str
+) -> None:
+    assert send(stripe_billing, customer, "bp-old", days_ago=36) is Outcome.EXPIRED
+    assert emulator.request_count().get("400") == 1
+
+
+def test_other_rejections_carry_stripes_message(
+    stripe_billing: StripeBilling, emulator: EmulatorControl
+) -> None:
+    emulator.set_unknown_customer_mode("reject")
+    result = stripe_billing.send_meter_event(
+        event_name="temperature_readings",
+        customer="cus_nobody",
+        value=1,
+        identifier="bp-nobody",
+        timestamp=datetime.now(UTC),
+    )
+    assert result.outcome is Outcome.REJECTED
+    assert result.message and "cus_nobody" in result.message
+
+
+def test_429_and_500_are_retried_with_backoff_until_sent(
+    stripe_emulator: StripeEmulator, emulator: EmulatorControl, customer: str
+) -> None:
+    delays: list[float] = []
+    client = StripeBilling(
+        TEST_KEY,
+        stripe_emulator.url,
+        max_network_retries=0,
+        retry=RetryRule(attempts=50, base_seconds=0.001, cap_seconds=0.004),
+        sleep=delays.append,
+    )
+    emulator.set_faults(error_429_rate=0.4, error_500_rate=0.4, seed=3)
+
+    outcomes = [send(client, customer, f"bp-retry-{i}") for i in range(10)]
+
+    assert outcomes == [Outcome.SENT] * 10
+    assert len(emulator.meter_events()) == 10
+    assert delays, "faults were injected, so some calls must have backed off"
+    assert all(0 <= d <= 0.004 for d in delays)
+
+
+def test_transient_errors_give_up_after_the_bounded_attempts(
+    stripe_emulator: StripeEmulator, emulator: EmulatorControl, customer: str
+) -> None:
+    delays: list[float] = []
+    client = StripeBilling(
+        TEST_KEY,
+        stripe_emulator.url,
+        max_network_retries=0,
+        retry=RetryRule(attempts=3),
+        sleep=delays.append,
+    )
+    emulator.set_faults(error_500_rate=1.0)
+
+    with pytest.raises(stripe.APIError):
+        send(client, customer, "bp-never")
+    assert len(delays) == 2
+    assert emulator.meter_events() == []
+
+
+def test_retry_delays_grow_exponentially_up_to_the_cap() -> None:
+    rule = RetryRule(attempts=10, base_seconds=0.5, cap_seconds=4.0)
+    ceilings = [min(rule.cap_seconds, rule.base_seconds * 2**n) for n in range(6)]
+    assert ceilings == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    for attempt, ceiling in enumerate(ceilings):
+        assert all(0 <= rule.delay(attempt) <= ceiling for _ in range(50))

@@ -1,0 +1,161 @@
+"""The sensor and the job on a real Dagster instance (dagster-postgres)."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+from sqlalchemy import Engine, text
+
+from billing_pipeline.resources import PostgresResource, StripeResource
+from billing_pipeline.webhooks.checks import stripe_webhook_dead_letters
+from billing_pipeline.webhooks.definitions import defs as webhook_defs
+from billing_pipeline.webhooks.processing import MAX_ATTEMPTS
+from billing_pipeline.webhooks.sensors import InboxCursor, stripe_webhook_inbox_sensor
+from billing_pipeline_tests.support.webhooks import (
+    T0,
+    checkout_completed,
+    create_organization,
+    inbox_rows,
+    invoice_event,
+    store_events,
+    subscription_event,
+    subscription_row,
+)
+
+
+def tick(instance: dg.DagsterInstance, database_url: str, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"postgres": PostgresResource(database_url=database_url)},
+    )
+    result = stripe_webhook_inbox_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def with_postgres(database_url: str) -> dg.Definitions:
+    """webhook_defs as definitions.py will merge them, the `postgres` resource coming from it."""
+    return dg.Definitions.merge(
+        webhook_defs,
+        dg.Definitions(
+            resources={
+                "postgres": PostgresResource(database_url=database_url),
+                "stripe": StripeResource(),
+            }
+        ),
+    )
+
+
+def run_job(
+    instance: dg.DagsterInstance, database_url: str, run_key: str
+) -> dg.ExecuteInProcessResult:
+    job = with_postgres(database_url).resolve_job_def("process_stripe_webhooks")
+    return job.execute_in_process(instance=instance, tags={"dagster/run_key": run_key})
+
+
+def check_result(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.check_name == stripe_webhook_dead_letters.check_key.name
+    return evaluation
+
+
+def test_definitions_are_described_and_the_sensor_runs_by_default(database_url: str) -> None:
+    dg.Definitions.validate_loadable(with_postgres(database_url))
+    repository = with_postgres(database_url).get_repository_def()
+    sensor = repository.get_sensor_def("stripe_webhook_inbox_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.description
+    assert repository.get_job("process_stripe_webhooks").description
+    assert (
+        stripe_webhook_dead_letters.check_specs
+        and next(iter(stripe_webhook_dead_letters.check_specs)).description
+    )
+
+
+def test_sensor_batches_new_events_and_the_run_applies_them(
+    engine: Engine, database_url: str, dagster_instance: dg.DagsterInstance
+) -> None:
+    idle = tick(dagster_instance, database_url, None)
+    assert idle.run_requests == [] or idle.run_requests is None
+    assert idle.skip_reason is not None
+
+    org = create_organization(engine)
+    store_events(
+        engine,
+        [
+            invoice_event("invoice.paid", "in_1", "sub_1", "cus_1", T0 + 2),
+            checkout_completed(org, "cus_1", "sub_1", T0 + 1),
+            subscription_event(
+                "customer.subscription.created", "sub_1", "cus_1", T0, status="incomplete"
+            ),
+            subscription_event("customer.subscription.updated", "sub_1", "cus_1", T0 + 3),
+        ],
+    )
+    first_id, last_id = inbox_rows(engine)[0]["id"], inbox_rows(engine)[-1]["id"]
+
+    launched = tick(dagster_instance, database_url, None)
+
+    [request] = launched.run_requests or []
+    assert request.run_key == f"inbox-{first_id}-{last_id}"
+    assert InboxCursor.parse(launched.cursor).last_id == last_id
+    # Nothing new since: the next tick skips and keeps its cursor.
+    again = tick(dagster_instance, database_url, launched.cursor)
+    assert not again.run_requests and again.skip_reason is not None
+
+    result = run_job(dagster_instance, database_url, request.run_key or "")
+
+    assert result.success
+    run = dagster_instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["dagster/run_key"] == request.run_key
+    [materialization] = result.asset_materializations_for_node("stripe_subscriptions")
+    # subscription.created precedes the checkout, so it waits for a retry run.
+    assert materialization.metadata["processed"] == dg.IntMetadataValue(3)
+    assert materialization.metadata["failed"] == dg.IntMetadataValue(1)
+    row = subscription_row(engine, "sub_1")
+    assert (row["organization_id"], row["status"], row["payment_status"]) == (org, "active", "paid")
+    assert check_result(result).passed
+
+
+def test_failed_events_get_a_retry_run_and_a_poison_event_is_dead_lettered_and_shown(
+    engine: Engine, database_url: str, dagster_instance: dg.DagsterInstance
+) -> None:
+    poison = checkout_completed(424242, "cus_x", "sub_x", T0)
+    store_events(engine, [poison])
+    cursor = tick(dagster_instance, database_url, None).cursor
+
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        # Each failed attempt leaves the event open, so the sensor's retry sweep asks for a
+        # run (the test rewinds the sweep clock instead of waiting RETRY_DELAY_SECONDS).
+        sweep = tick(
+            dagster_instance,
+            database_url,
+            json.dumps({**json.loads(cursor or "{}"), "next_sweep_at": 0}),
+        )
+        if attempt == 1:
+            result = run_job(dagster_instance, database_url, "inbox-first")
+        else:
+            [request] = sweep.run_requests or []
+            assert request.run_key and request.run_key.startswith("retry-")
+            assert InboxCursor.parse(sweep.cursor).next_sweep_at > 0
+            result = run_job(dagster_instance, database_url, request.run_key)
+        assert result.success
+
+    # Dead-lettered: the check fails and names the event; the sensor stops asking for retries.
+    evaluation = check_result(result)
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["dead_lettered"] == dg.IntMetadataValue(1)
+    assert poison["id"] in str(evaluation.metadata["event_ids"].value)
+    assert "organization 424242" in str(evaluation.metadata["events"].value)
+    [row] = inbox_rows(engine)
+    assert (row["status"], row["attempts"]) == ("dead_letter", MAX_ATTEMPTS)
+    idle = tick(
+        dagster_instance,
+        database_url,
+        json.dumps({**json.loads(cursor or "{}"), "next_sweep_at": 0}),
+    )
+    assert not idle.run_requests and idle.skip_reason is not None
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM subscriptions")).scalar_one() == 0
