@@ -48,7 +48,9 @@ from bench.common import (
 from bench.emulator import API_KEY, control, emulator_process, sdk_client
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.ledger import LedgerRow, plan_window, unsent_rows
+from billing_pipeline.stripe_reporting.ledger import LedgerRow, unsent_rows
+from billing_pipeline.stripe_reporting.meter_sync import verify_meters
+from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
 from billing_pipeline.stripe_reporting.sender import send_rows
 from billing_pipeline.usage.daily_usage import refresh_daily_usage
 from billing_pipeline.usage.meters import METERS
@@ -175,7 +177,9 @@ def run_project(
     billing = StripeBilling(API_KEY, api_url)
     began = time.perf_counter()
     end_day = day + timedelta(days=1)
-    planned = [row for meter in METERS for row in plan_window(engine, meter, day, end_day)]
+    remote = verify_meters(billing, METERS)
+    targets = [MeterTarget(m, remote[m.name].event_time_window) for m in METERS]
+    planned = [row for t in targets for row in plan_window(engine, t, day, end_day)]
     planned_at = time.perf_counter()
     names = [m.name for m in METERS]
     passes = 0

@@ -52,6 +52,9 @@ class RemoteMeter:
     formula: str
     status: str
     display_name: str
+    # "day" or "hour" for a pre-aggregated meter (Stripe keeps the newest event per customer and
+    # window); None for a raw meter (every event counts).
+    event_time_window: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,17 +113,18 @@ class StripeBilling:
         meters = self.client.v1.billing.meters.list({"limit": 100})
         return [_remote_meter(m) for m in meters.auto_paging_iter()]
 
-    def create_meter(self, meter: Meter) -> RemoteMeter:
-        created = self.client.v1.billing.meters.create(
-            {
-                "display_name": meter.display_name,
-                "event_name": meter.event_name,
-                "default_aggregation": {"formula": meter.aggregation},
-                "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
-                "value_settings": {"event_payload_key": "value"},
-            }
-        )
-        return _remote_meter(created)
+    def create_meter(self, meter: Meter, event_time_window: str | None = "day") -> RemoteMeter:
+        """Create the Stripe meter for `meter`: pre-aggregated per UTC day unless told not to."""
+        params: stripe.params.billing.MeterCreateParams = {
+            "display_name": meter.display_name,
+            "event_name": meter.event_name,
+            "default_aggregation": {"formula": meter.aggregation},
+            "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
+            "value_settings": {"event_payload_key": "value"},
+        }
+        if event_time_window is not None:
+            params["event_time_window"] = event_time_window
+        return _remote_meter(self.client.v1.billing.meters.create(params))
 
     def send_meter_event(
         self, *, event_name: str, customer: str, value: int, identifier: str, timestamp: datetime
@@ -199,6 +203,7 @@ def _remote_meter(meter: stripe.billing.Meter) -> RemoteMeter:
         formula=meter.default_aggregation.formula,
         status=meter.status,
         display_name=meter.display_name,
+        event_time_window=getattr(meter, "event_time_window", None),
     )
 
 

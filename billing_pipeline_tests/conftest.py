@@ -70,4 +70,7 @@ def dagster_instance(dagster_storage_url: str) -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-pytest_plugins = ["billing_pipeline_tests.support.stripe"]
+pytest_plugins = [
+    "billing_pipeline_tests.support.stripe",
+    "billing_pipeline_tests.support.meter_kinds",
+]

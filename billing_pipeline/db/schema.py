@@ -27,7 +27,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from billing_pipeline.db.statuses import InboxStatus, LedgerStatus
 
@@ -149,31 +149,36 @@ daily_usage = Table(
     _timestamp("computed_at", nullable=False, default_now=True),
 )
 
-# `rejected`: Stripe answered 200 but reported the event invalid later (an asynchronous meter
-# error report). Its identifier is spent, so its amount is planned again under a new revision.
 LEDGER_STATUSES = tuple(LedgerStatus)
 
 meter_ledger = Table(
     "meter_ledger",
     billing_metadata,
-    # Deterministic: derived from meter, organization, day and revision. Written before the
-    # Stripe call, so a crash after the call resends the same identifier and Stripe dedupes it.
+    # Deterministic: derived from meter, customer, day, revision and the value it carries, so
+    # Stripe's "duplicate" answer means Stripe holds this very value. Written before the call.
     Column("identifier", Text, primary_key=True),
     Column("meter", Text, nullable=False),
-    Column("organization_id", BigInteger, nullable=False),
+    Column("stripe_customer_id", Text, nullable=False),
     Column("day", Date, nullable=False),
     Column("revision", Integer, nullable=False),
     Column("event_name", Text, nullable=False),
-    Column("stripe_customer_id", Text, nullable=True),
-    # What this event sends (a difference for `sum` meters, the new reading for `last` meters)...
+    # The organizations whose usage the row sums (the customer's organizations on that day).
+    Column("organization_ids", ARRAY(BigInteger), nullable=False),
+    # The Stripe meter's `event_time_window` when planned: NULL for raw meters (the value is a
+    # difference for `sum`), 'day' for pre-aggregated ones (the value is the whole day's).
+    Column("aggregation_window", Text, nullable=True),
+    # What this event sends...
     Column("value", BigInteger, nullable=False),
-    # ...and the day's aggregate that Stripe holds once it is applied.
+    # ...and the day's aggregate for the customer that Stripe holds once it is applied.
     Column("target_value", BigInteger, nullable=False),
     _timestamp("event_timestamp", nullable=False),
     Column("status", Text, nullable=False, server_default="pending"),
     Column("status_reason", Text, nullable=True),
     Column("error_code", Text, nullable=True),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # Committed before the first call: once Stripe's 24 h dedupe has passed, a row attempted
+    # but never confirmed is in doubt rather than resent.
+    _timestamp("first_attempted_at"),
     _timestamp("created_at", nullable=False, default_now=True),
     _timestamp("updated_at", nullable=False, default_now=True),
     _timestamp("sent_at"),
@@ -182,7 +187,7 @@ meter_ledger = Table(
         "status IN (" + ", ".join(f"'{s}'" for s in LEDGER_STATUSES) + ")", name="status"
     ),
     UniqueConstraint(
-        "meter", "organization_id", "day", "revision", name="uq_meter_ledger_revision"
+        "meter", "stripe_customer_id", "day", "revision", name="uq_meter_ledger_revision"
     ),
     Index("ix_meter_ledger_day_meter", "day", "meter"),
     Index(

@@ -10,16 +10,32 @@ from enum import StrEnum
 
 
 class LedgerStatus(StrEnum):
-    """Where one meter ledger row (one revision of a meter, organization and day) stands."""
+    """Where one meter ledger row (one revision of a meter, Stripe customer and day) stands."""
 
     PENDING = "pending"  # planned, not yet known to Stripe
-    SENT = "sent"  # Stripe accepted it (or already held its identifier)
-    SKIPPED = "skipped"  # not billable that day (no customer); the reason says why
-    FAILED = "failed"  # Stripe refused it with a 4xx; retried by the next run
+    SENT = "sent"  # Stripe accepted it (or already held this identifier, hence this value)
+    FAILED = "failed"  # the last attempt failed (4xx or transient); retried by the next run
     EXPIRED = "expired"  # outside Stripe's 35-day window: never sent, never clamped
     REJECTED = (
         "rejected"  # accepted, then refused asynchronously; billed again under a new revision
     )
+    # Raw `sum` meters only: attempted more than ~23 h ago and never confirmed, so Stripe no
+    # longer deduplicates its identifier. Never resent; settled against Stripe's daily totals.
+    IN_DOUBT = "in_doubt"
+    ABSENT = "absent"  # settled: Stripe's totals show it never arrived; billed again
+    SUPERSEDED = "superseded"  # full-value meters: a newer revision carries the day's value
+
+
+# Rows whose value Stripe holds or will hold: what planning builds the next revision on.
+COUNTED_STATUSES = (
+    LedgerStatus.PENDING,
+    LedgerStatus.SENT,
+    LedgerStatus.FAILED,
+    LedgerStatus.EXPIRED,
+    LedgerStatus.IN_DOUBT,
+)
+# Rows a run sends.
+UNSENT_STATUSES = (LedgerStatus.PENDING, LedgerStatus.FAILED)
 
 
 class InboxStatus(StrEnum):

@@ -1,55 +1,45 @@
-"""The reporting asset: daily usage → ledger → Stripe meter events, exactly once."""
+"""The reporting asset: daily usage → ledger → Stripe meter events, exact per customer and day."""
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.resources import PostgresResource, StripeResource
-from billing_pipeline.stripe_reporting.ledger import plan_window, unsent_rows
+from billing_pipeline.stripe_client import RemoteMeter, StripeBilling
+from billing_pipeline.stripe_reporting.in_doubt import mark_in_doubt, settle_in_doubt
+from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, status_counts, unsent_rows
+from billing_pipeline.stripe_reporting.locking import ReportingLockTimeoutError, reporting_lock
 from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError, verify_meters
-from billing_pipeline.stripe_reporting.reconciliation import ledger_expectations
+from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
+from billing_pipeline.stripe_reporting.reconciliation import ledger_views, source_targets
 from billing_pipeline.stripe_reporting.sender import SendReport, send_rows
 from billing_pipeline.usage.assets import usage_asset_key
 from billing_pipeline.usage.meters import METERS, Meter
 
 REPORTING_KEY = dg.AssetKey(["stripe", "meter_events"])
-STRIPE_POOL = "stripe_api"
 FAILURES_SHOWN = 20
-PLANNING_CONNECTIONS = 2
+# The reporting lock's connection, planning and the metadata queries.
+PLANNING_CONNECTIONS = 3
 
 # Five attempts in all, 5 s, 10 s, 20 s, 40 s apart (± jitter): long enough to ride out a Stripe
-# incident or a rate-limit burst; each attempt resends only what is not yet recorded as sent.
+# incident or a rate-limit burst; each attempt re-plans and resends only what is not yet sent.
 REPORTING_RETRY_POLICY = dg.RetryPolicy(
     max_retries=4, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
 
-def _billed_totals(
-    engine: Engine, meters: Sequence[Meter], first_day: date, end_day: date
-) -> Counter[str]:
-    """What Stripe holds per meter for the window, by the ledger: reconciliation's expectation."""
-    totals: Counter[str] = Counter()
-    expectations = ledger_expectations(engine, meters, first_day, end_day, datetime.now(UTC))
-    for expectation in expectations:
-        totals[expectation.meter] += expectation.value
-    return totals
+def planned_days(first_day: date, end_day: date, now: datetime) -> tuple[date, date]:
+    """The partition's days plus every day Stripe still accepts: each run converges them all.
 
-
-def _window_status_counts(engine: Engine, first_day: date, end_day: date) -> Counter[str]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                "SELECT status, count(*) AS n FROM billing.meter_ledger "
-                "WHERE day >= :first_day AND day < :end_day GROUP BY status"
-            ),
-            {"first_day": first_day, "end_day": end_day},
-        )
-        return Counter({row.status: int(row.n) for row in rows})
+    A day whose customer changed, that had no customer, or whose usage changed since it was
+    billed is corrected by whichever run comes next, not only by a run of that very day.
+    """
+    return min(first_day, (now - STRIPE_WINDOW).date()), max(end_day, now.date())
 
 
 def build_reporting_asset(meters: Sequence[Meter] = METERS) -> dg.AssetsDefinition:
@@ -61,14 +51,15 @@ def build_reporting_asset(meters: Sequence[Meter] = METERS) -> dg.AssetsDefiniti
         deps=[usage_asset_key(meter) for meter in meters],
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=STRIPE_POOL,
         retry_policy=REPORTING_RETRY_POLICY,
         kinds={"stripe"},
         description=(
-            "Meter events reported to Stripe for each (meter, organization, day). Revisions are "
-            "written to the `billing.meter_ledger` before each call and marked after, so reruns "
-            "and backfills never bill twice and late data is sent as a difference. Organizations "
-            "without a Stripe customer are recorded as skipped."
+            "Meter events reported to Stripe per (meter, Stripe customer, UTC day): the usage of "
+            "the organizations the customer held a billable subscription for that day, summed. "
+            "Revisions are written to `billing.meter_ledger` before each call and marked after. "
+            "Every run plans its partition and every day still inside Stripe's 35-day window, "
+            "so customer moves, backdated subscriptions and late data are corrected by the next "
+            "run. One run reports at a time (a Postgres session lock, freed if a run dies)."
         ),
     )
     def stripe_meter_events(
@@ -87,72 +78,111 @@ def build_reporting_asset(meters: Sequence[Meter] = METERS) -> dg.AssetsDefiniti
                 ),
                 allow_retries=False,
             )
-        engine = postgres.engine()
         client = stripe.client()
-        if client is not None:
-            try:
-                verify_meters(client, meters)
-            except MeterMismatchError as error:
-                raise dg.Failure(description=str(error), allow_retries=False) from error
-
-        planned = [
-            row for meter in meters for row in plan_window(engine, meter, first_day, end_day)
-        ]
-        planned_counts = Counter(row.status for row in planned)
-        context.log.info(
-            f"planned {len(planned)} ledger rows for {first_day}..{end_day}: {dict(planned_counts)}"
-        )
-
         if client is None:
+            # The kind of each Stripe meter decides what a revision carries: nothing is planned
+            # without asking Stripe.
             raise dg.Failure(
                 description=(
-                    "STRIPE_SECRET_KEY is not set, so nothing was sent to Stripe. "
-                    f"{planned_counts['pending']} new events are recorded as pending in "
-                    "billing.meter_ledger and will be sent by the next run that has a key."
+                    "STRIPE_SECRET_KEY is not set, so nothing was planned or sent. The next run "
+                    "with a key plans and sends every day still inside Stripe's window."
                 ),
                 allow_retries=False,
-                metadata={"planned": len(planned), "pending": planned_counts["pending"]},
             )
-
-        rows = unsent_rows(
-            engine, [m.name for m in meters], first_day, end_day, [r.identifier for r in planned]
-        )
-        report = send_rows(engine, client, rows, concurrency=stripe.concurrency)
-        metadata = _metadata(engine, meters, first_day, end_day, planned_counts, report)
-        if report.failures:
-            raise dg.Failure(
-                description=_failure_description(report),
-                metadata=metadata,
-                allow_retries=report.transient_failures > 0,
-            )
-        return dg.MaterializeResult(metadata=metadata)
+        try:
+            remote = verify_meters(client, meters)
+        except MeterMismatchError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from error
+        targets = [MeterTarget(meter, remote[meter.name].event_time_window) for meter in meters]
+        engine = postgres.engine()
+        try:
+            with reporting_lock(engine, context.log.info):
+                return _report(
+                    context,
+                    engine,
+                    client,
+                    targets,
+                    remote,
+                    (first_day, end_day),
+                    stripe.concurrency,
+                )
+        except ReportingLockTimeoutError as error:
+            raise dg.Failure(description=str(error), allow_retries=True) from error
 
     return stripe_meter_events
 
 
+def _report(
+    context: dg.AssetExecutionContext,
+    engine: Engine,
+    client: StripeBilling,
+    targets: Sequence[MeterTarget],
+    remote: dict[str, RemoteMeter],
+    days: tuple[date, date],
+    concurrency: int,
+) -> dg.MaterializeResult:
+    first_day, end_day = days
+    now = datetime.now(UTC)
+    plan_first, plan_end = planned_days(first_day, end_day, now)
+    differences = frozenset(t.meter.name for t in targets if not t.sends_whole_values)
+    newly_in_doubt = mark_in_doubt(engine, sorted(differences), now)
+    settled = settle_in_doubt(engine, client, {name: remote[name].id for name in differences})
+    planned = [row for t in targets for row in plan_window(engine, t, plan_first, plan_end, now)]
+    planned_counts = Counter(row.status for row in planned)
+    context.log.info(
+        f"planned {len(planned)} ledger rows for {plan_first}..{plan_end}: "
+        f"{dict(planned_counts)}; in doubt: {newly_in_doubt} new, settled {settled}"
+    )
+    rows = unsent_rows(engine, [t.meter.name for t in targets], plan_first, plan_end)
+    report = send_rows(engine, client, rows, concurrency=concurrency, differences=differences)
+    metadata = _metadata(engine, targets, first_day, end_day, planned_counts, report)
+    metadata["settled_sent"] = settled["sent"]
+    metadata["settled_absent"] = settled["absent"]
+    if report.failures:
+        raise dg.Failure(
+            description=_failure_description(report),
+            metadata=metadata,
+            allow_retries=report.transient_failures > 0,
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
 def _metadata(
     engine: Engine,
-    meters: Sequence[Meter],
+    targets: Sequence[MeterTarget],
     first_day: date,
     end_day: date,
     planned_counts: Counter[str],
     report: SendReport,
 ) -> dict[str, Any]:
-    in_window = _window_status_counts(engine, first_day, end_day)
+    in_window = status_counts(engine, first_day, end_day)
     metadata: dict[str, Any] = {
         "planned": planned_counts.total(),
         "sent": report.counts["sent"],
         "already_sent": report.counts["already_sent"],
-        "skipped": planned_counts["skipped"],
         "failed": report.counts["failed"],
         "expired": planned_counts["expired"] + report.counts["expired"],
-        "ledger_pending": in_window["pending"],
-        "ledger_failed": in_window["failed"],
-        "ledger_expired": in_window["expired"],
-        "ledger_rejected": in_window["rejected"],
+        "in_doubt": report.counts["in_doubt"],
+        **{f"ledger_{status}": count for status, count in sorted(in_window.items())},
     }
-    for meter, total in sorted(_billed_totals(engine, meters, first_day, end_day).items()):
-        metadata[f"stripe_total/{meter}"] = total
+    meters = [t.meter for t in targets]
+    windows = {t.meter.name: t.window for t in targets}
+    for t in targets:
+        metadata[f"stripe_meter_window/{t.meter.name}"] = t.window or "raw"
+    source: Counter[str] = Counter()
+    for (name, _, _), (value, _) in source_targets(engine, meters, first_day, end_day).items():
+        source[name] += value
+    held: Counter[str] = Counter()
+    settled_before = datetime.now(UTC) + timedelta(seconds=1)
+    for (name, _, _), view in ledger_views(
+        engine, meters, windows, first_day, end_day, settled_before
+    ).items():
+        held[name] += view.held
+    for meter in meters:
+        # What the source bills for the partition, and what the ledger says Stripe holds: the
+        # reconciliation check compares the first with Stripe's own summaries.
+        metadata[f"source_total/{meter.name}"] = source[meter.name]
+        metadata[f"ledger_total/{meter.name}"] = held[meter.name]
     return metadata
 
 

@@ -11,6 +11,7 @@ from billing_pipeline.stripe_reporting.jobs import daily_billing_job, reconcilia
 from billing_pipeline.stripe_reporting.schedules import (
     daily_billing_schedule,
     reconciliation_schedule,
+    trailing_recompute_schedule,
 )
 from billing_pipeline.stripe_reporting.sensors import late_readings_sensor
 
@@ -18,6 +19,6 @@ defs = dg.Definitions(
     assets=[build_reporting_asset()],
     asset_checks=reporting_checks,
     jobs=[daily_billing_job, reconciliation_job],
-    schedules=[daily_billing_schedule, reconciliation_schedule],
+    schedules=[daily_billing_schedule, trailing_recompute_schedule, reconciliation_schedule],
     sensors=[late_readings_sensor],
 )

@@ -1,25 +1,26 @@
 """The meter-event ledger: the pipeline's record of what Stripe has been told, and the outbox.
 
-Stripe remembers identifiers for about 24 hours; this table remembers them forever, which is what
-makes every rerun safe. A row is written (pending, with its deterministic identifier) before the
-Stripe call and marked afterwards, so a crash in between resends the same identifier.
+One row is one revision of a (meter, Stripe customer, UTC day). Stripe remembers identifiers for
+about 24 hours; this table remembers them forever. A row is written (pending, with its
+deterministic identifier) before the Stripe call and marked afterwards, so a crash in between
+resends the same identifier within the day, and is settled against Stripe's totals after it
+(see `in_doubt.py`) when resending could bill twice.
 
-A day is billed as a chain of revisions. `sum` meters send differences (their values add up to
-the day's aggregate); `last` meters resend the whole value. Skipped rows (no Stripe customer)
-record the decision without counting as billed, so a day is billed once the customer appears.
-Rejected rows (Stripe reported them invalid after accepting them) do not count as billed either:
-their identifier is spent, so the next plan bills the amount again under a new revision.
+What a row's value means depends on the Stripe meter it was planned for (`aggregation_window`):
+raw `sum` meters add up differences; raw `last` meters and pre-aggregated meters
+(`event_time_window=day`) carry the whole day's value in every revision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.db.schema import meter_ledger
+from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.stripe_reporting.identifiers import event_identifier, event_timestamp
 from billing_pipeline.usage.meters import Meter
 
@@ -27,20 +28,21 @@ from billing_pipeline.usage.meters import Meter
 # the window from expiring on the wire.
 STRIPE_WINDOW = timedelta(days=35) - timedelta(hours=1)
 
-NO_CUSTOMER = "organization has no Stripe customer on this day (free tier)"
 OUTSIDE_WINDOW = "day is outside Stripe's 35-day window; not sent (never clamped to another day)"
-REASSERT = "resent so the period's `last` value ends on the newest day after an earlier correction"
+REASSERT = "resent so that the latest-arriving event of each day is that day's value"
+SUPERSEDED = "a newer revision carries this day's whole value"
 
 
 @dataclass(frozen=True)
 class LedgerRow:
     identifier: str
     meter: str
-    organization_id: int
+    stripe_customer_id: str
     day: date
     revision: int
     event_name: str
-    stripe_customer_id: str | None
+    organization_ids: list[int]
+    aggregation_window: str | None
     value: int
     target_value: int
     event_timestamp: datetime
@@ -48,265 +50,116 @@ class LedgerRow:
     status_reason: str | None = None
 
 
-@dataclass(frozen=True)
-class _DayState:
-    """What the ledger already holds for one (meter, organization, day), next to the target."""
-
-    day: date
-    organization_id: int
-    target: int
-    has_usage: bool
-    last_revision: int
-    billed_sum: int
-    billed_last: int | None
-    billed_customer: str | None
-    latest_skipped_target: int | None
-    latest_is_skipped: bool
-    customer: str | None
-
-
-_STATE_SQL = """
-WITH targets AS (
-    SELECT day, organization_id, value
-    FROM billing.daily_usage
-    WHERE meter = :meter AND day >= :first_day AND day < :end_day
-),
-ledger AS (
-    SELECT day, organization_id,
-           max(revision) AS last_revision,
-           coalesce(sum(value) FILTER (WHERE status NOT IN ('skipped', 'rejected')), 0)
-               AS billed_sum,
-           (array_agg(target_value ORDER BY revision DESC)
-                FILTER (WHERE status NOT IN ('skipped', 'rejected')))[1] AS billed_last,
-           (array_agg(stripe_customer_id ORDER BY revision DESC)
-                FILTER (WHERE status NOT IN ('skipped', 'rejected')))[1] AS billed_customer,
-           (array_agg(target_value ORDER BY revision DESC)
-                FILTER (WHERE status = 'skipped'))[1] AS latest_skipped_target,
-           (array_agg(status ORDER BY revision DESC))[1] = 'skipped' AS latest_is_skipped
-    FROM billing.meter_ledger
-    WHERE meter = :meter AND day >= :first_day AND day < :end_day
-    GROUP BY day, organization_id
-)
-SELECT coalesce(t.day, l.day) AS day,
-       coalesce(t.organization_id, l.organization_id) AS organization_id,
-       coalesce(t.value, 0) AS target,
-       t.value IS NOT NULL AS has_usage,
-       coalesce(l.last_revision, 0) AS last_revision,
-       coalesce(l.billed_sum, 0) AS billed_sum,
-       l.billed_last, l.billed_customer, l.latest_skipped_target,
-       coalesce(l.latest_is_skipped, false) AS latest_is_skipped,
-       c.stripe_customer_id AS customer
-FROM targets t
-FULL JOIN ledger l ON l.day = t.day AND l.organization_id = t.organization_id
-LEFT JOIN LATERAL (
-    -- The organization's Stripe customer on that day: billed from its first paid day on.
-    SELECT s.stripe_customer_id
-    FROM subscriptions s
-    WHERE s.organization_id = coalesce(t.organization_id, l.organization_id)
-      AND s.stripe_customer_id IS NOT NULL
-      AND (s.started_at IS NULL
-           OR s.started_at < CAST(coalesce(t.day, l.day) AS timestamptz) + interval '1 day')
-      AND (s.ended_at IS NULL OR s.ended_at >= CAST(coalesce(t.day, l.day) AS timestamptz))
-    ORDER BY s.started_at DESC NULLS LAST, s.id DESC
-    LIMIT 1
-) c ON true
-ORDER BY 1, 2
-"""
-
-
-def plan_window(
-    engine: Engine, meter: Meter, first_day: date, end_day: date, now: datetime | None = None
-) -> list[LedgerRow]:
-    """Write the revisions that bring Stripe to the stored daily usage; return the new rows.
-
-    Serialised per meter with a transaction-scoped advisory lock, so two runs of the same
-    partition plan one revision, not two: the second sees the first's rows and finds no
-    difference left.
-    """
-    now = now or datetime.now(UTC)
-    with engine.begin() as connection:
-        connection.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext('billing.plan'), hashtext(:meter))"),
-            {"meter": meter.name},
-        )
-        states = [
-            _DayState(**row._mapping)
-            for row in connection.execute(
-                text(_STATE_SQL),
-                {"meter": meter.name, "first_day": first_day, "end_day": end_day},
-            )
-        ]
-        planned = [row for state in states if (row := _next_revision(meter, state, now))]
-        planned += _reassert_newest_days(connection, meter, planned, now)
-        _insert(connection, planned)
-    return planned
-
-
-def _next_revision(meter: Meter, state: _DayState, now: datetime) -> LedgerRow | None:
-    customer = state.customer or state.billed_customer
-    revision = state.last_revision + 1
-    if customer is None:
-        if state.target == 0 or (
-            state.latest_is_skipped and state.latest_skipped_target == state.target
-        ):
-            return None
-        return _row(
-            meter,
-            state.organization_id,
-            state.day,
-            revision,
-            None,
-            state.target,
-            state.target,
-            "skipped",
-            NO_CUSTOMER,
-        )
-    if meter.aggregation == "sum":
-        difference = state.target - state.billed_sum
-        if difference == 0:
-            return None
-        value = difference
-    else:
-        if state.billed_last == state.target or (state.billed_last is None and not state.has_usage):
-            return None
-        value = state.target
-    return _row(
-        meter,
-        state.organization_id,
-        state.day,
-        revision,
-        customer,
-        value,
-        state.target,
-        *_send_status(state.day, revision, now),
-    )
-
-
-def _reassert_newest_days(
-    connection: Connection, meter: Meter, planned: Sequence[LedgerRow], now: datetime
-) -> list[LedgerRow]:
-    """After correcting an old day of a `last` meter, resend the organization's newest day.
-
-    Stripe may pick `last` by arrival rather than by timestamp (its docs leave it open). Then a
-    correction of an old day would become the period's last value and change what later days
-    bill; resending the newest day's value, after the correction, restores it either way.
-    """
-    if meter.aggregation != "last":
-        return []
-    corrected: dict[int, date] = {}
-    for row in planned:
-        if row.status in ("pending", "expired") and row.revision > 1:
-            corrected[row.organization_id] = max(
-                row.day, corrected.get(row.organization_id, row.day)
-            )
-    if not corrected:
-        return []
-    newest = connection.execute(
-        text(
-            """
-            SELECT DISTINCT ON (organization_id)
-                   organization_id, day, revision, target_value, stripe_customer_id
-            FROM billing.meter_ledger
-            WHERE meter = :meter AND organization_id = ANY(:organizations)
-              AND status NOT IN ('skipped', 'rejected')
-            ORDER BY organization_id, day DESC, revision DESC
-            """
-        ),
-        {"meter": meter.name, "organizations": list(corrected)},
-    )
-    planned_days = {(row.organization_id, row.day) for row in planned}
-    rows = []
-    for latest in newest:
-        if latest.day <= corrected[latest.organization_id]:
-            continue
-        if (latest.organization_id, latest.day) in planned_days:
-            continue
-        revision = latest.revision + 1
-        status, reason = _send_status(latest.day, revision, now)
-        rows.append(
-            _row(
-                meter,
-                latest.organization_id,
-                latest.day,
-                revision,
-                latest.stripe_customer_id,
-                latest.target_value,
-                latest.target_value,
-                status,
-                reason or REASSERT,
-            )
-        )
-    return rows
-
-
-def _send_status(day: date, revision: int, now: datetime) -> tuple[str, str | None]:
-    if event_timestamp(day, revision) < now - STRIPE_WINDOW:
-        return "expired", OUTSIDE_WINDOW
-    return "pending", None
-
-
-def _row(
+def new_row(
     meter: Meter,
-    organization_id: int,
+    window: str | None,
+    customer: str,
     day: date,
     revision: int,
-    customer: str | None,
     value: int,
     target: int,
-    status: str,
-    reason: str | None,
+    organization_ids: list[int],
+    now: datetime,
+    after: datetime | None,
+    reason: str | None = None,
 ) -> LedgerRow:
+    """A pending revision, or an expired one when its day is outside Stripe's window."""
+    stamp = event_timestamp(day, now, after)
+    expired = stamp < now - STRIPE_WINDOW
     return LedgerRow(
-        identifier=event_identifier(meter.name, organization_id, day, revision),
+        identifier=event_identifier(meter.name, meter.event_name, customer, day, revision, value),
         meter=meter.name,
-        organization_id=organization_id,
+        stripe_customer_id=customer,
         day=day,
         revision=revision,
         event_name=meter.event_name,
-        stripe_customer_id=customer,
+        organization_ids=list(organization_ids),
+        aggregation_window=window,
         value=value,
         target_value=target,
-        event_timestamp=event_timestamp(day, revision),
-        status=status,
-        status_reason=reason,
+        event_timestamp=stamp,
+        status=LedgerStatus.EXPIRED if expired else LedgerStatus.PENDING,
+        status_reason=OUTSIDE_WINDOW if expired else reason,
     )
 
 
-def _insert(connection: Connection, rows: Iterable[LedgerRow]) -> None:
+_COLUMNS = ", ".join(LedgerRow.__dataclass_fields__)
+
+
+def insert_rows(connection: Connection, rows: Iterable[LedgerRow]) -> None:
     # A Core insert lets SQLAlchemy batch many rows per statement ("insertmanyvalues"); a text()
     # executemany is one round trip per row, which made planning a 35-day backfill take seconds.
-    params = [row.__dict__ for row in rows]
+    params = [asdict(row) for row in rows]
     if params:
         connection.execute(meter_ledger.insert(), params)
 
 
+def supersede_unsent(connection: Connection, meter: str, rows: Sequence[LedgerRow]) -> None:
+    """Retire older unsent revisions of the days `rows` re-plan with a whole value.
+
+    Sending one after its successor would make the stale value the newest by arrival.
+    """
+    if not rows:
+        return
+    connection.execute(
+        text(
+            """
+            UPDATE billing.meter_ledger l
+            SET status = :superseded, status_reason = :reason, updated_at = now()
+            FROM unnest(CAST(:customers AS text[]), CAST(:days AS date[]),
+                        CAST(:revisions AS int[])) AS n(customer, day, revision)
+            WHERE l.meter = :meter AND l.stripe_customer_id = n.customer AND l.day = n.day
+              AND l.revision < n.revision AND l.status = ANY(:unsent)
+            """
+        ),
+        {
+            "superseded": LedgerStatus.SUPERSEDED,
+            "reason": SUPERSEDED,
+            "meter": meter,
+            "customers": [row.stripe_customer_id for row in rows],
+            "days": [row.day for row in rows],
+            "revisions": [row.revision for row in rows],
+            "unsent": list(UNSENT_STATUSES),
+        },
+    )
+
+
 def unsent_rows(
-    engine: Engine,
-    meters: Sequence[str],
-    first_day: date,
-    end_day: date,
-    identifiers: Sequence[str] = (),
+    engine: Engine, meters: Sequence[str], first_day: date, end_day: date
 ) -> list[LedgerRow]:
-    """Rows still owed to Stripe: in the window, or planned by this run for another day."""
+    """Rows still owed to Stripe in the window, in the order they must arrive.
+
+    Per customer, days ascending and revisions ascending: a newer revision, and a later day,
+    arrive after an older one, which is what `last` by arrival and pre-aggregated meters need.
+    """
     with engine.connect() as connection:
         result = connection.execute(
             text(
-                """
-                SELECT identifier, meter, organization_id, day, revision, event_name,
-                       stripe_customer_id, value, target_value, event_timestamp, status,
-                       status_reason
+                f"""
+                SELECT {_COLUMNS}
                 FROM billing.meter_ledger
-                WHERE status IN ('pending', 'failed') AND meter = ANY(:meters)
-                  AND ((day >= :first_day AND day < :end_day)
-                       OR identifier = ANY(:identifiers))
-                ORDER BY day, revision, organization_id
+                WHERE status = ANY(:unsent) AND meter = ANY(:meters)
+                  AND day >= :first_day AND day < :end_day
+                ORDER BY stripe_customer_id, day, revision
                 """
             ),
             {
+                "unsent": list(UNSENT_STATUSES),
                 "meters": list(meters),
                 "first_day": first_day,
                 "end_day": end_day,
-                "identifiers": list(identifiers),
             },
         )
         return [LedgerRow(**row._mapping) for row in result]
+
+
+def status_counts(engine: Engine, first_day: date, end_day: date) -> dict[str, int]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT status, count(*) AS n FROM billing.meter_ledger "
+                "WHERE day >= :first_day AND day < :end_day GROUP BY status"
+            ),
+            {"first_day": first_day, "end_day": end_day},
+        )
+        return {row.status: int(row.n) for row in rows}

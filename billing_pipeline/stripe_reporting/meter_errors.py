@@ -25,6 +25,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
+
 ERROR_REPORT_EVENT_TYPES = (
     "v1.billing.meter.error_report_triggered",
     "v1.billing.meter.no_meter_found",
@@ -73,7 +75,7 @@ def mark_reported_rows_rejected(
     """Mark the ledger rows Stripe named as `rejected`; return the identifiers that matched.
 
     Rows already `sent` (Stripe answered 200 before validating) and rows still `pending` or
-    `failed` are marked; `skipped` and `expired` rows were never sent and keep their state.
+    `failed` or `in_doubt` are marked; expired and settled rows keep their state.
     Identifiers that are not ours (another integration's events) match nothing.
     """
     if not errors:
@@ -82,15 +84,17 @@ def mark_reported_rows_rejected(
         text(
             """
             UPDATE billing.meter_ledger AS l
-            SET status = 'rejected', error_code = e.code, updated_at = now(),
+            SET status = :rejected, error_code = e.code, updated_at = now(),
                 status_reason = :prefix || ' (' || :event_id || '): ' || e.message
             FROM unnest(CAST(:identifiers AS text[]), CAST(:codes AS text[]),
                         CAST(:messages AS text[])) AS e(identifier, code, message)
-            WHERE l.identifier = e.identifier AND l.status IN ('sent', 'pending', 'failed')
+            WHERE l.identifier = e.identifier AND l.status = ANY(:markable)
             RETURNING l.identifier
             """
         ),
         {
+            "rejected": LedgerStatus.REJECTED,
+            "markable": [LedgerStatus.SENT, LedgerStatus.IN_DOUBT, *UNSENT_STATUSES],
             "prefix": REASON_PREFIX,
             "event_id": event_id,
             "identifiers": [error.identifier for error in errors],

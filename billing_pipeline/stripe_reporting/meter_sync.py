@@ -3,6 +3,12 @@
 A Stripe meter cannot change its aggregation after creation, and a meter with the wrong formula
 bills every customer wrongly, so a mismatch is an error for a person to resolve, never something
 to paper over.
+
+New meters are created pre-aggregated (`event_time_window=day`: Stripe keeps the newest event per
+customer and UTC day), which makes every resend harmless. Existing raw meters
+(`event_time_window` null) keep working: the pipeline reads the kind from Stripe and plans
+differences for them. An hourly window is refused: a day's revisions would fall into different
+hours and all count.
 """
 
 from __future__ import annotations
@@ -28,7 +34,17 @@ def _active_by_event_name(remote: Sequence[RemoteMeter]) -> dict[str, RemoteMete
     return {m.event_name: m for m in remote if m.status == "active"}
 
 
+SUPPORTED_WINDOWS = (None, "day")
+
+
 def _mismatch(meter: Meter, remote: RemoteMeter) -> str | None:
+    if remote.event_time_window not in SUPPORTED_WINDOWS:
+        return (
+            f"Stripe meter {remote.id} for event {meter.event_name!r} is pre-aggregated per "
+            f"{remote.event_time_window!r}; the pipeline sends one value per UTC day and needs "
+            "`event_time_window` day or none: deactivate it in Stripe and run "
+            "`billing-pipeline stripe sync-meters`"
+        )
     if remote.formula != meter.aggregation:
         return (
             f"Stripe meter {remote.id} for event {meter.event_name!r} aggregates with "
@@ -40,7 +56,8 @@ def _mismatch(meter: Meter, remote: RemoteMeter) -> str | None:
 
 
 def sync_meters(stripe_billing: StripeBilling, meters: Sequence[Meter]) -> SyncResult:
-    """Create the meters that are missing; refuse (changing nothing) if any existing one differs."""
+    """Create the missing meters (pre-aggregated per day); refuse, changing nothing, if any
+    existing one differs from its declaration. Existing raw meters are left as they are."""
     remote = _active_by_event_name(stripe_billing.list_meters())
     problems = [
         p for m in meters if m.event_name in remote and (p := _mismatch(m, remote[m.event_name]))

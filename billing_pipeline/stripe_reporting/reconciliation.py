@@ -1,14 +1,14 @@
-"""Reconcile the ledger with Stripe's own numbers, per meter, customer and UTC day.
+"""Reconcile Stripe with the source, per meter, Stripe customer and UTC day.
 
-The ledger says what Stripe should hold; Stripe's meter event summaries
-(`value_grouping_window=day`) say what it does hold. For a `sum` meter the day's total must equal
-the sum of the sent values (revisions are differences); for a `last` meter it must equal the
-newest sent revision's target value. Anything else is drift: an event Stripe dropped or refused
-later, an event someone else sent for our customer, a row we think unsent that Stripe has.
+The source (daily usage attributed to customers by `attribution.py`, the very SQL planning uses)
+says what Stripe should hold; Stripe's meter event summaries (`value_grouping_window=day`) say
+what it does hold. The ledger only explains a difference: a day with rows still unsent, in
+doubt, or changed within the settle window is "settling" (Stripe's summaries lag, the next run
+sends the rest); anything else is drift: an event Stripe dropped or refused later, an event
+someone else sent for our customer, a correction that expired outside Stripe's window.
 
-Stripe's summaries are eventually consistent, so a (meter, customer, day) whose ledger rows
-changed within the settle window is reported as settling, not as drift; the reconciliation
-schedule checks it again hours later.
+For a raw `sum` meter the ledger's own view is the sum of its sent values, for raw `last` and
+pre-aggregated meters the newest sent revision's value; both are shown beside each drift.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
+from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.attribution import BILLABLE_STATUSES, CUSTOMER_DAYS_CTE
 from billing_pipeline.stripe_reporting.identifiers import day_start
 from billing_pipeline.usage.meters import Meter
 
@@ -28,15 +30,14 @@ SETTLE_WINDOW = timedelta(minutes=30)
 # Stripe reports float totals; our values are whole numbers.
 TOLERANCE = 1e-6
 
+Key = tuple[str, str, date]  # (meter, customer, day)
+
 
 @dataclass(frozen=True)
-class Expectation:
-    """What the ledger says Stripe holds for one (meter, customer, day)."""
+class LedgerView:
+    """What the ledger says Stripe holds for one (meter, customer, day), and whether it is final."""
 
-    meter: str
-    customer: str
-    day: date
-    value: int
+    held: int
     organizations: tuple[int, ...]
     settling: bool
 
@@ -47,6 +48,7 @@ class Drift:
     customer: str
     day: date
     organizations: tuple[int, ...]
+    source: int
     ledger: int
     stripe: float
 
@@ -65,56 +67,76 @@ class Reconciliation:
         return not self.drifts and not self.missing_meters
 
 
-_EXPECTATIONS_SQL = """
+def source_targets(
+    engine: Engine, meters: Sequence[Meter], first_day: date, end_day: date
+) -> dict[Key, tuple[int, tuple[int, ...]]]:
+    """The attributed source value of every (meter, customer, day) with usage in the window."""
+    targets: dict[Key, tuple[int, tuple[int, ...]]] = {}
+    with engine.connect() as connection:
+        for meter in meters:
+            rows = connection.execute(
+                text(f"WITH {CUSTOMER_DAYS_CTE} SELECT * FROM customer_days"),
+                {
+                    "meter": meter.name,
+                    "first_day": first_day,
+                    "end_day": end_day,
+                    "billable": list(BILLABLE_STATUSES),
+                },
+            )
+            for row in rows:
+                targets[(meter.name, row.customer, row.day)] = (
+                    int(row.target),
+                    tuple(row.organization_ids),
+                )
+    return targets
+
+
+_LEDGER_SQL = """
 SELECT meter, stripe_customer_id AS customer, day,
-       array_agg(DISTINCT organization_id ORDER BY organization_id) AS organizations,
-       coalesce(sum(value) FILTER (WHERE status = 'sent'), 0) AS sent_sum,
-       (array_agg(target_value ORDER BY revision DESC)
-            FILTER (WHERE status = 'sent'))[1] AS newest_sent_target,
-       max(updated_at) >= :settled_before AS settling
-FROM billing.meter_ledger
+       (SELECT n.organization_ids FROM billing.meter_ledger n
+        WHERE n.meter = m.meter AND n.stripe_customer_id = m.stripe_customer_id
+          AND n.day = m.day
+        ORDER BY n.revision DESC LIMIT 1) AS organizations,
+       coalesce(sum(value) FILTER (WHERE status = :sent), 0) AS sent_sum,
+       (array_agg(target_value ORDER BY revision DESC) FILTER (WHERE status = :sent))[1]
+           AS newest_sent_target,
+       bool_or(status = ANY(:unsettled)) OR max(updated_at) >= :settled_before AS settling
+FROM billing.meter_ledger m
 WHERE meter = ANY(:meters) AND day >= :first_day AND day < :end_day
-  AND stripe_customer_id IS NOT NULL
 GROUP BY meter, stripe_customer_id, day
 """
 
 
-def ledger_expectations(
+def ledger_views(
     engine: Engine,
     meters: Sequence[Meter],
+    windows: dict[str, str | None],
     first_day: date,
     end_day: date,
     settled_before: datetime,
-) -> list[Expectation]:
-    """Every (meter, customer, day) in the window that the ledger has a customer for.
-
-    Skipped rows (no customer) are left out: Stripe never heard of them. Failed, pending and
-    expired rows count as not billed, which is what Stripe should show for them.
-    """
-    aggregation = {meter.name: meter.aggregation for meter in meters}
+) -> dict[Key, LedgerView]:
+    """What the ledger says Stripe holds; `windows` is each meter's Stripe `event_time_window`."""
+    whole = {m.name for m in meters if windows.get(m.name) is not None or m.aggregation == "last"}
     with engine.connect() as connection:
         rows = connection.execute(
-            text(_EXPECTATIONS_SQL),
+            text(_LEDGER_SQL),
             {
-                "meters": list(aggregation),
+                "sent": LedgerStatus.SENT,
+                "unsettled": [*UNSENT_STATUSES, LedgerStatus.IN_DOUBT],
+                "meters": [m.name for m in meters],
                 "first_day": first_day,
                 "end_day": end_day,
                 "settled_before": settled_before,
             },
         ).all()
-    return [
-        Expectation(
-            meter=row.meter,
-            customer=row.customer,
-            day=row.day,
-            value=int(
-                row.sent_sum if aggregation[row.meter] == "sum" else (row.newest_sent_target or 0)
-            ),
+    return {
+        (row.meter, row.customer, row.day): LedgerView(
+            held=int((row.newest_sent_target or 0) if row.meter in whole else row.sent_sum),
             organizations=tuple(row.organizations),
             settling=bool(row.settling),
         )
         for row in rows
-    ]
+    }
 
 
 def reconcile(
@@ -127,44 +149,60 @@ def reconcile(
     settle_window: timedelta = SETTLE_WINDOW,
     now: datetime | None = None,
 ) -> Reconciliation:
-    """Compare the ledger with Stripe for [first_day, end_day), one summary call per customer
+    """Compare the source with Stripe for [first_day, end_day), one summary call per customer
     and meter for the whole window."""
     now = now or datetime.now(UTC)
     result = Reconciliation()
-    expected = ledger_expectations(engine, meters, first_day, end_day, now - settle_window)
-    by_pair: dict[tuple[str, str], dict[date, Expectation]] = defaultdict(dict)
-    for item in expected:
-        by_pair[(item.meter, item.customer)][item.day] = item
-    remote = {m.event_name: m.id for m in billing.list_meters() if m.status == "active"}
-    event_names = {meter.name: meter.event_name for meter in meters}
-    for (meter_name, customer), days in sorted(by_pair.items()):
-        meter_id = remote.get(event_names[meter_name])
-        if meter_id is None:
-            if meter_name not in result.missing_meters:
-                result.missing_meters.append(meter_name)
+    remote = {m.event_name: m for m in billing.list_meters() if m.status == "active"}
+    windows = {
+        m.name: remote[m.event_name].event_time_window for m in meters if m.event_name in remote
+    }
+    targets = source_targets(engine, meters, first_day, end_day)
+    ledger = ledger_views(engine, meters, windows, first_day, end_day, now - settle_window)
+    customers: dict[str, set[str]] = defaultdict(set)
+    for meter_name, customer, _ in (*targets, *ledger):
+        customers[meter_name].add(customer)
+    for meter in meters:
+        if not customers[meter.name]:
             continue
-        stripe_days = billing.daily_totals(
-            meter_id, customer, day_start(first_day), day_start(end_day)
-        )
-        organizations = tuple(sorted({o for e in days.values() for o in e.organizations}))
-        for day in sorted(set(days) | {d for d, v in stripe_days.items() if v}):
-            expectation = days.get(day)
-            stripe_value = stripe_days.get(day, 0.0)
-            result.compared += 1
-            ledger_value = expectation.value if expectation else 0
-            if abs(stripe_value - ledger_value) <= TOLERANCE:
-                continue
-            if expectation is not None and expectation.settling:
-                result.settling += 1
-                continue
-            result.drifts.append(
-                Drift(
-                    meter=meter_name,
-                    customer=customer,
-                    day=day,
-                    organizations=expectation.organizations if expectation else organizations,
-                    ledger=ledger_value,
-                    stripe=stripe_value,
-                )
+        if meter.event_name not in remote:
+            result.missing_meters.append(meter.name)
+            continue
+        for customer in sorted(customers[meter.name]):
+            stripe_days = billing.daily_totals(
+                remote[meter.event_name].id, customer, day_start(first_day), day_start(end_day)
             )
+            days = {d for (m, c, d) in (*targets, *ledger) if m == meter.name and c == customer}
+            days |= {day for day, value in stripe_days.items() if value}
+            for day in sorted(days):
+                _compare(result, (meter.name, customer, day), targets, ledger, stripe_days)
     return result
+
+
+def _compare(
+    result: Reconciliation,
+    key: Key,
+    targets: dict[Key, tuple[int, tuple[int, ...]]],
+    ledger: dict[Key, LedgerView],
+    stripe_days: dict[date, float],
+) -> None:
+    source, organizations = targets.get(key, (0, ()))
+    view = ledger.get(key)
+    stripe_value = stripe_days.get(key[2], 0.0)
+    result.compared += 1
+    if abs(stripe_value - source) <= TOLERANCE:
+        return
+    if view is not None and view.settling:
+        result.settling += 1
+        return
+    result.drifts.append(
+        Drift(
+            meter=key[0],
+            customer=key[1],
+            day=key[2],
+            organizations=organizations or (view.organizations if view else ()),
+            source=source,
+            ledger=view.held if view else 0,
+            stripe=stripe_value,
+        )
+    )

@@ -1,4 +1,5 @@
-"""Schedules: bill the day that just ended at 02:00 UTC; reconcile the last week at 05:00 UTC."""
+"""Schedules: bill the day that just ended at 02:00 UTC; recompute the trailing 35 days at
+03:00 UTC; reconcile the last week at 05:00 UTC."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from billing_pipeline.stripe_reporting.jobs import daily_billing_job, reconcilia
 
 RECONCILED_DAYS = 7
 RECONCILIATION_HOUR = 5
+RECOMPUTED_DAYS = 35
+RECOMPUTE_HOUR = 3
 
 daily_billing_schedule = dg.build_schedule_from_partitioned_job(
     daily_billing_job,
@@ -17,6 +20,36 @@ daily_billing_schedule = dg.build_schedule_from_partitioned_job(
     description="Every day at 02:00 UTC, compute and report the previous UTC day.",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
+
+
+def _range_request(context: dg.ScheduleEvaluationContext, days: int, prefix: str) -> dg.RunRequest:
+    """One run over the `days` complete days before the tick (single-run backfill policy)."""
+    last_day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
+    first_day = last_day - timedelta(days=days - 1)
+    return dg.RunRequest(
+        run_key=f"{prefix}-{last_day}",
+        tags={
+            "dagster/asset_partition_range_start": first_day.isoformat(),
+            "dagster/asset_partition_range_end": last_day.isoformat(),
+        },
+    )
+
+
+@dg.schedule(
+    name="trailing_recompute_schedule",
+    job=daily_billing_job,
+    cron_schedule=f"0 {RECOMPUTE_HOUR} * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=(
+        f"Every day at {RECOMPUTE_HOUR:02d}:00 UTC, recompute the usage of the last "
+        f"{RECOMPUTED_DAYS} complete days in one run and report it: source rows written with a "
+        "back-dated time (a sensor created or deactivated in the past) change a gauge without "
+        "any late reading to notice, and only differences go out to Stripe."
+    ),
+)
+def trailing_recompute_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    return _range_request(context, RECOMPUTED_DAYS, "recompute")
 
 
 @dg.schedule(
@@ -33,12 +66,4 @@ daily_billing_schedule = dg.build_schedule_from_partitioned_job(
     ),
 )
 def reconciliation_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    last_day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
-    first_day = last_day - timedelta(days=RECONCILED_DAYS - 1)
-    return dg.RunRequest(
-        run_key=f"reconcile-{last_day}",
-        tags={
-            "dagster/asset_partition_range_start": first_day.isoformat(),
-            "dagster/asset_partition_range_end": last_day.isoformat(),
-        },
-    )
+    return _range_request(context, RECONCILED_DAYS, "reconcile")

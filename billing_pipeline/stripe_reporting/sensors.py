@@ -65,7 +65,7 @@ class LateDay:
 
     def outside_stripe_window(self, now: datetime) -> bool:
         # The same test the ledger applies to a correction's event timestamp.
-        return event_timestamp(self.day, 2) < now - STRIPE_WINDOW
+        return event_timestamp(self.day, now) < now - STRIPE_WINDOW
 
 
 def find_late_days(engine: Engine, since: datetime) -> tuple[list[LateDay], datetime | None]:

@@ -3,6 +3,10 @@
 Each materialization replaces exactly its window's rows in one transaction (delete, then insert
 from the meter's SQL), so re-running or backfilling a partition is idempotent and readers never
 see a half-written day. No reading passes through Python: memory does not grow with the data.
+
+Refreshes of one meter are serialized by a transaction-scoped advisory lock: two at once (the
+schedule and the late-data sensor) would otherwise both delete, then both insert the same keys
+and one would fail on `pk_daily_usage`. The second waits and then replaces the first's rows.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ def refresh_daily_usage(
     """Recompute `meter` for every UTC day in [start, end) and return what was stored."""
     window = {"meter": meter.name, "start": start, "end": end}
     with engine.begin() as connection:
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('billing.daily_usage'), hashtext(:meter))"),
+            window,
+        )
         connection.execute(
             text(f"DELETE {_WINDOW_ROWS}"),
             window,

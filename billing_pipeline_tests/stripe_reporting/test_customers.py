@@ -1,0 +1,202 @@
+"""Per customer, meter and day: attribution, moves, backdated subscriptions, shared customers.
+
+Each test drives the real assets on a real Dagster instance against the emulator over HTTP, for
+both kinds of Stripe meter, and compares Stripe's daily summaries with values written out here
+from the source rows the test inserted.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+from sqlalchemy import Engine
+
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.checks import unbilled_usage
+from billing_pipeline.stripe_reporting.reconciliation_check import build_reconciliation_check
+from billing_pipeline_tests.support.builders import (
+    add_organization,
+    add_readings,
+    add_sensor,
+    midnight,
+)
+from billing_pipeline_tests.support.reporting import (
+    ASSETS,
+    TODAY,
+    days_before,
+    move_subscriptions,
+    new_customer,
+    reconcile_days,
+    run_days,
+    stripe_view,
+    subscribe,
+)
+from stripe_emulator.server import StripeEmulator
+
+D1, D2, D3 = days_before(4), days_before(3), days_before(2)
+SETTLED = build_reconciliation_check(settle_window=timedelta(0))
+
+
+def test_a_moved_organization_is_reversed_on_the_old_customer_and_billed_on_the_new(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    stripe_billing: StripeBilling,
+    meter_kind: str,
+) -> None:
+    # Case 1: the subscription moves to another customer (or its webhooks were applied late).
+    alpha, beta = new_customer(stripe_billing, "Alpha"), new_customer(stripe_billing, "Beta")
+    add_organization(engine, 1, customer=alpha)
+    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
+    add_readings(engine, 11, D1, 5)
+    add_readings(engine, 11, D2, 3)
+    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert stripe_view(stripe_billing, [alpha, beta], D1, TODAY) == {
+        ("active_sensors", alpha, D1): 1,
+        ("temperature_readings", alpha, D1): 5,
+    }
+
+    move_subscriptions(engine, 1, beta)
+    # A run of another day corrects D1 too: every run converges Stripe's whole window.
+    result = run_days(
+        dagster_instance, database_url, stripe_emulator.url, D2, assets=[*ASSETS, SETTLED]
+    )
+
+    assert result.success
+    assert stripe_view(stripe_billing, [alpha, beta], D1, TODAY) == {
+        ("active_sensors", beta, D1): 1,
+        ("temperature_readings", beta, D1): 5,
+        ("active_sensors", beta, D2): 1,
+        ("temperature_readings", beta, D2): 3,
+    }
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed, evaluation.metadata
+
+
+def test_days_without_a_customer_are_listed_and_billed_once_a_backdated_subscription_arrives(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    stripe_billing: StripeBilling,
+    meter_kind: str,
+) -> None:
+    # Case 3: the organization has usage before any subscription is known.
+    alpha = new_customer(stripe_billing, "Alpha")
+    add_organization(engine, 1)
+    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
+    add_readings(engine, 11, D1, 4)
+    result = run_days(
+        dagster_instance, database_url, stripe_emulator.url, D1, assets=[*ASSETS, unbilled_usage]
+    )
+    assert result.success
+    assert stripe_view(stripe_billing, [alpha], D1, TODAY) == {}
+    [listed] = result.get_asset_check_evaluations()
+    assert listed.metadata["rows"].value == 2  # both meters of D1, with their reason
+    assert "no subscription (free tier)" in listed.metadata["details"].value
+
+    # The checkout's webhooks arrive later, with a subscription that started before D1.
+    subscribe(engine, 1, alpha, started=midnight(D1) - timedelta(days=1))
+    add_readings(engine, 11, D2, 2)
+    assert run_days(dagster_instance, database_url, stripe_emulator.url, D2).success
+
+    assert stripe_view(stripe_billing, [alpha], D1, TODAY) == {
+        ("active_sensors", alpha, D1): 1,
+        ("temperature_readings", alpha, D1): 4,
+        ("active_sensors", alpha, D2): 1,
+        ("temperature_readings", alpha, D2): 2,
+    }
+
+
+def test_only_billable_subscriptions_bill_and_only_on_their_days(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    stripe_billing: StripeBilling,
+    meter_kind: str,
+) -> None:
+    # Case 7: ended exactly at midnight, no start date, incomplete; and a canceled one.
+    customers = [new_customer(stripe_billing, f"C{n}") for n in range(4)]
+    ended_at_midnight, never_started, incomplete, canceled = customers
+    for organization, customer in enumerate(customers, start=1):
+        add_organization(engine, organization)
+        add_sensor(engine, organization * 10, organization, midnight(D1) - timedelta(days=3))
+        for day in (D1, D2, D3):
+            add_readings(engine, organization * 10, day, organization)
+    subscribe(engine, 1, ended_at_midnight, ended=midnight(D2))
+    subscribe(engine, 2, never_started, started=None)
+    subscribe(engine, 3, incomplete, status="incomplete")
+    subscribe(engine, 4, canceled, status="canceled", ended=midnight(D2) + timedelta(hours=12))
+
+    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1, D3).success
+
+    assert stripe_view(stripe_billing, customers, D1, TODAY) == {
+        ("active_sensors", ended_at_midnight, D1): 1,
+        ("temperature_readings", ended_at_midnight, D1): 1,
+        ("active_sensors", canceled, D1): 1,
+        ("temperature_readings", canceled, D1): 4,
+        ("active_sensors", canceled, D2): 1,
+        ("temperature_readings", canceled, D2): 4,
+    }
+
+
+def test_organizations_sharing_a_customer_are_summed_for_every_meter(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    stripe_billing: StripeBilling,
+    meter_kind: str,
+) -> None:
+    # Case 8: two organizations on one Stripe customer; the gauge is the sum of their sensors.
+    alpha = new_customer(stripe_billing, "Alpha")
+    add_organization(engine, 1, customer=alpha)
+    add_organization(engine, 2)
+    subscribe(engine, 2, alpha)
+    for sensor, organization in ((11, 1), (12, 1), (21, 2), (22, 2), (23, 2)):
+        add_sensor(engine, sensor, organization, midnight(D1) - timedelta(days=3))
+        add_readings(engine, sensor, D1, sensor % 10)
+
+    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+
+    assert stripe_view(stripe_billing, [alpha], D1, TODAY) == {
+        ("active_sensors", alpha, D1): 2 + 3,
+        ("temperature_readings", alpha, D1): (1 + 2) + (1 + 2 + 3),
+    }
+
+
+def test_reconciliation_fails_on_a_day_whose_stripe_value_differs_from_the_source(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    stripe_emulator: StripeEmulator,
+    stripe_billing: StripeBilling,
+    meter_kind: str,
+) -> None:
+    alpha = new_customer(stripe_billing, "Alpha")
+    add_organization(engine, 1, customer=alpha)
+    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
+    add_readings(engine, 11, D1, 6)
+    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+
+    # Someone sends an event for our customer behind the pipeline's back, later in the day.
+    stripe_billing.client.v1.billing.meter_events.create(
+        {
+            "event_name": "temperature_readings",
+            "identifier": "manual-entry-1",
+            "timestamp": int((midnight(D1) + timedelta(hours=23, minutes=59)).timestamp()),
+            "payload": {"stripe_customer_id": alpha, "value": "3"},
+        }
+    )
+    evaluation = reconcile_days(
+        dagster_instance, database_url, stripe_emulator.url, D1, D3, SETTLED
+    )
+
+    assert not evaluation.passed
+    assert evaluation.metadata["drifts"].value == 1
+    details = evaluation.metadata["drift_details"].value
+    stripe_value = 3 if meter_kind == "pre_aggregated" else 9  # newest event vs every event
+    assert f"| temperature_readings | {D1} | {alpha} | 1 | 6 | 6 | {stripe_value}" in details

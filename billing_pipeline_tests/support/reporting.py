@@ -1,0 +1,176 @@
+"""Drive the real reporting assets on a real Dagster instance, and read Stripe's own view back."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+from sqlalchemy import Engine, text
+
+from billing_pipeline.resources import PostgresResource, StripeResource
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.assets import build_reporting_asset
+from billing_pipeline.usage.assets import build_usage_assets
+from billing_pipeline.usage.meters import METERS
+from billing_pipeline_tests.support.builders import midnight
+from billing_pipeline_tests.support.stripe import TEST_KEY
+
+TODAY = datetime.now(UTC).date()
+ASSETS = [*build_usage_assets(), build_reporting_asset()]
+Key = tuple[str, str, date]
+
+
+def reporting_resources(
+    database_url: str, api_base: str | None, *, key: str | None = TEST_KEY
+) -> dict[str, Any]:
+    return {
+        "postgres": PostgresResource(database_url=database_url),
+        "stripe": StripeResource(
+            secret_key=key,
+            api_base=api_base,
+            max_network_retries=0,
+            retry_attempts=10,
+            retry_base_seconds=0.01,
+        ),
+    }
+
+
+def run_days(
+    instance: dg.DagsterInstance,
+    database_url: str,
+    api_base: str | None,
+    first: date,
+    last: date | None = None,
+    *,
+    assets: list[Any] | None = None,
+    **kwargs: Any,
+) -> dg.ExecuteInProcessResult:
+    """Materialize the usage and reporting assets for one day or a range, as one run."""
+    last = last or first
+    return dg.materialize(
+        assets or ASSETS,
+        instance=instance,
+        resources=reporting_resources(database_url, api_base, **kwargs),
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+        raise_on_error=False,
+    )
+
+
+def new_customer(billing: StripeBilling, name: str) -> str:
+    customer_id: str = billing.client.v1.customers.create({"name": name}).id
+    return customer_id
+
+
+def stripe_view(
+    billing: StripeBilling, customers: list[str], first: date, end: date
+) -> dict[Key, float]:
+    """What Stripe holds: its daily summary per meter, customer and UTC day (non-zero ones)."""
+    remote = {m.event_name: m for m in billing.list_meters() if m.status == "active"}
+    view: dict[Key, float] = {}
+    for meter in METERS:
+        for customer in customers:
+            for day, value in billing.daily_totals(
+                remote[meter.event_name].id, customer, midnight(first), midnight(end)
+            ).items():
+                if value:
+                    view[(meter.name, customer, day)] = value
+    return view
+
+
+def period_value(
+    billing: StripeBilling, event_name: str, customer: str, first: date, end: date
+) -> float:
+    """Stripe's aggregate over a whole period (no grouping window): what an invoice bills."""
+    meter = next(m for m in billing.list_meters() if m.event_name == event_name)
+    summaries = billing.client.v1.billing.meters.event_summaries.list(
+        meter.id,
+        {
+            "customer": customer,
+            "start_time": int(midnight(first).timestamp()),
+            "end_time": int(midnight(end).timestamp()),
+        },
+    )
+    return sum(float(s.aggregated_value) for s in summaries.auto_paging_iter())
+
+
+def subscribe(
+    engine: Engine,
+    organization: int,
+    customer: str | None,
+    *,
+    started: datetime | None = datetime(2024, 1, 1, tzinfo=UTC),
+    ended: datetime | None = None,
+    status: str = "active",
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO subscriptions (organization_id, stripe_customer_id, status, "
+                "started_at, ended_at) VALUES (:org, :customer, :status, :started, :ended)"
+            ),
+            {
+                "org": organization,
+                "customer": customer,
+                "status": status,
+                "started": started,
+                "ended": ended,
+            },
+        )
+
+
+def move_subscriptions(engine: Engine, organization: int, customer: str) -> None:
+    """The organization's subscription now belongs to another customer (webhooks applied)."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE subscriptions SET stripe_customer_id = :customer "
+                "WHERE organization_id = :org"
+            ),
+            {"customer": customer, "org": organization},
+        )
+
+
+def ledger_statuses(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT status, count(*) AS n FROM billing.meter_ledger GROUP BY status")
+        )
+        return {row.status: int(row.n) for row in rows}
+
+
+def days_before(n: int) -> date:
+    return TODAY - timedelta(days=n)
+
+
+def reconcile_days(
+    instance: dg.DagsterInstance,
+    database_url: str,
+    api_base: str,
+    first: date,
+    last: date,
+    check: dg.AssetChecksDefinition,
+) -> dg.AssetCheckEvaluation:
+    """Launch the reconciliation check alone over a partition range, as its schedule does."""
+    job = dg.define_asset_job(
+        "reconcile", selection=dg.AssetSelection.checks(check), partitions_def=check.partitions_def
+    )
+    defs = dg.Definitions(
+        assets=[build_reporting_asset()],
+        asset_checks=[check],
+        jobs=[job],
+        resources=reporting_resources(database_url, api_base),
+    )
+    result = defs.resolve_job_def("reconcile").execute_in_process(
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+        raise_on_error=False,
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
