@@ -42,7 +42,10 @@ def planned_days(first_day: date, end_day: date, now: datetime) -> tuple[date, d
     return min(first_day, (now - STRIPE_WINDOW).date()), max(end_day, now.date())
 
 
-def build_reporting_asset(meters: Sequence[Meter] = METERS) -> dg.AssetsDefinition:
+def build_reporting_asset(
+    meters: Sequence[Meter] = METERS, retry_policy: dg.RetryPolicy | None = REPORTING_RETRY_POLICY
+) -> dg.AssetsDefinition:
+    """The reporting asset; `retry_policy` is a parameter for tests that watch one attempt."""
     meters = tuple(meters)
 
     @dg.asset(
@@ -51,7 +54,7 @@ def build_reporting_asset(meters: Sequence[Meter] = METERS) -> dg.AssetsDefiniti
         deps=[usage_asset_key(meter) for meter in meters],
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        retry_policy=REPORTING_RETRY_POLICY,
+        retry_policy=retry_policy,
         kinds={"stripe"},
         description=(
             "Meter events reported to Stripe per (meter, Stripe customer, UTC day): the usage of "

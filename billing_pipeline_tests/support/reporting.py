@@ -18,11 +18,13 @@ from billing_pipeline_tests.support.stripe import TEST_KEY
 
 TODAY = datetime.now(UTC).date()
 ASSETS = [*build_usage_assets(), build_reporting_asset()]
+# The same without step retries, for tests that want to see a failed attempt as it is left.
+ASSETS_WITHOUT_RETRIES = [*build_usage_assets(), build_reporting_asset(retry_policy=None)]
 Key = tuple[str, str, date]
 
 
 def reporting_resources(
-    database_url: str, api_base: str | None, *, key: str | None = TEST_KEY
+    database_url: str, api_base: str | None, *, key: str | None = TEST_KEY, retry_attempts: int = 10
 ) -> dict[str, Any]:
     return {
         "postgres": PostgresResource(database_url=database_url),
@@ -30,7 +32,7 @@ def reporting_resources(
             secret_key=key,
             api_base=api_base,
             max_network_retries=0,
-            retry_attempts=10,
+            retry_attempts=retry_attempts,
             retry_base_seconds=0.01,
         ),
     }
