@@ -27,9 +27,6 @@ TOO_OLD = "cannot be more than 35 days in past"
 T = TypeVar("T")
 TRANSIENT_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
 
-# Fetches a Stripe event's full body by id (thin events carry only the id).
-EventFetcher = Callable[[str], Mapping[str, Any]]
-
 
 class Outcome(enum.Enum):
     SENT = "sent"
@@ -70,7 +67,8 @@ class RetryRule:
 
 
 class StripeBilling:
-    """Meter-event calls through the official SDK (v1 endpoints)."""
+    """The Stripe calls the pipeline makes, through the official SDK: meter events and their
+    summaries for reporting; events and subscriptions for the webhook flow."""
 
     def __init__(
         self,
@@ -190,6 +188,15 @@ class StripeBilling:
             lambda: self.client.v2.core.events.retrieve(event_id), f"event {event_id}"
         )
         return event.to_dict()
+
+    def retrieve_subscription(self, subscription_id: str) -> Mapping[str, Any]:
+        """A subscription's current state (`GET /v1/subscriptions/{id}`), for when the order of
+        its events is ambiguous."""
+        subscription = self._with_retries(
+            lambda: self.client.v1.subscriptions.retrieve(subscription_id),
+            f"subscription {subscription_id}",
+        )
+        return subscription.to_dict()
 
 
 def _remote_meter(meter: stripe.billing.Meter) -> RemoteMeter:

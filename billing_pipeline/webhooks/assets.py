@@ -29,7 +29,7 @@ GROUP = "stripe_webhooks"
 def stripe_subscriptions(
     postgres: PostgresResource, stripe: StripeResource
 ) -> dg.MaterializeResult:
-    result = process_open_events(postgres.engine(), fetch_event=stripe.event_fetcher())
+    result = process_open_events(postgres.engine(), stripe=stripe.client())
     return dg.MaterializeResult(
         metadata={
             "processed": len(result.processed),

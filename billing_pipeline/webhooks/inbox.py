@@ -13,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from billing_pipeline.db.statuses import OPEN_INBOX_STATUSES, InboxStatus
 from billing_pipeline.webhooks.events import InboxEvent
 
-OPEN_STATUSES = ("pending", "failed")
 MAX_ERROR_LENGTH = 2000
+# Statuses are bound as parameters, never spelled in SQL, so InboxStatus is the one vocabulary.
+_OPEN = list(OPEN_INBOX_STATUSES)
 
 
 def store_event(engine: Engine, event: InboxEvent) -> bool:
@@ -81,11 +83,16 @@ def leftover_count(engine: Engine, last_id: int, pending_before: datetime) -> in
             text(
                 """
                 SELECT count(*) FROM billing.webhook_inbox
-                WHERE status = 'failed'
-                   OR (status = 'pending' AND id <= :id AND received_at < :before)
+                WHERE status = :failed
+                   OR (status = :pending AND id <= :id AND received_at < :before)
                 """
             ),
-            {"id": last_id, "before": pending_before},
+            {
+                "id": last_id,
+                "before": pending_before,
+                "failed": InboxStatus.FAILED,
+                "pending": InboxStatus.PENDING,
+            },
         ).scalar_one()
     return count
 
@@ -98,10 +105,11 @@ def open_event_ids(engine: Engine) -> list[int]:
                 text(
                     """
                     SELECT id FROM billing.webhook_inbox
-                    WHERE status IN ('pending', 'failed')
+                    WHERE status = ANY(:open)
                     ORDER BY stripe_created, id
                     """
-                )
+                ),
+                {"open": _OPEN},
             ).scalars()
         )
 
@@ -130,11 +138,11 @@ def claim(connection: Connection, row_id: int) -> ClaimedEvent | None:
                 """
                 SELECT id, event_id, event_type, stripe_created, attempts, payload
                 FROM billing.webhook_inbox
-                WHERE id = :id AND status IN ('pending', 'failed')
+                WHERE id = :id AND status = ANY(:open)
                 FOR UPDATE SKIP LOCKED
                 """
             ),
-            {"id": row_id},
+            {"id": row_id, "open": _OPEN},
         )
         .mappings()
         .one_or_none()
@@ -142,7 +150,7 @@ def claim(connection: Connection, row_id: int) -> ClaimedEvent | None:
     return None if row is None else ClaimedEvent(**row)
 
 
-def mark_done(connection: Connection, row_id: int, status: str) -> None:
+def mark_done(connection: Connection, row_id: int, status: InboxStatus) -> None:
     """Close the row as `processed` or `ignored`."""
     connection.execute(
         text(
@@ -157,7 +165,7 @@ def mark_done(connection: Connection, row_id: int, status: str) -> None:
 
 
 def mark_failed(
-    connection: Connection, row_id: int, attempts: int, error: str, status: str
+    connection: Connection, row_id: int, attempts: int, error: str, status: InboxStatus
 ) -> None:
     """Record a handler error: `failed` (to be retried) or `dead_letter` (attempts used up)."""
     connection.execute(
@@ -184,16 +192,17 @@ def dead_letters(engine: Engine, limit: int = 50) -> tuple[int, Sequence[DeadLet
     """How many events are dead-lettered, and the newest `limit` of them for display."""
     with engine.connect() as connection:
         total: int = connection.execute(
-            text("SELECT count(*) FROM billing.webhook_inbox WHERE status = 'dead_letter'")
+            text("SELECT count(*) FROM billing.webhook_inbox WHERE status = :dead"),
+            {"dead": InboxStatus.DEAD_LETTER},
         ).scalar_one()
         rows = connection.execute(
             text(
                 """
                 SELECT event_id, event_type, attempts, last_error FROM billing.webhook_inbox
-                WHERE status = 'dead_letter' ORDER BY id DESC LIMIT :limit
+                WHERE status = :dead ORDER BY id DESC LIMIT :limit
                 """
             ),
-            {"limit": limit},
+            {"limit": limit, "dead": InboxStatus.DEAD_LETTER},
         ).mappings()
         return total, [DeadLetter(**row) for row in rows]
 
@@ -205,11 +214,15 @@ def requeue(engine: Engine, event_id: str) -> bool:
             text(
                 """
                 UPDATE billing.webhook_inbox
-                SET status = 'pending', attempts = 0, last_error = NULL
-                WHERE event_id = :event_id AND status IN ('failed', 'dead_letter')
+                SET status = :pending, attempts = 0, last_error = NULL
+                WHERE event_id = :event_id AND status = ANY(:stuck)
                 RETURNING id
                 """
             ),
-            {"event_id": event_id},
+            {
+                "event_id": event_id,
+                "pending": InboxStatus.PENDING,
+                "stuck": [InboxStatus.FAILED, InboxStatus.DEAD_LETTER],
+            },
         ).scalar_one_or_none()
     return updated is not None

@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from billing_pipeline.db.statuses import InboxStatus
+from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.webhooks import inbox
-from billing_pipeline.webhooks.subscriptions import HandlerError, apply_event
-from billing_pipeline.webhooks.thin_events import (
-    ERROR_REPORT_EVENT_TYPES,
-    EventFetcher,
-    apply_thin_event,
-)
+from billing_pipeline.webhooks.handlers import apply_event
+from billing_pipeline.webhooks.payloads import HandlerError
 
 logger = logging.getLogger(__name__)
 
@@ -37,36 +35,41 @@ class BatchResult:
     dead_lettered: list[str] = field(default_factory=list)
     skipped: int = 0
 
+    def record(self, status: InboxStatus, event_id: str) -> None:
+        {
+            InboxStatus.PROCESSED: self.processed,
+            InboxStatus.IGNORED: self.ignored,
+            InboxStatus.FAILED: self.failed,
+            InboxStatus.DEAD_LETTER: self.dead_lettered,
+        }[status].append(event_id)
+
 
 def process_event(
     engine: Engine,
     row_id: int,
     max_attempts: int = MAX_ATTEMPTS,
-    fetch_event: EventFetcher | None = None,
-) -> tuple[str, str]:
-    """Apply one inbox row; return (its new status, its event id), or ("skipped", "") if the row
-    is already closed or another run holds it.
+    stripe: StripeBilling | None = None,
+) -> tuple[InboxStatus, str] | None:
+    """Apply one inbox row; return its new status and event id, or None if the row is already
+    closed or another run holds it.
 
-    Thin meter-error events need `fetch_event` (their body lives at Stripe); snapshot events
-    carry their body and never call Stripe.
+    `stripe` reads what an event does not carry (a thin event's body, a subscription's current
+    state when two events tie); snapshot events that do not tie never call Stripe.
     """
     with engine.begin() as connection:
         event = inbox.claim(connection, row_id)
         if event is None:
-            return "skipped", ""
+            return None
         try:
             # A savepoint, so a handler that fails halfway leaves none of its writes behind while
             # the error itself is still recorded in the outer transaction.
             with connection.begin_nested():
-                if event.event_type in ERROR_REPORT_EVENT_TYPES:
-                    status = apply_thin_event(connection, event, fetch_event)
-                else:
-                    status = apply_event(connection, event)
+                status = apply_event(connection, event, stripe)
         except (OperationalError, InterfaceError):
             raise
         except Exception as error:
             attempts = event.attempts + 1
-            status = "dead_letter" if attempts >= max_attempts else "failed"
+            status = InboxStatus.DEAD_LETTER if attempts >= max_attempts else InboxStatus.FAILED
             inbox.mark_failed(
                 connection, row_id, attempts, f"{type(error).__name__}: {error}", status
             )
@@ -86,20 +89,14 @@ def process_event(
 
 
 def process_open_events(
-    engine: Engine, max_attempts: int = MAX_ATTEMPTS, fetch_event: EventFetcher | None = None
+    engine: Engine, max_attempts: int = MAX_ATTEMPTS, stripe: StripeBilling | None = None
 ) -> BatchResult:
     """Apply every open event (pending, or failed and due for another attempt), oldest first."""
     result = BatchResult()
-    buckets = {
-        "processed": result.processed,
-        "ignored": result.ignored,
-        "failed": result.failed,
-        "dead_letter": result.dead_lettered,
-    }
     for row_id in inbox.open_event_ids(engine):
-        status, event_id = process_event(engine, row_id, max_attempts, fetch_event)
-        if status == "skipped":
+        outcome = process_event(engine, row_id, max_attempts, stripe)
+        if outcome is None:
             result.skipped += 1
         else:
-            buckets[status].append(event_id)
+            result.record(*outcome)
     return result
