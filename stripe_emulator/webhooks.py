@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from stripe_emulator.state import new_id
+from stripe_emulator.ids import new_id
 
 API_VERSION = "2025-03-31.basil"
 EVENT_TYPES = (
