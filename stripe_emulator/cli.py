@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     trigger = sub.add_parser(
         "trigger", help="Send one signed Stripe webhook event to a URL, like `stripe trigger`."
     )
-    from stripe_emulator.webhooks import EVENT_TYPES, SUBSCRIPTION_STATUSES
+    from stripe_emulator.webhook_events import EVENT_TYPES, SUBSCRIPTION_STATUSES
 
     trigger.add_argument("event_type", choices=EVENT_TYPES, metavar="EVENT_TYPE")
     trigger.add_argument("--url", required=True, help="webhook receiver URL")
@@ -73,7 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _trigger(args: argparse.Namespace) -> int:
-    from stripe_emulator.webhooks import TriggerOptions, build_event, deliver
+    from stripe_emulator.webhook_events import TriggerOptions, build_event
+    from stripe_emulator.webhooks import deliver
 
     event = build_event(
         args.event_type,

@@ -6,15 +6,13 @@ an in-process one does; `control.py` wraps it for Python callers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from stripe_emulator.errors import StripeAPIError
 from stripe_emulator.faults import FaultConfig
-
-if TYPE_CHECKING:
-    from stripe_emulator.app import Runtime
+from stripe_emulator.runtime import Runtime
 
 
 def _body() -> dict[str, Any]:
@@ -76,11 +74,11 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
 
     @bp.get("/meter_events")
     def meter_events() -> Response:
-        return jsonify(state.meter_events())
+        return jsonify(state.meter_events.records())
 
     @bp.get("/error_reports")
     def error_reports() -> Response:
-        return jsonify(state.error_reports())
+        return jsonify(state.error_reports.records())
 
     @bp.get("/webhook_deliveries")
     def webhook_deliveries() -> Response:

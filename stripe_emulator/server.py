@@ -17,9 +17,10 @@ from types import TracebackType
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from stripe_emulator.app import Runtime, create_app
+from stripe_emulator.app import create_app
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.faults import Faults
+from stripe_emulator.runtime import Runtime
 from stripe_emulator.state import EmulatorState
 from stripe_emulator.webhooks import ThinEventDeliverer, generate_webhook_secret
 

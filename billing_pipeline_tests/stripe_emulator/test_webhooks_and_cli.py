@@ -16,12 +16,8 @@ import stripe
 from billing_pipeline_tests.stripe_emulator.conftest import Receiver, make_client
 from stripe_emulator import StripeEmulator
 from stripe_emulator.cli import register
-from stripe_emulator.webhooks import (
-    EVENT_TYPES,
-    TriggerOptions,
-    build_event,
-    signature_header,
-)
+from stripe_emulator.webhook_events import EVENT_TYPES, TriggerOptions, build_event
+from stripe_emulator.webhooks import signature_header
 
 SECRET = "whsec_test_secret_for_receiver"
 

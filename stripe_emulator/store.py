@@ -1,0 +1,84 @@
+"""The one lock, the clock, the switches and every stored object, shared by all resources.
+
+Each resource module keeps its own rules but works on this store under its lock, so a request
+that touches several resources (a meter event checks its meter and its customer) sees one
+consistent state, and a snapshot for `--state-file` is one JSON document.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from stripe_emulator.clock import Clock
+from stripe_emulator.records import ErrorReport, MeterEvent, SavedResponse
+
+LastMode = Literal["timestamp", "arrival"]
+UnknownCustomerMode = Literal["async", "reject"]
+
+
+@dataclass
+class Settings:
+    last_mode: LastMode = "timestamp"
+    unknown_customer_mode: UnknownCustomerMode = "async"
+    webhook_endpoint: str | None = None
+
+
+@dataclass
+class Data:
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[MeterEvent] = field(default_factory=list)
+    identifiers: dict[str, int] = field(default_factory=dict)
+    error_reports: list[ErrorReport] = field(default_factory=list)
+    v2_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sessions: dict[str, int] = field(default_factory=dict)
+    idempotency: dict[str, SavedResponse] = field(default_factory=dict)
+    next_seq: int = 1
+
+
+class Store:
+    """Resources hold the store, never its parts: `reset` and `restore` replace the parts.
+
+    `inflight` (concurrent meter event calls) and `outbox` (thin events not yet handed to the
+    webhook deliverer) are per-process and not snapshotted.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.clock = Clock()
+        self.settings = Settings()
+        self.data = Data()
+        self.dirty = False
+        self.inflight: set[tuple[str, str]] = set()
+        self.outbox: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        with self.lock:
+            self.clock = Clock()
+            self.settings = Settings()
+            self.data = Data()
+            self.inflight.clear()
+            self.outbox.clear()
+            self.dirty = True
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            self.dirty = False
+            return {
+                "clock_offset": self.clock.offset,
+                "settings": asdict(self.settings),
+                "data": asdict(self.data),
+            }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        with self.lock:
+            data = dict(snapshot["data"])
+            data["events"] = [MeterEvent(**e) for e in data["events"]]
+            data["error_reports"] = [ErrorReport(**r) for r in data["error_reports"]]
+            data["idempotency"] = {k: SavedResponse(**v) for k, v in data["idempotency"].items()}
+            self.data = Data(**data)
+            self.settings = Settings(**snapshot["settings"])
+            self.clock = Clock(snapshot["clock_offset"])
+            self.dirty = False
