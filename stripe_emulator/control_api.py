@@ -72,6 +72,18 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         state.set_webhook_endpoint(_body().get("url"))
         return jsonify({"url": state.settings.webhook_endpoint})
 
+    @bp.post("/event_destination")
+    def set_event_destination() -> Response:
+        state.set_event_destination(_body().get("url"))
+        return jsonify({"url": state.settings.event_destination})
+
+    @bp.post("/subscriptions/<subscription_id>/payment")
+    def settle_subscription_payment(subscription_id: str) -> Response:
+        succeeded = _body().get("succeeded", True)
+        if not isinstance(succeeded, bool):
+            raise TypeError("`succeeded` must be a boolean")
+        return jsonify(state.subscriptions.settle_payment(subscription_id, succeeded))
+
     @bp.get("/meter_events")
     def meter_events() -> Response:
         return jsonify(state.meter_events.records())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
 
 from stripe_emulator.errors import rate_limited
 from stripe_emulator.runtime import Runtime
@@ -15,6 +15,11 @@ _CONCURRENCY = (
     "Too many concurrent requests for this customer and meter: Stripe allows one concurrent "
     "meter event call per customer per meter."
 )
+
+
+def _request() -> dict[str, str | None]:
+    """The `request` an event records: this API request and its idempotency key."""
+    return {"id": g.request_id, "idempotency_key": request.headers.get("Idempotency-Key")}
 
 
 def register_routes(app: Flask, runtime: Runtime) -> None:
@@ -95,6 +100,34 @@ def register_routes(app: Flask, runtime: Runtime) -> None:
         state.stream.check_session(bearer())
         state.stream.stream(params(), g.request_id)
         return json_response({})
+
+    @app.post("/v1/subscriptions")
+    def create_subscription() -> Response:
+        return json_response(state.subscriptions.create(params(), _request()))
+
+    @app.get("/v1/subscriptions")
+    def list_subscriptions() -> Response:
+        return json_response(state.subscriptions.list_page(params()))
+
+    @app.get("/v1/subscriptions/<subscription_id>")
+    def retrieve_subscription(subscription_id: str) -> Response:
+        return json_response(state.subscriptions.retrieve(subscription_id))
+
+    @app.post("/v1/subscriptions/<subscription_id>")
+    def update_subscription(subscription_id: str) -> Response:
+        return json_response(state.subscriptions.update(subscription_id, params(), _request()))
+
+    @app.delete("/v1/subscriptions/<subscription_id>")
+    def cancel_subscription(subscription_id: str) -> Response:
+        return json_response(state.subscriptions.cancel(subscription_id, params(), _request()))
+
+    @app.get("/v1/events")
+    def list_events() -> Response:
+        return json_response(state.events.list_page(params()))
+
+    @app.get("/v1/events/<event_id>")
+    def retrieve_event(event_id: str) -> Response:
+        return json_response(state.events.retrieve(event_id))
 
     @app.get("/v2/core/events/<event_id>")
     def retrieve_v2_event(event_id: str) -> Response:

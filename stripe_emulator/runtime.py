@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from stripe_emulator.faults import Faults
 from stripe_emulator.state import EmulatorState
-from stripe_emulator.webhooks import ThinEventDeliverer
+from stripe_emulator.webhooks import WebhookDeliverer
 
 
 @dataclass
@@ -17,7 +17,7 @@ class Runtime:
 
     state: EmulatorState
     faults: Faults
-    deliverer: ThinEventDeliverer
+    deliverer: WebhookDeliverer
     counts: Counter[str] = field(default_factory=Counter)
     counts_lock: threading.Lock = field(default_factory=threading.Lock)
 

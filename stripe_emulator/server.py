@@ -22,7 +22,7 @@ from stripe_emulator.control import EmulatorControl
 from stripe_emulator.faults import Faults
 from stripe_emulator.runtime import Runtime
 from stripe_emulator.state import EmulatorState
-from stripe_emulator.webhooks import ThinEventDeliverer, generate_webhook_secret
+from stripe_emulator.webhooks import WebhookDeliverer, generate_webhook_secret
 
 logger = logging.getLogger(__name__)
 SNAPSHOT_INTERVAL_S = 2.0
@@ -68,7 +68,7 @@ class StripeEmulator:
         if self.state_file is not None and self.state_file.exists():
             self.state.restore(json.loads(self.state_file.read_text()))
         self._runtime = Runtime(
-            state=self.state, faults=self.faults, deliverer=ThinEventDeliverer(self.webhook_secret)
+            state=self.state, faults=self.faults, deliverer=WebhookDeliverer(self.webhook_secret)
         )
         self._server = make_server(
             self.host,

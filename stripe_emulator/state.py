@@ -14,11 +14,13 @@ from typing import Any
 from stripe_emulator.customers import Customers
 from stripe_emulator.error_reports import ErrorReports
 from stripe_emulator.errors import invalid
+from stripe_emulator.events import Events
 from stripe_emulator.idempotency import IdempotencyKeys
 from stripe_emulator.meter_event_rules import MeterEventRules
 from stripe_emulator.meter_events import MeterEvents
 from stripe_emulator.meters import Meters
 from stripe_emulator.store import Settings, Store
+from stripe_emulator.subscriptions import Subscriptions
 from stripe_emulator.summaries import Summaries
 from stripe_emulator.v2_streams import MeterEventStream
 
@@ -34,6 +36,8 @@ class EmulatorState:
         self.stream = MeterEventStream(store, rules, self.error_reports)
         self.summaries = Summaries(store, self.meters, self.customers)
         self.idempotency = IdempotencyKeys(store)
+        self.events = Events(store)
+        self.subscriptions = Subscriptions(store, self.customers, self.events)
 
     @property
     def settings(self) -> Settings:
@@ -75,8 +79,14 @@ class EmulatorState:
             self._store.settings.unknown_customer_mode = mode  # type: ignore[assignment]
 
     def set_webhook_endpoint(self, url: str | None) -> None:
+        """Where snapshot events (`customer.subscription.*`) are delivered."""
         with self._store.lock:
             self._store.settings.webhook_endpoint = url or None
+
+    def set_event_destination(self, url: str | None) -> None:
+        """Where thin events (meter error reports) are delivered."""
+        with self._store.lock:
+            self._store.settings.event_destination = url or None
 
     # -- lifecycle ----------------------------------------------------------------------------
 

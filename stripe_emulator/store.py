@@ -22,7 +22,10 @@ UnknownCustomerMode = Literal["async", "reject"]
 class Settings:
     last_mode: LastMode = "timestamp"
     unknown_customer_mode: UnknownCustomerMode = "async"
+    # Stripe sends snapshot (v1) events to a webhook endpoint and thin (v2) events to an event
+    # destination; the pipeline receives them on two URLs.
     webhook_endpoint: str | None = None
+    event_destination: str | None = None
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Data:
     identifiers: dict[str, int] = field(default_factory=dict)
     error_reports: list[ErrorReport] = field(default_factory=list)
     v2_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every snapshot event produced, oldest first, delivered or not (`GET /v1/events`).
+    v1_events: list[dict[str, Any]] = field(default_factory=list)
     sessions: dict[str, int] = field(default_factory=dict)
     idempotency: dict[str, SavedResponse] = field(default_factory=dict)
     next_seq: int = 1
@@ -41,8 +47,9 @@ class Data:
 class Store:
     """Resources hold the store, never its parts: `reset` and `restore` replace the parts.
 
-    `inflight` (concurrent meter event calls) and `outbox` (thin events not yet handed to the
-    webhook deliverer) are per-process and not snapshotted.
+    `inflight` (concurrent meter event calls), `outbox` (thin events not yet handed to the
+    webhook deliverer) and `event_outbox` (snapshot events, likewise) are per-process and not
+    snapshotted.
     """
 
     def __init__(self) -> None:
@@ -53,6 +60,7 @@ class Store:
         self.dirty = False
         self.inflight: set[tuple[str, str]] = set()
         self.outbox: list[dict[str, Any]] = []
+        self.event_outbox: list[dict[str, Any]] = []
 
     def reset(self) -> None:
         with self.lock:
@@ -61,6 +69,7 @@ class Store:
             self.data = Data()
             self.inflight.clear()
             self.outbox.clear()
+            self.event_outbox.clear()
             self.dirty = True
 
     def snapshot(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Stripe's webhook signature scheme and delivery of signed events.
+"""Stripe's webhook signature scheme and delivery of signed events (snapshot and thin).
 
 Signatures are computed the way Stripe computes them: HMAC-SHA256 keyed by the whole `whsec_`
 secret over `f"{t}.{raw_body}"`, so the pipeline's receiver verifies them with the SDK.
@@ -13,6 +13,7 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -44,28 +45,41 @@ def deliver(url: str, secret: str, payload: dict[str, Any], timeout: float = 10.
     return requests.post(url, data=raw, headers=headers, timeout=timeout).status_code
 
 
-class ThinEventDeliverer:
-    """Sends thin v2 event notifications to the configured endpoint from a background thread.
+def thin_notification(full_event: dict[str, Any]) -> dict[str, Any]:
+    """What Stripe sends an event destination for a thin v2 event: no data, only references."""
+    return {
+        key: full_event[key]
+        for key in ("id", "object", "type", "created", "livemode", "related_object")
+        if key in full_event
+    }
+
+
+DeliveryCallback = Callable[[str, int | str], None]
+
+
+class WebhookDeliverer:
+    """Sends signed events to their endpoint from one background thread, in production order.
 
     A background thread keeps API responses fast and lets a receiver call back into the
-    emulator (to fetch the full event) without deadlocking. Failed deliveries are recorded,
-    not retried: tests list error reports through the control plane instead.
+    emulator (to fetch a full event or a subscription) without deadlocking. Each outcome is
+    recorded and handed to the event's callback (the event list keeps `pending_webhooks`);
+    failed deliveries are not retried: `GET /v1/events` is how a receiver finds them.
     """
 
     def __init__(self, secret: str) -> None:
         self.secret = secret
         self.deliveries: list[dict[str, Any]] = []
-        self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="thin-event-webhooks", daemon=True)
+        self._queue: queue.Queue[tuple[str, dict[str, Any], DeliveryCallback | None] | None] = (
+            queue.Queue()
+        )
+        self._thread = threading.Thread(target=self._run, name="emulator-webhooks", daemon=True)
         self._thread.start()
 
-    def enqueue(self, url: str, full_event: dict[str, Any]) -> None:
-        notification: dict[str, Any] = {
-            key: full_event[key]
-            for key in ("id", "object", "type", "created", "livemode", "related_object")
-            if key in full_event
-        }
-        self._queue.put((url, notification))
+    def enqueue(
+        self, url: str, payload: dict[str, Any], on_result: DeliveryCallback | None = None
+    ) -> None:
+        """Queue `payload` (sent as it is now: later changes to the object are not sent)."""
+        self._queue.put((url, json.loads(json.dumps(payload)), on_result))
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -73,9 +87,11 @@ class ThinEventDeliverer:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            url, notification = item
+            url, payload, on_result = item
             try:
-                status: int | str = deliver(url, self.secret, notification, timeout=5.0)
+                status: int | str = deliver(url, self.secret, payload, timeout=5.0)
             except Exception as exc:  # a dead receiver must not kill the delivery thread
                 status = f"error: {type(exc).__name__}"
-            self.deliveries.append({"event_id": notification["id"], "url": url, "status": status})
+            self.deliveries.append({"event_id": payload["id"], "url": url, "status": status})
+            if on_result is not None:
+                on_result(payload["id"], status)

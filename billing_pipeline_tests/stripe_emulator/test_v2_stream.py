@@ -137,7 +137,7 @@ def test_error_report_is_delivered_as_a_signed_thin_event(
     control: EmulatorControl,
     receiver: Receiver,
 ) -> None:
-    control.set_webhook_endpoint(receiver.url)
+    control.set_event_destination(receiver.url)
     client.v1.billing.meter_events.create(
         {
             "event_name": "readings",

@@ -118,7 +118,7 @@ def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
         add_sensor(engine, sensor, organization, midnight(DAY) - timedelta(days=1))
         add_readings(engine, sensor, DAY, 3)
     emulator.set_unknown_customer_mode("async")
-    emulator.set_webhook_endpoint(f"{thin_receiver}/webhooks/stripe/thin")
+    emulator.set_event_destination(f"{thin_receiver}/webhooks/stripe/thin")
 
     def report_day() -> dg.ExecuteInProcessResult:
         return dg.materialize(
