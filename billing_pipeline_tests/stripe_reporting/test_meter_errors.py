@@ -13,7 +13,7 @@ from billing_pipeline.stripe_reporting.meter_errors import (
     mark_reported_rows_rejected,
     reported_errors,
 )
-from billing_pipeline_tests.stripe_reporting.test_checks import insert_row
+from billing_pipeline_tests.support.builders import add_ledger_row
 
 
 def error_report(*samples: tuple[str, str]) -> dict[str, Any]:
@@ -59,11 +59,11 @@ def test_an_event_without_error_types_is_refused() -> None:
 
 
 def test_marks_sent_and_pending_rows_rejected_and_leaves_the_rest(engine: Engine) -> None:
-    sent = insert_row(engine, 1, "sent")
-    pending = insert_row(engine, 2, "pending")
-    skipped = insert_row(engine, 3, "skipped", customer=None)
-    expired = insert_row(engine, 4, "expired")
-    untouched = insert_row(engine, 5, "sent")
+    sent = add_ledger_row(engine, 1, "sent")
+    pending = add_ledger_row(engine, 2, "pending")
+    skipped = add_ledger_row(engine, 3, "skipped", customer=None)
+    expired = add_ledger_row(engine, 4, "expired")
+    untouched = add_ledger_row(engine, 5, "sent")
     samples = [("meter_event_customer_not_found", i) for i in (sent, pending, skipped, expired)]
     errors = reported_errors(error_report(*samples, ("no_meter", "someone-elses-event")))
 

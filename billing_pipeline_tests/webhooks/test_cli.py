@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import requests
 from sqlalchemy import Engine
 
 from billing_pipeline.webhooks import cli
+from billing_pipeline_tests.support.network import free_port
 from billing_pipeline_tests.support.webhooks import (
     SECRET,
     T0,
@@ -64,16 +64,10 @@ def test_requeue_gives_a_dead_letter_fresh_attempts(
     assert args.handler(args) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_gunicorn_serves_the_wsgi_app_from_the_environment(
     engine: Engine, database_url: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,

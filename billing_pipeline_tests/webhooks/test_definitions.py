@@ -7,11 +7,15 @@ import json
 import dagster as dg
 from sqlalchemy import Engine, text
 
-from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.webhooks.checks import stripe_webhook_dead_letters
-from billing_pipeline.webhooks.definitions import defs as webhook_defs
 from billing_pipeline.webhooks.processing import MAX_ATTEMPTS
 from billing_pipeline.webhooks.sensors import InboxCursor, stripe_webhook_inbox_sensor
+from billing_pipeline_tests.support.dagster_runs import (
+    evaluate_sensor,
+    pipeline_resources,
+    run_webhook_job,
+    webhook_definitions,
+)
 from billing_pipeline_tests.support.webhooks import (
     T0,
     checkout_completed,
@@ -25,34 +29,13 @@ from billing_pipeline_tests.support.webhooks import (
 
 
 def tick(instance: dg.DagsterInstance, database_url: str, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"postgres": PostgresResource(database_url=database_url)},
-    )
-    result = stripe_webhook_inbox_sensor(context)
-    assert isinstance(result, dg.SensorResult)
-    return result
-
-
-def with_postgres(database_url: str) -> dg.Definitions:
-    """webhook_defs as definitions.py will merge them, the `postgres` resource coming from it."""
-    return dg.Definitions.merge(
-        webhook_defs,
-        dg.Definitions(
-            resources={
-                "postgres": PostgresResource(database_url=database_url),
-                "stripe": StripeResource(),
-            }
-        ),
-    )
+    return evaluate_sensor(stripe_webhook_inbox_sensor, instance, database_url, cursor)
 
 
 def run_job(
     instance: dg.DagsterInstance, database_url: str, run_key: str
 ) -> dg.ExecuteInProcessResult:
-    job = with_postgres(database_url).resolve_job_def("process_stripe_webhooks")
-    return job.execute_in_process(instance=instance, tags={"dagster/run_key": run_key})
+    return run_webhook_job(instance, pipeline_resources(database_url), run_key)
 
 
 def check_result(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
@@ -62,8 +45,8 @@ def check_result(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
 
 
 def test_definitions_are_described_and_the_sensor_runs_by_default(database_url: str) -> None:
-    dg.Definitions.validate_loadable(with_postgres(database_url))
-    repository = with_postgres(database_url).get_repository_def()
+    dg.Definitions.validate_loadable(webhook_definitions(pipeline_resources(database_url)))
+    repository = webhook_definitions(pipeline_resources(database_url)).get_repository_def()
     sensor = repository.get_sensor_def("stripe_webhook_inbox_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.description
