@@ -210,6 +210,8 @@ webhook_inbox = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text, nullable=True),
     _timestamp("processed_at"),
+    # When a failed event may be tried again (exponential backoff); new rows are due at once.
+    _timestamp("next_attempt_at", nullable=False, default_now=True),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in INBOX_STATUSES) + ")", name="status"
     ),

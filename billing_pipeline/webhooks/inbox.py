@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -71,25 +71,27 @@ def new_events_since(engine: Engine, last_id: int) -> NewEvents | None:
     return None if count == 0 else NewEvents(first_id=first, last_id=last, count=count)
 
 
-def leftover_count(engine: Engine, last_id: int, pending_before: datetime) -> int:
-    """Open rows no batch run will pick up on its own.
+def due_leftover_count(engine: Engine, last_id: int, stale_pending_seconds: int) -> int:
+    """Open rows that are due and that no batch run will pick up on its own.
 
-    Failed rows wait for a retry; pending rows at or below the cursor whose run should long have
-    handled them were left by a crashed run, or committed after a higher id (identity values are
-    handed out before commit, so a slow insert can land behind the cursor).
+    Failed rows whose backoff is over wait for a retry run; pending rows at or below the cursor
+    whose run should long have handled them were left by a crashed run, or committed after a
+    higher id (identity values are handed out before commit, so a slow insert can land behind
+    the cursor). Times are the database's, the clock `next_attempt_at` is written with.
     """
     with engine.connect() as connection:
         count: int = connection.execute(
             text(
                 """
                 SELECT count(*) FROM billing.webhook_inbox
-                WHERE status = :failed
-                   OR (status = :pending AND id <= :id AND received_at < :before)
+                WHERE (status = :failed AND next_attempt_at <= now())
+                   OR (status = :pending AND id <= :id
+                       AND received_at < now() - make_interval(secs => :stale))
                 """
             ),
             {
                 "id": last_id,
-                "before": pending_before,
+                "stale": stale_pending_seconds,
                 "failed": InboxStatus.FAILED,
                 "pending": InboxStatus.PENDING,
             },
@@ -97,19 +99,32 @@ def leftover_count(engine: Engine, last_id: int, pending_before: datetime) -> in
     return count
 
 
-def open_event_ids(engine: Engine) -> list[int]:
-    """Open rows, oldest first by Stripe's `created` (then arrival order for equal seconds)."""
+def due_event_ids(engine: Engine) -> list[int]:
+    """Open rows whose next attempt is due, oldest first by Stripe's `created` (then arrival
+    order for equal seconds). A failed row waiting out its backoff is not among them, whoever
+    launched the run."""
     with engine.connect() as connection:
         return list(
             connection.execute(
                 text(
                     """
                     SELECT id FROM billing.webhook_inbox
-                    WHERE status = ANY(:open)
+                    WHERE status = ANY(:open) AND next_attempt_at <= now()
                     ORDER BY stripe_created, id
                     """
                 ),
                 {"open": _OPEN},
+            ).scalars()
+        )
+
+
+def stored_event_ids(engine: Engine, event_ids: Sequence[str]) -> set[str]:
+    """Which of these Stripe event ids the inbox already holds, whatever their status."""
+    with engine.connect() as connection:
+        return set(
+            connection.execute(
+                text("SELECT event_id FROM billing.webhook_inbox WHERE event_id = ANY(:ids)"),
+                {"ids": list(event_ids)},
             ).scalars()
         )
 
@@ -127,7 +142,8 @@ class ClaimedEvent:
 
 
 def claim(connection: Connection, row_id: int) -> ClaimedEvent | None:
-    """Lock the row if it is still open; None if it is done or another run holds it.
+    """Lock the row if it is still open and due; None if it is done, waiting out its backoff, or
+    held by another run.
 
     `SKIP LOCKED` lets two runs overlap safely: each event is applied by one of them, and a row
     found processed returns early, which is what makes redelivery and re-runs idempotent.
@@ -138,7 +154,7 @@ def claim(connection: Connection, row_id: int) -> ClaimedEvent | None:
                 """
                 SELECT id, event_id, event_type, stripe_created, attempts, payload
                 FROM billing.webhook_inbox
-                WHERE id = :id AND status = ANY(:open)
+                WHERE id = :id AND status = ANY(:open) AND next_attempt_at <= now()
                 FOR UPDATE SKIP LOCKED
                 """
             ),
@@ -165,18 +181,30 @@ def mark_done(connection: Connection, row_id: int, status: InboxStatus) -> None:
 
 
 def mark_failed(
-    connection: Connection, row_id: int, attempts: int, error: str, status: InboxStatus
+    connection: Connection,
+    row_id: int,
+    attempts: int,
+    error: str,
+    status: InboxStatus,
+    retry_in: timedelta,
 ) -> None:
-    """Record a handler error: `failed` (to be retried) or `dead_letter` (attempts used up)."""
+    """Record a handler error: `failed` (due again `retry_in` from now) or `dead_letter`."""
     connection.execute(
         text(
             """
             UPDATE billing.webhook_inbox
-            SET status = :status, attempts = :attempts, last_error = :error
+            SET status = :status, attempts = :attempts, last_error = :error,
+                next_attempt_at = now() + :retry_in
             WHERE id = :id
             """
         ),
-        {"id": row_id, "status": status, "attempts": attempts, "error": error[:MAX_ERROR_LENGTH]},
+        {
+            "id": row_id,
+            "status": status,
+            "attempts": attempts,
+            "error": error[:MAX_ERROR_LENGTH],
+            "retry_in": retry_in,
+        },
     )
 
 
@@ -214,7 +242,7 @@ def requeue(engine: Engine, event_id: str) -> bool:
             text(
                 """
                 UPDATE billing.webhook_inbox
-                SET status = :pending, attempts = 0, last_error = NULL
+                SET status = :pending, attempts = 0, last_error = NULL, next_attempt_at = now()
                 WHERE event_id = :event_id AND status = ANY(:stuck)
                 RETURNING id
                 """

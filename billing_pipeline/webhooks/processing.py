@@ -1,15 +1,22 @@
-"""Process the open inbox: oldest first, one transaction per event, bounded retries.
+"""Process the due inbox: oldest first, one transaction per event, retries spaced in time.
 
 Each event is claimed, applied and closed in one transaction, so a crash leaves it open for the
 next run and never half-applied. A handler error is recorded with the attempt count instead of
-failing the batch; after MAX_ATTEMPTS the event is dead-lettered, where the asset check shows it.
-Database outages are not the event's fault: they fail the run and cost no attempt.
+failing the batch, and the event is not tried again before its backoff is over
+(`next_attempt_at`), however often runs are launched: by the sensor, by an operator, or several
+at once. Waits double from FIRST_RETRY_DELAY: 45 s, 1.5, 3, 6 and 12 minutes, so the
+MAX_ATTEMPTS-th (6th) failure, and with it the dead letter the asset check shows, comes no sooner
+than DEAD_LETTER_AFTER (23 min 15 s) after the first. That is time for what Stripe sends first
+(subscription and invoice events before `checkout.session.completed`) to find its organization,
+and for a missing organization to be created. Database outages are not the event's fault: they
+fail the run and cost no attempt.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -22,7 +29,17 @@ from billing_pipeline.webhooks.payloads import HandlerError
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 6
+FIRST_RETRY_DELAY = timedelta(seconds=45)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long an event waits after its `attempts`-th failure: 45 s, doubling each time."""
+    return FIRST_RETRY_DELAY * 2 ** (attempts - 1)
+
+
+# The least time between an event's first failure and its dead letter.
+DEAD_LETTER_AFTER = sum((retry_delay(n) for n in range(1, MAX_ATTEMPTS)), timedelta())
 
 
 @dataclass
@@ -71,7 +88,12 @@ def process_event(
             attempts = event.attempts + 1
             status = InboxStatus.DEAD_LETTER if attempts >= max_attempts else InboxStatus.FAILED
             inbox.mark_failed(
-                connection, row_id, attempts, f"{type(error).__name__}: {error}", status
+                connection,
+                row_id,
+                attempts,
+                f"{type(error).__name__}: {error}",
+                status,
+                retry_delay(attempts),
             )
             # HandlerError messages name ids only; other errors may quote payload values.
             reason = str(error) if isinstance(error, HandlerError) else type(error).__name__
@@ -91,9 +113,9 @@ def process_event(
 def process_open_events(
     engine: Engine, max_attempts: int = MAX_ATTEMPTS, stripe: StripeBilling | None = None
 ) -> BatchResult:
-    """Apply every open event (pending, or failed and due for another attempt), oldest first."""
+    """Apply every due event (pending, or failed with its backoff over), oldest first."""
     result = BatchResult()
-    for row_id in inbox.open_event_ids(engine):
+    for row_id in inbox.due_event_ids(engine):
         outcome = process_event(engine, row_id, max_attempts, stripe)
         if outcome is None:
             result.skipped += 1
