@@ -221,3 +221,14 @@ webhook_inbox = Table(
         postgresql_where=text("status IN ('pending', 'failed')"),
     ),
 )
+
+webhook_recovery = Table(
+    "webhook_recovery",
+    billing_metadata,
+    # One row per list of events the inbox is completed from; today `stripe_v1_events`.
+    Column("source", Text, primary_key=True),
+    # The `created` of the newest event listed and stored: everything older is in the inbox
+    # (the next recovery lists again from a margin before it).
+    _timestamp("confirmed_until", nullable=False),
+    _timestamp("updated_at", nullable=False, default_now=True),
+)

@@ -53,6 +53,11 @@ def test_definitions_are_described_and_the_sensor_runs_by_default(database_url: 
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.description
     assert repository.get_job("process_stripe_webhooks").description
+    assert repository.get_job("recover_stripe_events").description
+    schedule = repository.get_schedule_def("stripe_event_recovery_schedule")
+    assert schedule.job_name == "recover_stripe_events"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.description
     assert (
         stripe_webhook_dead_letters.check_specs
         and next(iter(stripe_webhook_dead_letters.check_specs)).description
