@@ -257,3 +257,17 @@ def test_logs_carry_no_secret_and_no_payload(
     assert caplog.records
     for secret in (SECRET, OLD_SECRET, "whsec_wrong", "cus_secretive"):
         assert secret not in caplog.text
+
+
+def test_other_methods_and_paths_are_answered_405_and_404_and_store_nothing(
+    receiver_url: str, engine: Engine
+) -> None:
+    for path in ("/webhooks/stripe", "/webhooks/stripe/thin"):
+        for method in ("GET", "PUT", "DELETE"):
+            response = requests.request(method, f"{receiver_url}{path}", timeout=10)
+            assert response.status_code == 405
+            assert "POST" in response.headers["Allow"]
+            assert response.json() == {"status": 405, "message": "method not allowed"}
+    missing = requests.post(f"{receiver_url}/webhooks/other", data="{}", timeout=10)
+    assert (missing.status_code, missing.json()["status"]) == (404, 404)
+    assert inbox_rows(engine) == []

@@ -40,15 +40,14 @@ def new_subscription(billing: Billing, organization: int, **params: Any) -> str:
     stripe = billing.stripe_billing.client
     customer = stripe.v1.customers.create({"name": f"Org {organization}"}).id
     billing.emulator.set_clock(START)
-    subscription = stripe.v1.subscriptions.create(
-        {
-            "customer": customer,
-            "items": [{"price": "price_active_sensors"}, {"price": "price_readings"}],
-            "metadata": {"organization_id": str(organization)},
-            **params,
-        }
-    )
-    return subscription.id
+    create: Any = {
+        "customer": customer,
+        "items": [{"price": "price_active_sensors"}, {"price": "price_readings"}],
+        "metadata": {"organization_id": str(organization)},
+        **params,
+    }
+    subscription_id: str = stripe.v1.subscriptions.create(create).id
+    return subscription_id
 
 
 @pytest.mark.parametrize(
