@@ -22,8 +22,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
-    parser.add_argument("--webhook-secret", help="whsec_… secret for thin events (default: new)")
-    parser.add_argument("--webhook-url", help="where to deliver thin error-report events")
+    parser.add_argument("--webhook-secret", help="whsec_… signing secret (default: new)")
+    parser.add_argument(
+        "--webhook-url", help="webhook endpoint for snapshot events (customer.subscription.*)"
+    )
+    parser.add_argument(
+        "--event-destination-url", help="event destination for thin error-report events"
+    )
     parser.add_argument("--state-file", help="JSON file to keep state across restarts")
     parser.set_defaults(handler=_serve)
 
@@ -57,6 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
     ).start()
     if args.webhook_url:
         emulator.control.set_webhook_endpoint(args.webhook_url)
+    if args.event_destination_url:
+        emulator.control.set_event_destination(args.event_destination_url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"Stripe emulator listening on {emulator.url}", flush=True)

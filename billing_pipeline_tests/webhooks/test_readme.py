@@ -55,8 +55,6 @@ def test_recovery_and_limits_are_described_with_the_codes_values() -> None:
 def test_the_readme_configuration_table_names_every_setting() -> None:
     table = section(README, "Configuration")
     names = [
-        value
-        for name, value in vars(config).items()
-        if name.isupper() and isinstance(value, str)
+        value for name, value in vars(config).items() if name.isupper() and isinstance(value, str)
     ]
     assert names and all(f"| `{name}` |" in table for name in names)
