@@ -105,6 +105,7 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
     def reset() -> Response:
         state.reset()
         faults.reset()
+        runtime.deliverer.deliveries.clear()
         with runtime.counts_lock:
             runtime.counts.clear()
         return jsonify({"reset": True})

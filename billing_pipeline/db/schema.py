@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from billing_pipeline.db.statuses import InboxStatus, LedgerStatus
+from billing_pipeline.db.statuses import OPEN_INBOX_STATUSES, InboxStatus, LedgerStatus
 
 BILLING_SCHEMA = "billing"
 
@@ -206,7 +206,7 @@ webhook_inbox = Table(
     Column("api_version", Text, nullable=True),
     Column("payload", JSONB, nullable=False),
     _timestamp("received_at", nullable=False, default_now=True),
-    Column("status", Text, nullable=False, server_default="pending"),
+    Column("status", Text, nullable=False, server_default=InboxStatus.PENDING.value),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text, nullable=True),
     _timestamp("processed_at"),
@@ -218,7 +218,9 @@ webhook_inbox = Table(
     Index(
         "ix_webhook_inbox_open",
         "stripe_created",
-        postgresql_where=text("status IN ('pending', 'failed')"),
+        postgresql_where=text(
+            "status IN (" + ", ".join(f"'{s}'" for s in OPEN_INBOX_STATUSES) + ")"
+        ),
     ),
 )
 
