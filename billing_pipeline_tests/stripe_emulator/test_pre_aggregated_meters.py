@@ -29,8 +29,8 @@ WINDOW_NAMES = pytest.mark.parametrize("window", ["day", "hour"])
 class Meter:
     """One meter, its window size and the first of three whole windows in the emulator's past."""
 
-    def __init__(self, client: stripe.StripeClient, meter: Any, first_window: int) -> None:
-        self.client = client
+    def __init__(self, stripe_client: stripe.StripeClient, meter: Any, first_window: int) -> None:
+        self.client = stripe_client
         self.id: str = meter.id
         self.event_name: str = meter.event_name
         self.size = WINDOWS[meter.event_time_window] if meter.event_time_window else DAY
@@ -86,36 +86,38 @@ class Meter:
 
 
 @pytest.fixture
-def customers(client: stripe.StripeClient) -> tuple[str, str]:
-    a = client.v1.customers.create({"email": "a@example.com"}).id
-    b = client.v1.customers.create({"email": "b@example.com"}).id
+def customers(stripe_client: stripe.StripeClient) -> tuple[str, str]:
+    a = stripe_client.v1.customers.create({"email": "a@example.com"}).id
+    b = stripe_client.v1.customers.create({"email": "b@example.com"}).id
     return a, b
 
 
 @pytest.fixture
 def meter_with(
-    client: stripe.StripeClient, make_meter: Callable[..., Any], control: EmulatorControl
+    stripe_client: stripe.StripeClient,
+    make_meter: Callable[..., Any],
+    emulator_at_noon: EmulatorControl,
 ) -> Callable[..., Meter]:
     """A meter whose three windows are whole days (or hours) ending before yesterday."""
-    today = control.now() - control.now() % DAY
+    today = emulator_at_noon.now() - emulator_at_noon.now() % DAY
 
     def create(formula: str, window: str | None) -> Meter:
         extra = {"event_time_window": window} if window else {}
         meter = make_meter(f"{formula}_{window or 'raw'}", formula, **extra)
-        return Meter(client, meter, today - 4 * DAY)
+        return Meter(stripe_client, meter, today - 4 * DAY)
 
     return create
 
 
 def test_meter_object_carries_its_event_time_window(
-    client: stripe.StripeClient, make_meter: Callable[..., Any]
+    stripe_client: stripe.StripeClient, make_meter: Callable[..., Any]
 ) -> None:
     raw = make_meter("raw_readings")
     daily = make_meter("daily_readings", event_time_window="day")
     hourly = make_meter("hourly_readings", event_time_window="hour")
     assert (raw.event_time_window, daily.event_time_window) == (None, "day")
-    assert client.v1.billing.meters.retrieve(hourly.id).event_time_window == "hour"
-    listed = {m.id: m.event_time_window for m in client.v1.billing.meters.list().data}
+    assert stripe_client.v1.billing.meters.retrieve(hourly.id).event_time_window == "hour"
+    listed = {m.id: m.event_time_window for m in stripe_client.v1.billing.meters.list().data}
     assert listed == {raw.id: None, daily.id: "day", hourly.id: "hour"}
     with pytest.raises(stripe.InvalidRequestError) as refused:
         make_meter("weekly_readings", event_time_window="week")
@@ -123,16 +125,16 @@ def test_meter_object_carries_its_event_time_window(
 
 
 def test_event_time_window_cannot_be_changed_after_creation(
-    client: stripe.StripeClient, make_meter: Callable[..., Any]
+    stripe_client: stripe.StripeClient, make_meter: Callable[..., Any]
 ) -> None:
     meter = make_meter("readings", event_time_window="day")
     change: Any = {"event_time_window": "hour"}
     with pytest.raises(stripe.InvalidRequestError) as refused:
-        client.v1.billing.meters.update(meter.id, change)
+        stripe_client.v1.billing.meters.update(meter.id, change)
     assert refused.value.http_status == 400
     assert refused.value.param == "event_time_window"
     assert refused.value.error is not None and refused.value.error.type == "invalid_request_error"
-    renamed = client.v1.billing.meters.update(meter.id, {"display_name": "Readings per day"})
+    renamed = stripe_client.v1.billing.meters.update(meter.id, {"display_name": "Readings per day"})
     assert (renamed.display_name, renamed.event_time_window) == ("Readings per day", "day")
 
 
@@ -141,11 +143,11 @@ def test_event_time_window_cannot_be_changed_after_creation(
 def test_sum_keeps_one_event_per_customer_window(
     meter_with: Callable[..., Meter],
     customers: tuple[str, str],
-    control: EmulatorControl,
+    emulator_at_noon: EmulatorControl,
     window: str,
     newer: str,
 ) -> None:
-    control.set_newer_mode(newer)
+    emulator_at_noon.set_newer_mode(newer)
     a, b = customers
     meter = meter_with("sum", window)
     meter.send(a, 10, meter.at(0, 5))
@@ -162,9 +164,9 @@ def test_sum_keeps_one_event_per_customer_window(
 
 @NEWER_MODES
 def test_a_day_of_an_hourly_meter_sums_its_hours_survivors(
-    meter_with: Callable[..., Meter], customer: str, control: EmulatorControl, newer: str
+    meter_with: Callable[..., Meter], customer: str, emulator_at_noon: EmulatorControl, newer: str
 ) -> None:
-    control.set_newer_mode(newer)
+    emulator_at_noon.set_newer_mode(newer)
     meter = meter_with("sum", "hour")
     meter.send(customer, 3, meter.at(0, 1))
     meter.send(customer, 5, meter.at(0, 4))  # newer both ways: replaces 3
@@ -179,11 +181,11 @@ def test_a_day_of_an_hourly_meter_sums_its_hours_survivors(
 def test_a_correction_replaces_the_window_and_a_cancel_restores_it(
     meter_with: Callable[..., Meter],
     customer: str,
-    control: EmulatorControl,
+    emulator_at_noon: EmulatorControl,
     window: str,
     newer: str,
 ) -> None:
-    control.set_newer_mode(newer)
+    emulator_at_noon.set_newer_mode(newer)
     meter = meter_with("sum", window)
     original = meter.send(customer, 5, meter.at(1, 2))
     correction = meter.send(customer, 8, meter.at(1, 3))  # later in time and in arrival
@@ -200,11 +202,11 @@ def test_a_correction_replaces_the_window_and_a_cancel_restores_it(
 def test_count_is_one_per_window_with_an_event(
     meter_with: Callable[..., Meter],
     customers: tuple[str, str],
-    control: EmulatorControl,
+    emulator_at_noon: EmulatorControl,
     window: str,
     newer: str,
 ) -> None:
-    control.set_newer_mode(newer)
+    emulator_at_noon.set_newer_mode(newer)
     a, b = customers
     meter = meter_with("count", window)
     for tenth, value in ((1, 50), (4, 1), (2, 9)):
@@ -223,11 +225,11 @@ def test_count_is_one_per_window_with_an_event(
 def test_last_is_the_latest_windows_survivor_whatever_arrives_later(
     meter_with: Callable[..., Meter],
     customers: tuple[str, str],
-    control: EmulatorControl,
+    emulator_at_noon: EmulatorControl,
     window: str,
     newer: str,
 ) -> None:
-    control.set_newer_mode(newer)
+    emulator_at_noon.set_newer_mode(newer)
     a, b = customers
     meter = meter_with("last", window)
     meter.send(a, 3, meter.at(0, 5))
@@ -240,13 +242,13 @@ def test_last_is_the_latest_windows_survivor_whatever_arrives_later(
     meter.send(a, 30, meter.at(0, 8))  # a late correction of the first window
     assert meter.per_window(a) == [30.0, 0.0, latest]
     assert meter.period(a) == latest
-    control.set_last_mode("arrival")  # the raw-meter switch does not reorder windows
+    emulator_at_noon.set_last_mode("arrival")  # the raw-meter switch does not reorder windows
     assert meter.period(a) == latest
     assert meter.period(b) == 40.0
 
 
 def test_raw_meters_still_count_every_event(
-    meter_with: Callable[..., Meter], customer: str, control: EmulatorControl
+    meter_with: Callable[..., Meter], customer: str, emulator_at_noon: EmulatorControl
 ) -> None:
     total, count = meter_with("sum", None), meter_with("count", None)
     for meter in (total, count):
@@ -254,22 +256,22 @@ def test_raw_meters_still_count_every_event(
         meter.send(customer, 10, meter.at(0, 5))  # same timestamp: both count
         meter.send(customer, 7, meter.at(0, 2))
     for newer in ("arrival", "timestamp"):
-        control.set_newer_mode(newer)
+        emulator_at_noon.set_newer_mode(newer)
         assert total.per_window(customer) == [27.0, 0.0, 0.0]
         assert count.per_window(customer) == [3.0, 0.0, 0.0]
 
 
 def test_v2_stream_events_are_windowed_with_v1_events(
-    emulator: StripeEmulator,
-    client: stripe.StripeClient,
+    emulator_server: StripeEmulator,
+    stripe_client: stripe.StripeClient,
     meter_with: Callable[..., Meter],
     customer: str,
 ) -> None:
     meter = meter_with("sum", "day")
     meter.send(customer, 5, meter.at(0, 1))
-    token = client.v2.billing.meter_event_session.create().authentication_token
+    token = stripe_client.v2.billing.meter_event_session.create().authentication_token
     streamer = stripe.StripeClient(
-        token, base_addresses={"api": emulator.url, "meter_events": emulator.url}
+        token, base_addresses={"api": emulator_server.url, "meter_events": emulator_server.url}
     )
     events: Any = [
         {
@@ -284,9 +286,9 @@ def test_v2_stream_events_are_windowed_with_v1_events(
     assert meter.per_window(customer) == [12.0, 6.0, 0.0]
 
 
-def test_control_refuses_an_unknown_newer_mode(control: EmulatorControl) -> None:
+def test_control_refuses_an_unknown_newer_mode(emulator_at_noon: EmulatorControl) -> None:
     with pytest.raises(ValueError, match="newer"):
-        control.set_newer_mode("first")
+        emulator_at_noon.set_newer_mode("first")
 
 
 def test_newer_mode_is_a_startup_option_that_reset_and_a_state_file_keep(
@@ -296,13 +298,13 @@ def test_newer_mode_is_a_startup_option_that_reset_and_a_state_file_keep(
     with StripeEmulator(port=0, newer_mode="timestamp", state_file=state_file) as first:
         first.control.set_newer_mode("arrival")  # saved in the state file
     with StripeEmulator(port=0, newer_mode="timestamp", state_file=state_file) as emulator:
-        client = stripe.StripeClient(
+        stripe_client = stripe.StripeClient(
             "sk_test_x", base_addresses={"api": emulator.url, "meter_events": emulator.url}
         )
-        assert _first_window_value(client, emulator.control) == 10.0
+        assert _first_window_value(stripe_client, emulator.control) == 10.0
         emulator.control.set_newer_mode("arrival")
         emulator.control.reset()
-        assert _first_window_value(client, emulator.control) == 10.0
+        assert _first_window_value(stripe_client, emulator.control) == 10.0
 
 
 def test_cli_newer_flag_sets_the_mode() -> None:
@@ -316,16 +318,18 @@ def test_cli_newer_flag_sets_the_mode() -> None:
         assert process.stdout is not None
         lines = [process.stdout.readline() for _ in range(3)]
         url = lines[1].strip().removeprefix("STRIPE_API_BASE=")
-        client = stripe.StripeClient("sk_test_x", base_addresses={"api": url})
-        assert _first_window_value(client, EmulatorControl(url)) == 10.0
+        stripe_client = stripe.StripeClient("sk_test_x", base_addresses={"api": url})
+        assert _first_window_value(stripe_client, EmulatorControl(url)) == 10.0
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-def _first_window_value(client: stripe.StripeClient, control: EmulatorControl) -> float:
+def _first_window_value(
+    stripe_client: stripe.StripeClient, emulator_at_noon: EmulatorControl
+) -> float:
     """10 if the later timestamp survives, 7 if the later arrival does."""
-    meter = client.v1.billing.meters.create(
+    meter = stripe_client.v1.billing.meters.create(
         {
             "display_name": "Readings",
             "event_name": "readings",
@@ -333,17 +337,17 @@ def _first_window_value(client: stripe.StripeClient, control: EmulatorControl) -
             "event_time_window": "day",
         }
     )
-    customer = client.v1.customers.create({"email": "c@example.com"}).id
-    yesterday = control.now() - control.now() % DAY - DAY
+    customer = stripe_client.v1.customers.create({"email": "c@example.com"}).id
+    yesterday = emulator_at_noon.now() - emulator_at_noon.now() % DAY - DAY
     for value, ts in ((10, yesterday + 5 * HOUR), (7, yesterday + 2 * HOUR)):
-        client.v1.billing.meter_events.create(
+        stripe_client.v1.billing.meter_events.create(
             {
                 "event_name": "readings",
                 "payload": {"stripe_customer_id": customer, "value": str(value)},
                 "timestamp": ts,
             }
         )
-    page = client.v1.billing.meters.event_summaries.list(
+    page = stripe_client.v1.billing.meters.event_summaries.list(
         meter.id, {"customer": customer, "start_time": yesterday, "end_time": yesterday + DAY}
     )
     return float(page.data[0].aggregated_value)
