@@ -30,6 +30,19 @@ def register(subparsers: Any) -> None:
         "--event-destination-url", help="event destination for thin error-report events"
     )
     parser.add_argument("--state-file", help="JSON file to keep state across restarts")
+    parser.add_argument(
+        "--last-mode",
+        choices=("timestamp", "arrival"),
+        default="timestamp",
+        help="raw `last` meters: latest timestamp or latest arrival wins (default: timestamp)",
+    )
+    parser.add_argument(
+        "--newer",
+        choices=("arrival", "timestamp"),
+        default="arrival",
+        help="pre-aggregated meters keep each window's latest arrival or latest timestamp "
+        "(ties by arrival) (default: arrival)",
+    )
     parser.set_defaults(handler=_serve)
 
     sub = parser.add_subparsers(dest="emulator_command", metavar="SUBCOMMAND")
@@ -59,6 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         webhook_secret=args.webhook_secret,
         state_file=args.state_file,
+        last_mode=args.last_mode,
+        newer_mode=args.newer,
     ).start()
     if args.webhook_url:
         emulator.control.set_webhook_endpoint(args.webhook_url)

@@ -58,6 +58,11 @@ class EmulatorControl:
         """ "timestamp" (latest event timestamp wins) or "arrival" (latest received wins)."""
         self._call("POST", "/last_mode", {"mode": mode})
 
+    def set_newer_mode(self, mode: str) -> None:
+        """Pre-aggregated meters keep each window's newest event: "arrival" (latest received,
+        the default) or "timestamp" (latest timestamp, ties broken by arrival)."""
+        self._call("POST", "/newer_mode", {"mode": mode})
+
     def set_unknown_customer_mode(self, mode: str) -> None:
         """ "async" (accept, then an error report, like Stripe) or "reject" (a synchronous 400)."""
         self._call("POST", "/unknown_customer_mode", {"mode": mode})

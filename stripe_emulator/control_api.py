@@ -62,6 +62,11 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         state.set_last_mode(str(_body()["mode"]))
         return jsonify({"mode": state.settings.last_mode})
 
+    @bp.post("/newer_mode")
+    def set_newer_mode() -> Response:
+        state.set_newer_mode(str(_body()["mode"]))
+        return jsonify({"mode": state.settings.newer_mode})
+
     @bp.post("/unknown_customer_mode")
     def set_unknown_customer_mode() -> Response:
         state.set_unknown_customer_mode(str(_body()["mode"]))

@@ -42,7 +42,7 @@ class Meters:
         window = params.get("event_time_window")
         if window is not None and window not in GROUPING_WINDOWS:
             raise invalid(
-                "Invalid event_time_window: must be day or hour", param="event_time_window"
+                "Invalid event_time_window: must be one of day or hour", param="event_time_window"
             )
         store = self._store
         with store.lock:
@@ -96,7 +96,8 @@ class Meters:
             return paginate(items, params, "/v1/billing/meters")
 
     def update(self, meter_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Only the display name can change: a meter's aggregation is fixed at creation."""
+        """Only the display name can change: aggregation and `event_time_window` are fixed at
+        creation, and Stripe's update endpoint has no such parameters ("unknown parameter")."""
         unsupported = set(params) - {"display_name", "expand"}
         if unsupported:
             name = sorted(unsupported)[0]

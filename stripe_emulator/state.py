@@ -26,8 +26,8 @@ from stripe_emulator.v2_streams import MeterEventStream
 
 
 class EmulatorState:
-    def __init__(self) -> None:
-        self._store = store = Store()
+    def __init__(self, defaults: Settings | None = None) -> None:
+        self._store = store = Store(defaults)
         self.customers = Customers(store)
         self.meters = Meters(store)
         self.error_reports = ErrorReports(store)
@@ -71,6 +71,13 @@ class EmulatorState:
             raise invalid(f"Invalid last mode: {mode}", param="mode")
         with self._store.lock:
             self._store.settings.last_mode = mode  # type: ignore[assignment]
+
+    def set_newer_mode(self, mode: str) -> None:
+        """Which event of a pre-aggregated meter's window survives: latest arrival or timestamp."""
+        if mode not in ("arrival", "timestamp"):
+            raise invalid(f"Invalid newer mode: {mode}", param="mode")
+        with self._store.lock:
+            self._store.settings.newer_mode = mode  # type: ignore[assignment]
 
     def set_unknown_customer_mode(self, mode: str) -> None:
         if mode not in ("async", "reject"):

@@ -8,19 +8,23 @@ consistent state, and a snapshot for `--state-file` is one JSON document.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from stripe_emulator.clock import Clock
 from stripe_emulator.records import ErrorReport, MeterEvent, SavedResponse
 
 LastMode = Literal["timestamp", "arrival"]
+NewerMode = Literal["arrival", "timestamp"]
 UnknownCustomerMode = Literal["async", "reject"]
 
 
 @dataclass
 class Settings:
+    """The switches tests flip; `reset` returns to the ones the emulator was started with."""
+
     last_mode: LastMode = "timestamp"
+    newer_mode: NewerMode = "arrival"
     unknown_customer_mode: UnknownCustomerMode = "async"
     # Stripe sends snapshot (v1) events to a webhook endpoint and thin (v2) events to an event
     # destination; the pipeline receives them on two URLs.
@@ -52,10 +56,11 @@ class Store:
     snapshotted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, defaults: Settings | None = None) -> None:
         self.lock = threading.RLock()
         self.clock = Clock()
-        self.settings = Settings()
+        self.defaults = defaults or Settings()
+        self.settings = replace(self.defaults)
         self.data = Data()
         self.dirty = False
         self.inflight: set[tuple[str, str]] = set()
@@ -65,7 +70,7 @@ class Store:
     def reset(self) -> None:
         with self.lock:
             self.clock = Clock()
-            self.settings = Settings()
+            self.settings = replace(self.defaults)
             self.data = Data()
             self.inflight.clear()
             self.outbox.clear()

@@ -5,35 +5,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from stripe_emulator.aggregation import MeterUsage, meter_usage
 from stripe_emulator.customers import Customers
 from stripe_emulator.errors import invalid, missing_param
 from stripe_emulator.meters import GROUPING_WINDOWS, Meters
 from stripe_emulator.pagination import int_param, paginate
-from stripe_emulator.records import MeterEvent
-from stripe_emulator.store import LastMode, Store
+from stripe_emulator.store import Store
 
 
-def _summary(
-    meter_id: str,
-    customer: str,
-    start: int,
-    end: int,
-    events: list[MeterEvent],
-    formula: str,
-    last_mode: LastMode,
-) -> dict[str, Any]:
-    inside = [e for e in events if start <= e.timestamp < end]
-    value: float
-    if formula == "count":
-        value = float(len(inside))
-    elif formula == "sum":
-        value = float(sum(e.value for e in inside))
-    elif not inside:
-        value = 0.0
-    elif last_mode == "arrival":
-        value = float(max(inside, key=lambda e: e.seq).value)
-    else:
-        value = float(max(inside, key=lambda e: (e.timestamp, e.seq)).value)
+def _summary(meter_id: str, customer: str, start: int, end: int, value: float) -> dict[str, Any]:
     digest = hashlib.sha256(f"{meter_id}|{customer}|{start}|{end}".encode()).hexdigest()
     return {
         "id": f"mtrusg_test_{digest[:40]}",
@@ -52,8 +32,21 @@ class Summaries:
         self._meters = meters
         self._customers = customers
 
+    def usage(self, meter_id: str, customer: str) -> MeterUsage:
+        """What `customer` is billed on the meter, valued per period with `.value(start, end)`.
+
+        Summaries and anything else that bills a period (invoices) go through here, so every
+        view applies the same cancels, pre-aggregation windows and switches.
+        """
+        store = self._store
+        with store.lock:
+            meter, settings = self._meters.retrieve(meter_id), store.settings
+            return meter_usage(
+                meter, customer, store.data.events, settings.last_mode, settings.newer_mode
+            )
+
     def list_page(self, meter_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Every window is listed (0 when empty), oldest first; cancelled events don't count."""
+        """Every window is listed (0 when empty), oldest first, each valued by `usage`."""
         customer = params.get("customer")
         if not customer:
             raise missing_param("customer")
@@ -73,7 +66,7 @@ class Summaries:
             )
         store = self._store
         with store.lock:
-            meter = self._meters.retrieve(meter_id)
+            usage = self.usage(meter_id, str(customer))  # an unknown meter is a 404 first
             self._customers.retrieve(str(customer))
             if grouping is None:
                 windows = [(start, end)]
@@ -87,15 +80,7 @@ class Summaries:
                             param=name,
                         )
                 windows = [(s, s + size) for s in range(start, end, size)]
-            events = [
-                e
-                for e in store.data.events
-                if e.meter == meter_id and e.customer == customer and e.cancelled_at is None
-            ]
-            formula = meter["default_aggregation"]["formula"]
-            last_mode = store.settings.last_mode
             summaries = [
-                _summary(meter_id, str(customer), s, e, events, formula, last_mode)
-                for s, e in windows
+                _summary(meter_id, str(customer), s, e, usage.value(s, e)) for s, e in windows
             ]
             return paginate(summaries, params, f"/v1/billing/meters/{meter_id}/event_summaries")
