@@ -217,9 +217,11 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
             child.wait_ready()
     receiving = any(s.name == RECEIVER for s in first)
     if emulator is not None and receiving:
-        emulator.control.set_webhook_endpoint(
-            f"http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
-        )
+        # Snapshot events (subscriptions, invoices) and thin meter-error events have separate
+        # endpoints, as a Stripe webhook endpoint and an event destination do.
+        receiver = f"http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
+        emulator.control.set_webhook_endpoint(receiver)
+        emulator.control.set_event_destination(f"{receiver}/thin")
 
     _print_urls(options, url, env, emulator, receiving)
     while True:
