@@ -82,8 +82,8 @@ def test_the_daemon_completes_the_daily_billing_run(
     database_url: str,
     dagster_home: Path,
     dagster_pg_url: str,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
     stripe_billing: StripeBilling,
 ) -> None:
     day = datetime.now(UTC).date() - timedelta(days=1)  # what the 02:00 schedule bills
@@ -104,7 +104,7 @@ def test_the_daemon_completes_the_daily_billing_run(
         config.DAGSTER_HOME: str(dagster_home),
         config.DAGSTER_PG_URL: dagster_pg_url,
         config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: stripe_emulator.url,
+        config.STRIPE_API_BASE: emulator_server.url,
     }
     # Creating the instance here also creates Dagster's tables before three processes race to.
     with (
@@ -147,7 +147,7 @@ def test_the_daemon_completes_the_daily_billing_run(
         assert len(step_pids) == 1
         assert step_pids.isdisjoint(topology.pids() | {os.getpid()})
 
-    sent = {(e["event_name"], e["customer"]): e["value"] for e in emulator.meter_events()}
+    sent = {(e["event_name"], e["customer"]): e["value"] for e in emulator_control.meter_events()}
     assert sent == expected
-    identifiers = {e["identifier"] for e in emulator.meter_events()}
+    identifiers = {e["identifier"] for e in emulator_control.meter_events()}
     assert identifiers == {f"bp-{meter}-1-{day:%Y%m%d}-r1" for meter, _ in expected}
