@@ -74,9 +74,12 @@ def _work_sql(url: str, day: date) -> dict[str, list[int]]:
 
     engine = make_engine(url, pool_size=1)
     start, end = _window(day)
-    summaries = {meter.name: refresh_daily_usage(engine, meter, start, end) for meter in METERS}
+    per_meter = {meter.name: refresh_daily_usage(engine, meter, start, end) for meter in METERS}
     engine.dispose()
-    return {name: [s.rows, s.total] for name, s in sorted(summaries.items())}
+    return {
+        name: [sum(d.rows for d in days.values()), sum(d.total for d in days.values())]
+        for name, days in sorted(per_meter.items())
+    }
 
 
 def _work_asset(url: str, day: date) -> dict[str, list[int]]:

@@ -47,12 +47,8 @@ from bench.common import (
     table,
 )
 from billing_pipeline.db.engine import make_engine
-from stripe_emulator.webhooks import (
-    TriggerOptions,
-    build_event,
-    generate_webhook_secret,
-    signature_header,
-)
+from stripe_emulator.webhook_events import TriggerOptions, build_event
+from stripe_emulator.webhooks import generate_webhook_secret, signature_header
 
 PATH = "/webhooks/stripe"
 ID_MARK = "evt_BENCHMARKPLACEHOLDER"

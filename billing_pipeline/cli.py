@@ -14,11 +14,10 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "billing_pipeline.db.cli",
-    "billing_demo.seed.cli",
-    "stripe_emulator.cli",
     "billing_pipeline.stripe_reporting.cli",
     "billing_pipeline.webhooks.cli",
-    "billing_demo.dev.cli",
+    # The demo tooling (seed, the Stripe emulator, the dev supervisor) registers its own.
+    "billing_demo.cli",
 )
 
 

@@ -15,6 +15,7 @@ DAGSTER_PG_URL = "DAGSTER_PG_URL"
 STRIPE_SECRET_KEY = "STRIPE_SECRET_KEY"
 STRIPE_API_BASE = "STRIPE_API_BASE"
 STRIPE_WEBHOOK_SECRET = "STRIPE_WEBHOOK_SECRET"
+STRIPE_WEBHOOK_MAX_BODY_BYTES = "STRIPE_WEBHOOK_MAX_BODY_BYTES"
 DATA_DIR = "BILLING_PIPELINE_DATA_DIR"
 
 
@@ -27,3 +28,16 @@ def env(name: str) -> str | None:
     """An environment variable; an empty string counts as unset, as shells often export them."""
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def env_positive_int(name: str, default: int) -> int:
+    """A positive whole number from the environment, or `default` when unset.
+
+    A bad value is an error naming the variable, so a misconfigured process fails at start.
+    """
+    value = env(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError(f"{name} must be a positive whole number, not {value!r}")
+    return int(value)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from billing_pipeline import config
 from billing_pipeline.db.engine import make_engine
-from billing_pipeline.stripe_client import EventFetcher, RetryRule, StripeBilling
+from billing_pipeline.stripe_client import RetryRule, StripeBilling
 
 
 @cache
@@ -62,11 +62,6 @@ class StripeResource(dg.ConfigurableResource):
             max_network_retries=self.max_network_retries,
             retry=RetryRule(attempts=self.retry_attempts, base_seconds=self.retry_base_seconds),
         )
-
-    def event_fetcher(self) -> EventFetcher | None:
-        """Fetch a thin event's full body, or None without a key (the event then waits)."""
-        client = self.client()
-        return None if client is None else client.retrieve_event
 
 
 def stripe_from_environment() -> StripeResource:

@@ -11,7 +11,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -26,9 +26,6 @@ DUPLICATE_IDENTIFIER = "An event already exists with identifier"
 TOO_OLD = "cannot be more than 35 days in past"
 T = TypeVar("T")
 TRANSIENT_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
-
-# Fetches a Stripe event's full body by id (thin events carry only the id).
-EventFetcher = Callable[[str], Mapping[str, Any]]
 
 
 class Outcome(enum.Enum):
@@ -73,7 +70,8 @@ class RetryRule:
 
 
 class StripeBilling:
-    """Meter-event calls through the official SDK (v1 endpoints)."""
+    """The Stripe calls the pipeline makes, through the official SDK: meter events and their
+    summaries for reporting; events and subscriptions for the webhook flow."""
 
     def __init__(
         self,
@@ -194,6 +192,33 @@ class StripeBilling:
             lambda: self.client.v2.core.events.retrieve(event_id), f"event {event_id}"
         )
         return event.to_dict()
+
+    def list_events(
+        self, types: Sequence[str], created_gte: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Stripe's events of these types (`GET /v1/events`), newest first, every page.
+
+        Stripe keeps events for 30 days; without `created_gte` all of them are listed. Each event
+        is the JSON Stripe delivers to webhook endpoints, as plain dicts.
+        """
+        params: stripe.params.EventListParams = {"types": list(types), "limit": 100}
+        if created_gte is not None:
+            params["created"] = {"gte": int(created_gte.timestamp())}
+
+        def listing() -> list[dict[str, Any]]:
+            pages = self.client.v1.events.list(params)
+            return [event.to_dict(for_json=True) for event in pages.auto_paging_iter()]
+
+        return self._with_retries(listing, "list events")
+
+    def retrieve_subscription(self, subscription_id: str) -> Mapping[str, Any]:
+        """A subscription's current state (`GET /v1/subscriptions/{id}`), for when the order of
+        its events is ambiguous."""
+        subscription = self._with_retries(
+            lambda: self.client.v1.subscriptions.retrieve(subscription_id),
+            f"subscription {subscription_id}",
+        )
+        return subscription.to_dict()
 
 
 def _remote_meter(meter: stripe.billing.Meter) -> RemoteMeter:

@@ -1,61 +1,37 @@
 """A real range backfill: launched on a Dagster instance and driven by the backfill daemon's loop.
 
-The code location is the project's `Definitions`, with only the Stripe resource bound to the
-test emulator and the in-process executor; runs are launched synchronously so one daemon
+The code location is the project's `Definitions`, with its resources bound to the test database
+and the emulator and the in-process executor; runs are launched synchronously so one daemon
 iteration executes them.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.test_utils import create_test_daemon_workspace_context
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._record import copy
 from dagster._time import get_current_timestamp
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
-from billing_pipeline import config
 from billing_pipeline.definitions import defs
-from billing_pipeline.resources import StripeResource
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.usage.meters import ACTIVE_SENSORS, METERS, TEMPERATURE_READINGS
-from billing_pipeline_tests.stripe_reporting.test_assets import new_customer
 from billing_pipeline_tests.support.builders import (
     add_organization,
     add_readings,
     add_sensor,
     midnight,
 )
+from billing_pipeline_tests.support.dagster_runs import Billing, daemon_workspace
 from billing_pipeline_tests.support.databases import create_database, drop_database
-from billing_pipeline_tests.support.stripe import TEST_KEY
-from stripe_emulator.control import EmulatorControl
-from stripe_emulator.server import StripeEmulator
-
-# What the daemon loads: the project's definitions, Stripe read from the environment at run time.
-backfill_defs = copy(
-    defs,
-    resources={
-        **(defs.resources or {}),
-        "stripe": StripeResource(
-            secret_key=dg.EnvVar(config.STRIPE_SECRET_KEY),
-            api_base=dg.EnvVar(config.STRIPE_API_BASE),
-            max_network_retries=0,
-            retry_base_seconds=0.01,
-        ),
-    },
-    executor=dg.in_process_executor,
-)
+from billing_pipeline_tests.support.stripe import new_customer
 
 TODAY = datetime.now(UTC).date()
 DAYS = [TODAY - timedelta(days=n) for n in range(35, 0, -1)]  # 35 days, ending yesterday
@@ -116,21 +92,15 @@ def backfill_instance(postgres_server_url: str) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def workspace(
-    backfill_instance: dg.DagsterInstance,
-    database_url: str,
-    stripe_emulator: StripeEmulator,
-    monkeypatch: pytest.MonkeyPatch,
+    backfill_instance: dg.DagsterInstance, billing: Billing
 ) -> Iterator[WorkspaceProcessContext]:
-    monkeypatch.setenv(config.DATABASE_URL, database_url)
-    monkeypatch.setenv(config.STRIPE_SECRET_KEY, TEST_KEY)
-    monkeypatch.setenv(config.STRIPE_API_BASE, stripe_emulator.url)
-    origin = LoadableTargetOrigin(
-        module_name=__name__, attribute="backfill_defs", working_directory=os.getcwd()
+    """The project's definitions with the test's resources and the in-process executor."""
+    definitions = copy(
+        defs,
+        resources={**(defs.resources or {}), **billing.resources()},
+        executor=dg.in_process_executor,
     )
-    target = InProcessWorkspaceLoadTarget(
-        InProcessCodeLocationOrigin(origin, location_name="billing_pipeline")
-    )
-    with create_test_daemon_workspace_context(target, backfill_instance) as context:
+    with daemon_workspace(backfill_instance, definitions) as context:
         yield context
 
 
@@ -184,11 +154,9 @@ def stripe_by_day(stripe_billing: StripeBilling, customer: str) -> dict[str, lis
 
 
 def test_a_35_day_backfill_is_one_run_bills_day_by_day_totals_and_reruns_send_nothing(
-    engine: Engine,
-    workspace: WorkspaceProcessContext,
-    emulator: EmulatorControl,
-    stripe_billing: StripeBilling,
+    billing: Billing, workspace: WorkspaceProcessContext
 ) -> None:
+    engine, emulator, stripe_billing = billing.engine, billing.emulator, billing.stripe_billing
     customers = {1: new_customer(stripe_billing, "Alpha"), 2: new_customer(stripe_billing, "Beta")}
     for org in (1, 2, 3):
         add_organization(engine, org, customer=customers.get(org))

@@ -8,7 +8,7 @@ import pytest
 import stripe
 
 from billing_pipeline.stripe_client import Outcome, RetryRule, StripeBilling
-from billing_pipeline_tests.support.stripe import TEST_KEY
+from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
 
@@ -26,30 +26,30 @@ def send(
 
 
 @pytest.fixture
-def customer(stripe_billing: StripeBilling) -> str:
-    customer_id: str = stripe_billing.client.v1.customers.create({"name": "C"}).id
-    return customer_id
+def known_customer(stripe_billing: StripeBilling) -> str:
+    """A customer Stripe knows (the global `customer` is for the emulator's own tests)."""
+    return new_customer(stripe_billing, "C")
 
 
 def test_a_duplicate_identifier_means_already_delivered(
-    stripe_billing: StripeBilling, emulator: EmulatorControl, customer: str
+    stripe_billing: StripeBilling, emulator_control: EmulatorControl, known_customer: str
 ) -> None:
-    assert send(stripe_billing, customer, "bp-x-1") is Outcome.SENT
-    assert send(stripe_billing, customer, "bp-x-1") is Outcome.ALREADY_SENT
-    assert len(emulator.meter_events()) == 1
+    assert send(stripe_billing, known_customer, "bp-x-1") is Outcome.SENT
+    assert send(stripe_billing, known_customer, "bp-x-1") is Outcome.ALREADY_SENT
+    assert len(emulator_control.meter_events()) == 1
 
 
 def test_an_old_timestamp_is_expired_not_retried(
-    stripe_billing: StripeBilling, emulator: EmulatorControl, customer: str
+    stripe_billing: StripeBilling, emulator_control: EmulatorControl, known_customer: str
 ) -> None:
-    assert send(stripe_billing, customer, "bp-old", days_ago=36) is Outcome.EXPIRED
-    assert emulator.request_count().get("400") == 1
+    assert send(stripe_billing, known_customer, "bp-old", days_ago=36) is Outcome.EXPIRED
+    assert emulator_control.request_count().get("400") == 1
 
 
 def test_other_rejections_carry_stripes_message(
-    stripe_billing: StripeBilling, emulator: EmulatorControl
+    stripe_billing: StripeBilling, emulator_control: EmulatorControl
 ) -> None:
-    emulator.set_unknown_customer_mode("reject")
+    emulator_control.set_unknown_customer_mode("reject")
     result = stripe_billing.send_meter_event(
         event_name="temperature_readings",
         customer="cus_nobody",
@@ -62,43 +62,43 @@ def test_other_rejections_carry_stripes_message(
 
 
 def test_429_and_500_are_retried_with_backoff_until_sent(
-    stripe_emulator: StripeEmulator, emulator: EmulatorControl, customer: str
+    emulator_server: StripeEmulator, emulator_control: EmulatorControl, known_customer: str
 ) -> None:
     delays: list[float] = []
     client = StripeBilling(
         TEST_KEY,
-        stripe_emulator.url,
+        emulator_server.url,
         max_network_retries=0,
         retry=RetryRule(attempts=50, base_seconds=0.001, cap_seconds=0.004),
         sleep=delays.append,
     )
-    emulator.set_faults(error_429_rate=0.4, error_500_rate=0.4, seed=3)
+    emulator_control.set_faults(error_429_rate=0.4, error_500_rate=0.4, seed=3)
 
-    outcomes = [send(client, customer, f"bp-retry-{i}") for i in range(10)]
+    outcomes = [send(client, known_customer, f"bp-retry-{i}") for i in range(10)]
 
     assert outcomes == [Outcome.SENT] * 10
-    assert len(emulator.meter_events()) == 10
+    assert len(emulator_control.meter_events()) == 10
     assert delays, "faults were injected, so some calls must have backed off"
     assert all(0 <= d <= 0.004 for d in delays)
 
 
 def test_transient_errors_give_up_after_the_bounded_attempts(
-    stripe_emulator: StripeEmulator, emulator: EmulatorControl, customer: str
+    emulator_server: StripeEmulator, emulator_control: EmulatorControl, known_customer: str
 ) -> None:
     delays: list[float] = []
     client = StripeBilling(
         TEST_KEY,
-        stripe_emulator.url,
+        emulator_server.url,
         max_network_retries=0,
         retry=RetryRule(attempts=3),
         sleep=delays.append,
     )
-    emulator.set_faults(error_500_rate=1.0)
+    emulator_control.set_faults(error_500_rate=1.0)
 
     with pytest.raises(stripe.APIError):
-        send(client, customer, "bp-never")
+        send(client, known_customer, "bp-never")
     assert len(delays) == 2
-    assert emulator.meter_events() == []
+    assert emulator_control.meter_events() == []
 
 
 def test_retry_delays_grow_exponentially_up_to_the_cap() -> None:

@@ -22,16 +22,34 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
-    parser.add_argument("--webhook-secret", help="whsec_… secret for thin events (default: new)")
-    parser.add_argument("--webhook-url", help="where to deliver thin error-report events")
+    parser.add_argument("--webhook-secret", help="whsec_… signing secret (default: new)")
+    parser.add_argument(
+        "--webhook-url", help="webhook endpoint for snapshot events (customer.subscription.*)"
+    )
+    parser.add_argument(
+        "--event-destination-url", help="event destination for thin error-report events"
+    )
     parser.add_argument("--state-file", help="JSON file to keep state across restarts")
+    parser.add_argument(
+        "--last-mode",
+        choices=("timestamp", "arrival"),
+        default="timestamp",
+        help="raw `last` meters: latest timestamp or latest arrival wins (default: timestamp)",
+    )
+    parser.add_argument(
+        "--newer",
+        choices=("arrival", "timestamp"),
+        default="arrival",
+        help="pre-aggregated meters keep each window's latest arrival or latest timestamp "
+        "(ties by arrival) (default: arrival)",
+    )
     parser.set_defaults(handler=_serve)
 
     sub = parser.add_subparsers(dest="emulator_command", metavar="SUBCOMMAND")
     trigger = sub.add_parser(
         "trigger", help="Send one signed Stripe webhook event to a URL, like `stripe trigger`."
     )
-    from stripe_emulator.webhooks import EVENT_TYPES, SUBSCRIPTION_STATUSES
+    from stripe_emulator.webhook_events import EVENT_TYPES, SUBSCRIPTION_STATUSES
 
     trigger.add_argument("event_type", choices=EVENT_TYPES, metavar="EVENT_TYPE")
     trigger.add_argument("--url", required=True, help="webhook receiver URL")
@@ -54,9 +72,13 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         webhook_secret=args.webhook_secret,
         state_file=args.state_file,
+        last_mode=args.last_mode,
+        newer_mode=args.newer,
     ).start()
     if args.webhook_url:
         emulator.control.set_webhook_endpoint(args.webhook_url)
+    if args.event_destination_url:
+        emulator.control.set_event_destination(args.event_destination_url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"Stripe emulator listening on {emulator.url}", flush=True)
@@ -73,7 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _trigger(args: argparse.Namespace) -> int:
-    from stripe_emulator.webhooks import TriggerOptions, build_event, deliver
+    from stripe_emulator.webhook_events import TriggerOptions, build_event
+    from stripe_emulator.webhooks import deliver
 
     event = build_event(
         args.event_type,

@@ -58,12 +58,32 @@ class EmulatorControl:
         """ "timestamp" (latest event timestamp wins) or "arrival" (latest received wins)."""
         self._call("POST", "/last_mode", {"mode": mode})
 
+    def set_newer_mode(self, mode: str) -> None:
+        """Pre-aggregated meters keep each window's newest event: "arrival" (latest received,
+        the default) or "timestamp" (latest timestamp, ties broken by arrival)."""
+        self._call("POST", "/newer_mode", {"mode": mode})
+
     def set_unknown_customer_mode(self, mode: str) -> None:
         """ "async" (accept, then an error report, like Stripe) or "reject" (a synchronous 400)."""
         self._call("POST", "/unknown_customer_mode", {"mode": mode})
 
     def set_webhook_endpoint(self, url: str | None) -> None:
+        """Where snapshot events (`customer.subscription.*`) are delivered; None: nowhere."""
         self._call("POST", "/webhook_endpoint", {"url": url})
+
+    def set_event_destination(self, url: str | None) -> None:
+        """Where thin events (meter error reports) are delivered; None: nowhere."""
+        self._call("POST", "/event_destination", {"url": url})
+
+    def settle_subscription_payment(
+        self, subscription_id: str, succeeded: bool = True
+    ) -> dict[str, Any]:
+        """Stand in for the subscription's invoice payment: `active` on success, `past_due` on
+        failure; emits `customer.subscription.updated` when the status changes."""
+        result: dict[str, Any] = self._call(
+            "POST", f"/subscriptions/{subscription_id}/payment", {"succeeded": succeeded}
+        )
+        return result
 
     def meter_events(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/meter_events")

@@ -6,15 +6,13 @@ an in-process one does; `control.py` wraps it for Python callers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from stripe_emulator.errors import StripeAPIError
 from stripe_emulator.faults import FaultConfig
-
-if TYPE_CHECKING:
-    from stripe_emulator.app import Runtime
+from stripe_emulator.runtime import Runtime
 
 
 def _body() -> dict[str, Any]:
@@ -64,6 +62,11 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         state.set_last_mode(str(_body()["mode"]))
         return jsonify({"mode": state.settings.last_mode})
 
+    @bp.post("/newer_mode")
+    def set_newer_mode() -> Response:
+        state.set_newer_mode(str(_body()["mode"]))
+        return jsonify({"mode": state.settings.newer_mode})
+
     @bp.post("/unknown_customer_mode")
     def set_unknown_customer_mode() -> Response:
         state.set_unknown_customer_mode(str(_body()["mode"]))
@@ -74,13 +77,25 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         state.set_webhook_endpoint(_body().get("url"))
         return jsonify({"url": state.settings.webhook_endpoint})
 
+    @bp.post("/event_destination")
+    def set_event_destination() -> Response:
+        state.set_event_destination(_body().get("url"))
+        return jsonify({"url": state.settings.event_destination})
+
+    @bp.post("/subscriptions/<subscription_id>/payment")
+    def settle_subscription_payment(subscription_id: str) -> Response:
+        succeeded = _body().get("succeeded", True)
+        if not isinstance(succeeded, bool):
+            raise TypeError("`succeeded` must be a boolean")
+        return jsonify(state.subscriptions.settle_payment(subscription_id, succeeded))
+
     @bp.get("/meter_events")
     def meter_events() -> Response:
-        return jsonify(state.meter_events())
+        return jsonify(state.meter_events.records())
 
     @bp.get("/error_reports")
     def error_reports() -> Response:
-        return jsonify(state.error_reports())
+        return jsonify(state.error_reports.records())
 
     @bp.get("/webhook_deliveries")
     def webhook_deliveries() -> Response:
@@ -95,6 +110,7 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
     def reset() -> Response:
         state.reset()
         faults.reset()
+        runtime.deliverer.deliveries.clear()
         with runtime.counts_lock:
             runtime.counts.clear()
         return jsonify({"reset": True})

@@ -1,12 +1,16 @@
 """Stripe's error envelope, raised by the state layer and rendered by the app.
 
 Keeping the status, type, code, param and extra headers together means a rule is written once
-(in `state.py`) and the SDK still sees exactly the response shape it maps to its exceptions.
+(in its resource module) and the SDK still sees exactly the response shape it maps to its
+exceptions.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 class StripeAPIError(Exception):
@@ -58,6 +62,14 @@ def no_such(kind: str, object_id: str, param: str = "id") -> StripeAPIError:
     return StripeAPIError(
         404, f"No such {kind}: '{object_id}'", param=param, code="resource_missing"
     )
+
+
+def existing(objects: Mapping[str, _T], kind: str, object_id: str) -> _T:
+    """`objects[object_id]`, or the 404 `resource_missing` Stripe answers for an unknown id."""
+    found = objects.get(object_id)
+    if found is None:
+        raise no_such(kind, object_id)
+    return found
 
 
 def rate_limited(message: str) -> StripeAPIError:

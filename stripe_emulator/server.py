@@ -17,11 +17,13 @@ from types import TracebackType
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from stripe_emulator.app import Runtime, create_app
+from stripe_emulator.app import create_app
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.faults import Faults
+from stripe_emulator.runtime import Runtime
 from stripe_emulator.state import EmulatorState
-from stripe_emulator.webhooks import ThinEventDeliverer, generate_webhook_secret
+from stripe_emulator.store import LastMode, NewerMode, Settings
+from stripe_emulator.webhooks import WebhookDeliverer, generate_webhook_secret
 
 logger = logging.getLogger(__name__)
 SNAPSHOT_INTERVAL_S = 2.0
@@ -41,12 +43,17 @@ class StripeEmulator:
         host: str = "127.0.0.1",
         webhook_secret: str | None = None,
         state_file: str | os.PathLike[str] | None = None,
+        last_mode: LastMode = "timestamp",
+        newer_mode: NewerMode = "arrival",
     ) -> None:
+        """`last_mode` and `newer_mode` are the unconfirmed Stripe orderings (see README); they
+        are where `reset()` returns to, and they override what a state file saved."""
         self.host = host
         self.port = port
         self.webhook_secret = webhook_secret or generate_webhook_secret()
         self.state_file = Path(state_file) if state_file is not None else None
-        self.state = EmulatorState()
+        self._modes = {"last_mode": last_mode, "newer_mode": newer_mode}
+        self.state = EmulatorState(Settings(last_mode=last_mode, newer_mode=newer_mode))
         self.faults = Faults()
         self._server: BaseWSGIServer | None = None
         self._threads: list[threading.Thread] = []
@@ -65,9 +72,11 @@ class StripeEmulator:
 
     def start(self) -> StripeEmulator:
         if self.state_file is not None and self.state_file.exists():
-            self.state.restore(json.loads(self.state_file.read_text()))
+            snapshot = json.loads(self.state_file.read_text())
+            snapshot["settings"].update(self._modes)
+            self.state.restore(snapshot)
         self._runtime = Runtime(
-            state=self.state, faults=self.faults, deliverer=ThinEventDeliverer(self.webhook_secret)
+            state=self.state, faults=self.faults, deliverer=WebhookDeliverer(self.webhook_secret)
         )
         self._server = make_server(
             self.host,

@@ -30,7 +30,11 @@ def register(subparsers: Any) -> None:
         help="Only migrate the pipeline's `billing` schema and never seed: for an existing "
         "application database in DATABASE_URL.",
     )
-    dev.add_argument("--workspace", type=Path, help="Dagster workspace.yaml (default: the repo's).")
+    dev.add_argument(
+        "--workspace",
+        type=Path,
+        help="A Dagster workspace.yaml to load instead of the code server the demo starts.",
+    )
     dev.set_defaults(handler=_dev)
 
 

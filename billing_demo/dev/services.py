@@ -13,11 +13,18 @@ import os
 import signal
 import socket
 import subprocess
+import sysconfig
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def script(name: str) -> str:
+    """A console script of this environment, so the demo never picks another install on PATH."""
+    return str(Path(sysconfig.get_path("scripts")) / name)
 
 
 class ServiceError(RuntimeError):
@@ -28,17 +35,24 @@ class ServiceError(RuntimeError):
 class Service:
     """How to run one child: adding a process to the demo is one more of these.
 
-    `ready_url` is polled until it answers at all (any HTTP status, so a 404 from a route-less
-    server still proves it listens); `port` is checked to be free before starting, so a stale
-    process from an earlier run gives a clear message instead of a bind error deep in a log.
+    `ready_url` is polled until it answers at all (any HTTP status); `ready_check`, for a
+    server that does not speak HTTP, until it returns True. `port` is checked to be free before
+    starting, so a stale process from an earlier run gives a clear message instead of a bind
+    error deep in a log.
     """
 
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     ready_url: str | None = None
+    ready_check: Callable[[], bool] | None = None
     port: int | None = None
     ready_timeout: float = 180.0
+
+    def is_ready(self) -> bool:
+        if self.ready_check is not None and not self.ready_check():
+            return False
+        return self.ready_url is None or answers(self.ready_url)
 
 
 def ensure_port_free(port: int, name: str, host: str = "127.0.0.1") -> None:
@@ -81,15 +95,12 @@ class RunningService:
         return self.process.poll()
 
     def wait_ready(self) -> None:
-        url = self.service.ready_url
-        if url is None:
-            return
         deadline = time.monotonic() + self.service.ready_timeout
-        while not answers(url):
+        while not self.service.is_ready():
             if (code := self.exited()) is not None:
                 raise ServiceError(f"{self.name} exited with code {code} before it was ready")
             if time.monotonic() > deadline:
-                raise ServiceError(f"{self.name} did not answer at {url} in time")
+                raise ServiceError(f"{self.name} was not ready in time")
             time.sleep(0.5)
 
 

@@ -4,16 +4,15 @@ The supervisor owns everything it starts and stops it in reverse order, children
 Postgres last, on Ctrl-C, on SIGTERM, or when any child dies: a newcomer's machine should never
 keep a stray PostgreSQL or Dagster process. Without `STRIPE_SECRET_KEY` the Stripe emulator runs
 in-process and everything is pointed at it; without a webhook secret the receiver is left out.
+Dagster runs as in production, a code server with a webserver and a daemon connected to it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -25,11 +24,21 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from billing_demo.dev import webhook_demo
+from billing_demo.dev.dagster_processes import (
+    code_server_service,
+    dagster_storage_url,
+    free_port,
+    prepare_dagster_home,
+    webserver_and_daemon,
+    write_grpc_workspace,
+)
 from billing_demo.dev.services import (
     RunningService,
     Service,
     ServiceError,
     ensure_port_free,
+    script,
     start,
     stop_all,
 )
@@ -37,14 +46,13 @@ from billing_demo.dev.state import SupervisorState
 from billing_pipeline import config
 from billing_pipeline.db import migrate
 from billing_pipeline.db.database import database_url
-from billing_pipeline.db.engine import make_engine, render_url
+from billing_pipeline.db.engine import make_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A test-mode-looking key that only the emulator accepts; real Stripe rejects it.
 EMULATOR_SECRET_KEY = "sk_test_emulator"
 # Where the webhook receiver accepts Stripe's events.
 WEBHOOK_PATH = "/webhooks/stripe"
-DAGSTER_DATABASE = "dagster"
 RECEIVER = "webhook receiver"
 
 
@@ -56,13 +64,9 @@ class Options:
     webhook_port: int = 8787
     seed: bool = True
     billing_only: bool = False
-    workspace: Path = REPO_ROOT / "workspace.yaml"
+    # A workspace.yaml of the user's instead of the code server the demo starts.
+    workspace: Path | None = None
     dagster_yaml: Path = REPO_ROOT / "dagster.yaml"
-
-
-def script(name: str) -> str:
-    """A console script of this environment, so the demo never picks another install on PATH."""
-    return str(Path(sysconfig.get_path("scripts")) / name)
 
 
 CLI = (sys.executable, "-m", "billing_pipeline.cli")
@@ -91,49 +95,6 @@ def _ignore_signals() -> None:
     """Once stopping has begun, a second Ctrl-C must not cut the cleanup short."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def dagster_storage_url(app_url: str) -> str:
-    """Dagster's own database: `DAGSTER_PG_URL` if set, else `dagster` on the same server.
-
-    Dagster keeps its own `alembic_version` table, so it cannot share the application database.
-    """
-    if url := config.env(config.DAGSTER_PG_URL):
-        return render_url(url)
-    url = render_url(make_url(app_url).set(database=DAGSTER_DATABASE))
-    admin = make_engine(app_url, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            exists = connection.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": DAGSTER_DATABASE}
-            ).scalar()
-            if not exists:
-                connection.execute(text(f'CREATE DATABASE "{DAGSTER_DATABASE}"'))
-    except Exception as error:
-        raise ServiceError(
-            f"could not create the `{DAGSTER_DATABASE}` database for Dagster's storage "
-            f"({type(error).__name__}); create one and set {config.DAGSTER_PG_URL}."
-        ) from error
-    finally:
-        admin.dispose()
-    return url
-
-
-def prepare_dagster_home(template: Path) -> Path:
-    """DAGSTER_HOME with a dagster.yaml: the repo's template, unless the user brought their own.
-
-    The default home is re-rendered on every start so edits to the template take effect.
-    """
-    if home := config.env(config.DAGSTER_HOME):
-        path = Path(home).resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        if not (path / "dagster.yaml").exists():
-            shutil.copyfile(template, path / "dagster.yaml")
-        return path
-    path = config.data_dir() / "dagster_home"
-    path.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, path / "dagster.yaml")
-    return path
 
 
 def has_application_data(url: str) -> bool:
@@ -171,26 +132,12 @@ def prepare_stripe(env: Mapping[str, str]) -> None:
         run_step([*CLI, "stripe", "demo-customers"], env, "creating demo customers")
 
 
-def dagster_services(options: Options) -> list[Service]:
-    workspace = str(options.workspace)
-    port = options.dagster_port
-    return [
-        Service("dagster-daemon", [script("dagster-daemon"), "run", "-w", workspace]),
-        Service(
-            "dagster-webserver",
-            [script("dagster-webserver"), "-w", workspace, "-h", options.host, "-p", str(port)],
-            ready_url=f"http://{options.host}:{port}/server_info",
-            port=port,
-        ),
-    ]
-
-
 def webhook_service(options: Options) -> Service:
     port = options.webhook_port
     return Service(
         RECEIVER,
         [*CLI, "webhooks", "serve", "--port", str(port)],
-        ready_url=f"http://127.0.0.1:{port}/",
+        ready_url=f"http://127.0.0.1:{port}/healthz",
         port=port,
     )
 
@@ -222,9 +169,16 @@ def run(options: Options) -> int:
 
 def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: Path) -> int:
     use_emulator = config.env(config.STRIPE_SECRET_KEY) is None
-    services = [webhook_service(options), *dagster_services(options)]
+    first: list[Service] = [webhook_service(options)]
+    workspace = options.workspace
+    if workspace is None:
+        code_port = free_port()
+        first.append(code_server_service(code_port))
+        workspace = write_grpc_workspace(data_dir / "workspace.yaml", code_port)
+    # The webserver and the daemon connect to the code server, so they start once it serves.
+    then = webserver_and_daemon(workspace, options.host, options.dagster_port)
     # Fail on a busy port before spending time on Postgres, naming the port.
-    for service in services:
+    for service in [*first, *then]:
         if service.port is not None:
             ensure_port_free(service.port, service.name)
     if use_emulator:
@@ -246,25 +200,30 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
     emulator = _start_emulator(options, stack, data_dir, env) if use_emulator else None
     prepare_stripe(env)
     if config.STRIPE_WEBHOOK_SECRET not in env:
-        services = [s for s in services if s.name != RECEIVER]
-    # Create or upgrade Dagster's tables once, before two processes race to do it.
+        first = [s for s in first if s.name != RECEIVER]
+    # Create or upgrade Dagster's tables once, before several processes race to do it.
     run_step(
         [script("dagster"), "instance", "migrate"], env, "preparing Dagster's storage", quiet=True
     )
 
     running: list[RunningService] = []
     stack.callback(stop_all, running)
-    for service in services:
-        running.append(child := start(service, env))
-        state.add(child)
-    for child in running:
-        child.wait_ready()
-    if emulator is not None and any(s.name == RECEIVER for s in services):
-        emulator.control.set_webhook_endpoint(
-            f"http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
-        )
+    for stage in (first, then):
+        started = [start(service, env) for service in stage]
+        for child in started:
+            running.append(child)
+            state.add(child)
+        for child in started:
+            child.wait_ready()
+    receiving = any(s.name == RECEIVER for s in first)
+    if emulator is not None and receiving:
+        # Snapshot events (subscriptions, invoices) and thin meter-error events have separate
+        # endpoints, as a Stripe webhook endpoint and an event destination do.
+        receiver = f"http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
+        emulator.control.set_webhook_endpoint(receiver)
+        emulator.control.set_event_destination(f"{receiver}/thin")
 
-    _print_urls(options, url, emulator, services)
+    _print_urls(options, url, env, emulator, receiving)
     while True:
         for child in running:
             if (code := child.exited()) is not None:
@@ -274,11 +233,17 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
 
 
 def _start_emulator(options: Options, stack: ExitStack, data_dir: Path, env: dict[str, str]) -> Any:
-    """Run the Stripe emulator in this process and point the Stripe SDK of the children at it."""
+    """Run the Stripe emulator in this process and point the Stripe SDK of the children at it.
+
+    Its state (customers, meters, events) and its webhook secret both live in the data
+    directory, so a restart keeps the customers the database refers to and copied commands work.
+    """
     from stripe_emulator.server import StripeEmulator
 
     emulator = StripeEmulator(
-        port=options.emulator_port, state_file=data_dir / "stripe_emulator.json"
+        port=options.emulator_port,
+        state_file=data_dir / "stripe_emulator.json",
+        webhook_secret=webhook_demo.persistent_webhook_secret(data_dir),
     )
     emulator.start()
     stack.callback(emulator.stop)
@@ -288,20 +253,25 @@ def _start_emulator(options: Options, stack: ExitStack, data_dir: Path, env: dic
     return emulator
 
 
-def _print_urls(options: Options, url: str, emulator: Any, services: list[Service]) -> None:
+def _print_urls(
+    options: Options, url: str, env: Mapping[str, str], emulator: Any, receiving: bool
+) -> None:
+    receiver_url = f"http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
     lines = [f"  Dagster UI        http://{options.host}:{options.dagster_port}"]
     if emulator is not None:
         lines.append(f"  Stripe emulator   {emulator.url}")
-    if any(s.name == RECEIVER for s in services):
-        lines.append(f"  Webhook receiver  http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}")
+    if receiving:
+        lines.append(f"  Webhook receiver  {receiver_url}")
     lines.append(f"  Database          {make_url(url).render_as_string(hide_password=True)}")
-    if emulator is not None and any(s.name == RECEIVER for s in services):
-        # The emulator's signing secret is generated per start and only signs local test events.
+    target = webhook_demo.demo_subscription(url) if emulator is not None and receiving else None
+    if target is not None:
+        command = webhook_demo.trigger_command(
+            target, receiver_url, env[config.STRIPE_WEBHOOK_SECRET]
+        )
         lines.append(
-            "\n  Send a signed test webhook (like `stripe trigger`):\n"
-            "    .venv/bin/billing-pipeline stripe-emulator trigger checkout.session.completed "
-            f"--organization-id 1 \\\n      --url http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
-            f" --secret {emulator.webhook_secret}"
+            f"\n  Send a signed test webhook (like `stripe trigger`): organization "
+            f"{target.organization_id}'s invoice fails,\n  so its subscription's payment_status "
+            f"becomes payment_failed (`billing-pipeline subscriptions list`):\n    {command}"
         )
     print("\n[dev] billing_pipeline is running:\n" + "\n".join(lines), flush=True)
     print("[dev] press Ctrl-C to stop everything.\n", flush=True)

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from billing_pipeline.db.statuses import InboxStatus, LedgerStatus
+from billing_pipeline.db.statuses import OPEN_INBOX_STATUSES, InboxStatus, LedgerStatus
 
 BILLING_SCHEMA = "billing"
 
@@ -211,16 +211,31 @@ webhook_inbox = Table(
     Column("api_version", Text, nullable=True),
     Column("payload", JSONB, nullable=False),
     _timestamp("received_at", nullable=False, default_now=True),
-    Column("status", Text, nullable=False, server_default="pending"),
+    Column("status", Text, nullable=False, server_default=InboxStatus.PENDING.value),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text, nullable=True),
     _timestamp("processed_at"),
+    # When a failed event may be tried again (exponential backoff); new rows are due at once.
+    _timestamp("next_attempt_at", nullable=False, default_now=True),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in INBOX_STATUSES) + ")", name="status"
     ),
     Index(
         "ix_webhook_inbox_open",
         "stripe_created",
-        postgresql_where=text("status IN ('pending', 'failed')"),
+        postgresql_where=text(
+            "status IN (" + ", ".join(f"'{s}'" for s in OPEN_INBOX_STATUSES) + ")"
+        ),
     ),
+)
+
+webhook_recovery = Table(
+    "webhook_recovery",
+    billing_metadata,
+    # One row per list of events the inbox is completed from; today `stripe_v1_events`.
+    Column("source", Text, primary_key=True),
+    # The `created` of the newest event listed and stored: everything older is in the inbox
+    # (the next recovery lists again from a margin before it).
+    _timestamp("confirmed_until", nullable=False),
+    _timestamp("updated_at", nullable=False, default_now=True),
 )

@@ -68,6 +68,13 @@ def _attention_result(
             ),
             params,
         ).one()
+        organizations = connection.execute(
+            text(
+                "SELECT coalesce(array_agg(DISTINCT o ORDER BY o), '{}') "
+                f"FROM billing.meter_ledger, unnest(organization_ids) AS o WHERE {where}"
+            ),
+            params,
+        ).scalar_one()
         rows = connection.execute(
             text(
                 "SELECT identifier, meter, organization_ids, day, stripe_customer_id, value, "
@@ -83,6 +90,7 @@ def _attention_result(
         metadata={
             "rows": int(total),
             "customers": int(customers),
+            "organization_ids": dg.MetadataValue.json(list(organizations)),
             "identifiers": dg.MetadataValue.json([row.identifier for row in rows]),
             "details": markdown_table(
                 ("identifier", "customer", "organizations", "day", "value", "code", "reason"),

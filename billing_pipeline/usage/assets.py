@@ -1,6 +1,7 @@
 """One daily-partitioned asset per declared meter: `usage/<meter>`."""
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -8,7 +9,7 @@ import dagster as dg
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.resources import PostgresResource
-from billing_pipeline.usage.daily_usage import UsageSummary, refresh_daily_usage
+from billing_pipeline.usage.daily_usage import DayUsage, refresh_daily_usage
 from billing_pipeline.usage.meters import METERS, Meter
 
 USAGE_GROUP = "usage"
@@ -18,13 +19,14 @@ def usage_asset_key(meter: Meter) -> dg.AssetKey:
     return dg.AssetKey([USAGE_GROUP, meter.name])
 
 
-def _metadata(summary: UsageSummary) -> dict[str, Any]:
+def _metadata(day: DayUsage) -> dict[str, Any]:
+    """One day's figures, for that day's partition: plots over partitions show the daily series."""
     return {
-        "dagster/row_count": summary.rows,
-        "organizations": summary.organizations,
-        "total": summary.total,
+        "dagster/row_count": day.rows,
+        "organizations": day.organizations,
+        "total": day.total,
         "preview": markdown_table(
-            ("day", "organization", "value"), summary.top, numeric=("organization", "value")
+            ("organization", "value"), day.top, numeric=("organization", "value")
         ),
     }
 
@@ -46,12 +48,20 @@ def build_usage_asset(meter: Meter) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, postgres: PostgresResource
     ) -> dg.MaterializeResult:
         start, end = context.partition_time_window
-        summary = refresh_daily_usage(postgres.engine(), meter, start, end)
+        days = refresh_daily_usage(postgres.engine(), meter, start, end)
+        # A range run materializes every day of the window at once; each day's materialization
+        # gets that day's figures, and only the run window itself is shared by all of them.
+        for key in context.partition_keys:
+            window = daily_partitions.time_window_for_partition_key(key)
+            context.add_asset_metadata(_metadata(days[window.start.date()]), partition_key=key)
         context.log.info(
-            f"{meter.name} {start:%Y-%m-%d}..{end:%Y-%m-%d}: {summary.rows} rows, "
-            f"{summary.organizations} organizations, total {summary.total}"
+            f"{meter.name} {start:%Y-%m-%d}..{end:%Y-%m-%d}: {len(days)} days, "
+            f"{sum(day.rows for day in days.values())} rows, "
+            f"total {sum(day.total for day in days.values())} over the window"
         )
-        return dg.MaterializeResult(metadata=_metadata(summary))
+        return dg.MaterializeResult(
+            metadata={"run window": f"{start:%Y-%m-%d}..{end - timedelta(days=1):%Y-%m-%d}"}
+        )
 
     return usage
 

@@ -24,20 +24,42 @@ _WINDOW_ROWS = (
     "FROM billing.daily_usage WHERE meter = :meter "
     "AND day >= CAST(:start AS timestamptz)::date AND day < CAST(:end AS timestamptz)::date"
 )
+# Every UTC day of the window with its own figures, zeros for a day without usage: a range run
+# reports each day's partition separately, so each must get its own numbers, not the window's.
+_PER_DAY = """
+SELECT days.day::date AS day, count(u.organization_id) AS rows,
+       count(DISTINCT u.organization_id) AS organizations, coalesce(sum(u.value), 0) AS total
+FROM generate_series(CAST(:start AS timestamptz)::date::timestamp,
+                     (CAST(:end AS timestamptz)::date - 1)::timestamp,
+                     interval '1 day') AS days (day)
+LEFT JOIN billing.daily_usage u ON u.meter = :meter AND u.day = days.day::date
+GROUP BY 1 ORDER BY 1
+"""
+# The largest values of each day, for the preview an operator reads.
+_TOP_PER_DAY = f"""
+SELECT day, organization_id, value FROM (
+    SELECT day, organization_id, value,
+           row_number() OVER (PARTITION BY day ORDER BY value DESC, organization_id) AS place
+    {_WINDOW_ROWS}
+) AS ranked
+WHERE place <= :limit ORDER BY day, place
+"""
 
 
 @dataclass(frozen=True)
-class UsageSummary:
+class DayUsage:
+    """One UTC day of one meter as stored: what that day's partition reports."""
+
     rows: int
     organizations: int
     total: int
-    top: list[tuple[date, int, int]]
+    top: list[tuple[int, int]]  # (organization, value), largest first
 
 
 def refresh_daily_usage(
     engine: Engine, meter: Meter, start: datetime, end: datetime
-) -> UsageSummary:
-    """Recompute `meter` for every UTC day in [start, end) and return what was stored."""
+) -> dict[date, DayUsage]:
+    """Recompute `meter` for every UTC day in [start, end); return each day's stored figures."""
     window = {"meter": meter.name, "start": start, "end": end}
     with engine.begin() as connection:
         connection.execute(
@@ -55,23 +77,17 @@ def refresh_daily_usage(
             ),
             window,
         )
-        totals = connection.execute(
-            text(
-                "SELECT count(*), count(DISTINCT organization_id), coalesce(sum(value), 0) "
-                f"{_WINDOW_ROWS}"
-            ),
-            window,
-        ).one()
-        top = connection.execute(
-            text(
-                f"SELECT day, organization_id, value {_WINDOW_ROWS} "
-                "ORDER BY value DESC, day, organization_id LIMIT :limit"
-            ),
-            {**window, "limit": PREVIEW_ROWS},
-        ).all()
-    return UsageSummary(
-        rows=int(totals[0]),
-        organizations=int(totals[1]),
-        total=int(totals[2]),
-        top=[(row.day, int(row.organization_id), int(row.value)) for row in top],
-    )
+        per_day = connection.execute(text(_PER_DAY), window).all()
+        top = connection.execute(text(_TOP_PER_DAY), {**window, "limit": PREVIEW_ROWS}).all()
+    tops: dict[date, list[tuple[int, int]]] = {}
+    for row in top:
+        tops.setdefault(row.day, []).append((int(row.organization_id), int(row.value)))
+    return {
+        row.day: DayUsage(
+            rows=int(row.rows),
+            organizations=int(row.organizations),
+            total=int(row.total),
+            top=tops.get(row.day, []),
+        )
+        for row in per_day
+    }

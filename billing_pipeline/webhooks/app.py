@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import DataError, SQLAlchemyError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.webhooks import inbox
@@ -77,6 +78,15 @@ def create_app(
 
     app = Flask(__name__)
     engine = make_engine(database_url)
+
+    @app.errorhandler(HTTPException)
+    def routing_answer(error: HTTPException) -> tuple[Response, int]:
+        """404 (another path) and 405 (`GET` and other methods, with `Allow`) in the same JSON
+        shape as every other answer; Stripe only ever POSTs."""
+        response, status = _answer(error.code or 500, error.name.lower())
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response, status
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

@@ -1,30 +1,45 @@
-"""Process the open inbox: oldest first, one transaction per event, bounded retries.
+"""Process the due inbox: oldest first, one transaction per event, retries spaced in time.
 
 Each event is claimed, applied and closed in one transaction, so a crash leaves it open for the
 next run and never half-applied. A handler error is recorded with the attempt count instead of
-failing the batch; after MAX_ATTEMPTS the event is dead-lettered, where the asset check shows it.
-Database outages are not the event's fault: they fail the run and cost no attempt.
+failing the batch, and the event is not tried again before its backoff is over
+(`next_attempt_at`), however often runs are launched: by the sensor, by an operator, or several
+at once. Waits double from FIRST_RETRY_DELAY: 45 s, 1.5, 3, 6 and 12 minutes, so the
+MAX_ATTEMPTS-th (6th) failure, and with it the dead letter the asset check shows, comes no sooner
+than DEAD_LETTER_AFTER (23 min 15 s) after the first. That is time for what Stripe sends first
+(subscription and invoice events before `checkout.session.completed`) to find its organization,
+and for a missing organization to be created. Database outages are not the event's fault: they
+fail the run and cost no attempt.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from billing_pipeline.db.statuses import InboxStatus
+from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.webhooks import inbox
-from billing_pipeline.webhooks.subscriptions import HandlerError, apply_event
-from billing_pipeline.webhooks.thin_events import (
-    ERROR_REPORT_EVENT_TYPES,
-    EventFetcher,
-    apply_thin_event,
-)
+from billing_pipeline.webhooks.handlers import apply_event
+from billing_pipeline.webhooks.payloads import HandlerError
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 6
+FIRST_RETRY_DELAY = timedelta(seconds=45)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long an event waits after its `attempts`-th failure: 45 s, doubling each time."""
+    return FIRST_RETRY_DELAY * 2 ** (attempts - 1)
+
+
+# The least time between an event's first failure and its dead letter.
+DEAD_LETTER_AFTER = sum((retry_delay(n) for n in range(1, MAX_ATTEMPTS)), timedelta())
 
 
 @dataclass
@@ -37,38 +52,48 @@ class BatchResult:
     dead_lettered: list[str] = field(default_factory=list)
     skipped: int = 0
 
+    def record(self, status: InboxStatus, event_id: str) -> None:
+        {
+            InboxStatus.PROCESSED: self.processed,
+            InboxStatus.IGNORED: self.ignored,
+            InboxStatus.FAILED: self.failed,
+            InboxStatus.DEAD_LETTER: self.dead_lettered,
+        }[status].append(event_id)
+
 
 def process_event(
     engine: Engine,
     row_id: int,
     max_attempts: int = MAX_ATTEMPTS,
-    fetch_event: EventFetcher | None = None,
-) -> tuple[str, str]:
-    """Apply one inbox row; return (its new status, its event id), or ("skipped", "") if the row
-    is already closed or another run holds it.
+    stripe: StripeBilling | None = None,
+) -> tuple[InboxStatus, str] | None:
+    """Apply one inbox row; return its new status and event id, or None if the row is already
+    closed or another run holds it.
 
-    Thin meter-error events need `fetch_event` (their body lives at Stripe); snapshot events
-    carry their body and never call Stripe.
+    `stripe` reads what an event does not carry (a thin event's body, a subscription's current
+    state when two events tie); snapshot events that do not tie never call Stripe.
     """
     with engine.begin() as connection:
         event = inbox.claim(connection, row_id)
         if event is None:
-            return "skipped", ""
+            return None
         try:
             # A savepoint, so a handler that fails halfway leaves none of its writes behind while
             # the error itself is still recorded in the outer transaction.
             with connection.begin_nested():
-                if event.event_type in ERROR_REPORT_EVENT_TYPES:
-                    status = apply_thin_event(connection, event, fetch_event)
-                else:
-                    status = apply_event(connection, event)
+                status = apply_event(connection, event, stripe)
         except (OperationalError, InterfaceError):
             raise
         except Exception as error:
             attempts = event.attempts + 1
-            status = "dead_letter" if attempts >= max_attempts else "failed"
+            status = InboxStatus.DEAD_LETTER if attempts >= max_attempts else InboxStatus.FAILED
             inbox.mark_failed(
-                connection, row_id, attempts, f"{type(error).__name__}: {error}", status
+                connection,
+                row_id,
+                attempts,
+                f"{type(error).__name__}: {error}",
+                status,
+                retry_delay(attempts),
             )
             # HandlerError messages name ids only; other errors may quote payload values.
             reason = str(error) if isinstance(error, HandlerError) else type(error).__name__
@@ -86,20 +111,14 @@ def process_event(
 
 
 def process_open_events(
-    engine: Engine, max_attempts: int = MAX_ATTEMPTS, fetch_event: EventFetcher | None = None
+    engine: Engine, max_attempts: int = MAX_ATTEMPTS, stripe: StripeBilling | None = None
 ) -> BatchResult:
-    """Apply every open event (pending, or failed and due for another attempt), oldest first."""
+    """Apply every due event (pending, or failed with its backoff over), oldest first."""
     result = BatchResult()
-    buckets = {
-        "processed": result.processed,
-        "ignored": result.ignored,
-        "failed": result.failed,
-        "dead_letter": result.dead_lettered,
-    }
-    for row_id in inbox.open_event_ids(engine):
-        status, event_id = process_event(engine, row_id, max_attempts, fetch_event)
-        if status == "skipped":
+    for row_id in inbox.due_event_ids(engine):
+        outcome = process_event(engine, row_id, max_attempts, stripe)
+        if outcome is None:
             result.skipped += 1
         else:
-            buckets[status].append(event_id)
+            result.record(*outcome)
     return result

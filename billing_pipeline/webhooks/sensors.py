@@ -1,11 +1,10 @@
-"""The inbox sensor: launches the processing job for new events and sweeps for leftovers."""
+"""The inbox sensor: launches the processing job for new events and when retries fall due."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -14,9 +13,9 @@ from billing_pipeline.webhooks import inbox
 from billing_pipeline.webhooks.jobs import process_stripe_webhooks
 
 SENSOR_INTERVAL_SECONDS = 30
-# Failed events are retried by a sweep run at most this often, so MAX_ATTEMPTS spans about
-# twenty minutes: time for a missing organization or checkout to appear before dead-lettering.
-RETRY_DELAY_SECONDS = 300
+# Each failed event carries its own `next_attempt_at` (see processing.py); the sensor launches a
+# retry run once one is due, and at most this often, so a retry comes at most a minute late.
+RETRY_POLL_SECONDS = 60
 # A pending row this old at or below the cursor was missed by its batch run.
 STALE_PENDING_SECONDS = 120
 
@@ -24,7 +23,7 @@ STALE_PENDING_SECONDS = 120
 @dataclass(frozen=True)
 class InboxCursor:
     """The sensor's memory: the newest inbox id already handed to a run, and when the next
-    retry sweep is allowed."""
+    retry run may be launched."""
 
     last_id: int = 0
     next_sweep_at: float = 0.0
@@ -43,8 +42,8 @@ class InboxCursor:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Watches billing.webhook_inbox. New rows past the cursor (the last inbox id handed to a "
-        "run) launch one run keyed `inbox-FIRST-LAST`; failed events, and pending ones a run "
-        f"missed, launch a `retry-…` run at most every {RETRY_DELAY_SECONDS} s."
+        "run) launch one run keyed `inbox-FIRST-LAST`; failed events whose backoff is over, and "
+        f"pending ones a run missed, launch a `retry-…` run at most every {RETRY_POLL_SECONDS} s."
     ),
 )
 def stripe_webhook_inbox_sensor(
@@ -64,15 +63,15 @@ def stripe_webhook_inbox_sensor(
             run_requests=[request], cursor=replace(cursor, last_id=new.last_id).serialize()
         )
     now = time.time()
-    if now >= cursor.next_sweep_at:
-        stale_before = datetime.fromtimestamp(now - STALE_PENDING_SECONDS, tz=UTC)
-        if leftovers := inbox.leftover_count(engine, cursor.last_id, stale_before):
-            request = dg.RunRequest(
-                run_key=f"retry-{cursor.last_id}-{int(now)}",
-                tags={"stripe_webhooks/leftover_events": str(leftovers)},
-            )
-            swept = replace(cursor, next_sweep_at=now + RETRY_DELAY_SECONDS)
-            return dg.SensorResult(run_requests=[request], cursor=swept.serialize())
+    if now >= cursor.next_sweep_at and (
+        due := inbox.due_leftover_count(engine, cursor.last_id, STALE_PENDING_SECONDS)
+    ):
+        request = dg.RunRequest(
+            run_key=f"retry-{cursor.last_id}-{int(now)}",
+            tags={"stripe_webhooks/due_events": str(due)},
+        )
+        swept = replace(cursor, next_sweep_at=now + RETRY_POLL_SECONDS)
+        return dg.SensorResult(run_requests=[request], cursor=swept.serialize())
     return dg.SensorResult(
         skip_reason=dg.SkipReason(f"no new webhook events after inbox id {cursor.last_id}")
     )

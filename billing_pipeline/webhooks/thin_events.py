@@ -10,30 +10,32 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from billing_pipeline.stripe_client import EventFetcher
+from billing_pipeline.db.statuses import InboxStatus
+from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.meter_errors import (
     ERROR_REPORT_EVENT_TYPES,
     MalformedErrorReportError,
     apply_error_report,
 )
 from billing_pipeline.webhooks.inbox import ClaimedEvent
-from billing_pipeline.webhooks.subscriptions import IGNORED, PROCESSED, HandlerError
+from billing_pipeline.webhooks.payloads import HandlerError
 
-__all__ = ["ERROR_REPORT_EVENT_TYPES", "EventFetcher", "apply_thin_event"]
+__all__ = ["ERROR_REPORT_EVENT_TYPES", "apply_thin_event"]
 
 
 def apply_thin_event(
-    connection: Connection, event: ClaimedEvent, fetch_event: EventFetcher | None
-) -> str:
+    connection: Connection, event: ClaimedEvent, stripe: StripeBilling | None
+) -> InboxStatus:
     """Mark the ledger rows a meter error report names as rejected, in the caller's transaction."""
-    if fetch_event is None:
+    if stripe is None:
         raise HandlerError(
             f"event {event.event_id} is a thin event and STRIPE_SECRET_KEY is not set (the Stripe "
-            "resource has no key), "
-            "so its body cannot be fetched from Stripe"
+            "resource has no key), so its body cannot be fetched from Stripe"
         )
     try:
-        marked = apply_error_report(connection, event.event_id, fetch_event(event.event_id))
+        marked = apply_error_report(
+            connection, event.event_id, stripe.retrieve_event(event.event_id)
+        )
     except MalformedErrorReportError as error:
         raise HandlerError(f"event {event.event_id}: {error}") from error
-    return PROCESSED if marked else IGNORED
+    return InboxStatus.PROCESSED if marked else InboxStatus.IGNORED

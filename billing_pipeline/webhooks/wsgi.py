@@ -7,12 +7,13 @@ from flask import Flask
 
 from billing_pipeline import config
 from billing_pipeline.db.engine import render_url
-from billing_pipeline.webhooks.app import create_app
+from billing_pipeline.webhooks.app import DEFAULT_MAX_BODY_BYTES, create_app
 from billing_pipeline.webhooks.verify import parse_secrets
 
 
 def app_from_environment() -> Flask:
-    """A receiver for `DATABASE_URL` and the comma-separated `STRIPE_WEBHOOK_SECRET`.
+    """A receiver for `DATABASE_URL`, the comma-separated `STRIPE_WEBHOOK_SECRET` and, if set,
+    `STRIPE_WEBHOOK_MAX_BODY_BYTES`.
 
     Production needs a real database URL: the embedded Postgres is for the demo and cannot be
     held open for a worker's lifetime from here.
@@ -23,7 +24,10 @@ def app_from_environment() -> Flask:
     secrets = parse_secrets(config.env(config.STRIPE_WEBHOOK_SECRET))
     if not secrets:
         raise RuntimeError(f"{config.STRIPE_WEBHOOK_SECRET} must be set to serve webhooks")
-    return create_app(render_url(url), secrets)
+    max_body_bytes = config.env_positive_int(
+        config.STRIPE_WEBHOOK_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES
+    )
+    return create_app(render_url(url), secrets, max_body_bytes=max_body_bytes)
 
 
 app = app_from_environment()

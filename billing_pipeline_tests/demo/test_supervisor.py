@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from billing_pipeline import config
 from billing_pipeline.db.embedded import is_running
+from billing_pipeline_tests.support.network import free_port
 
 STARTUP_TIMEOUT = 120.0
 LOCATION_QUERY = """
@@ -30,13 +30,6 @@ LOCATION_QUERY = """
     name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
 } } } }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Demo:

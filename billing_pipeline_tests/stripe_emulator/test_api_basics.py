@@ -9,13 +9,16 @@ import pytest
 import requests
 import stripe
 
-from billing_pipeline_tests.stripe_emulator.conftest import NOON, make_client
+from billing_pipeline_tests.support.stripe import NOON, make_client
 from stripe_emulator import EmulatorControl, StripeEmulator
 from stripe_emulator.forms import decode_pairs
 
+# Every test here starts from an empty emulator whose clock reads NOON.
+pytestmark = pytest.mark.usefixtures("emulator_at_noon")
 
-def test_missing_api_key_is_a_401_in_stripes_envelope(emulator: StripeEmulator) -> None:
-    response = requests.get(f"{emulator.url}/v1/customers", timeout=5)
+
+def test_missing_api_key_is_a_401_in_stripes_envelope(emulator_server: StripeEmulator) -> None:
+    response = requests.get(f"{emulator_server.url}/v1/customers", timeout=5)
     assert response.status_code == 401
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -24,50 +27,54 @@ def test_missing_api_key_is_a_401_in_stripes_envelope(emulator: StripeEmulator) 
 
 @pytest.mark.parametrize("key", ["sk_live_realkey1234", "not-a-key", "sk_test_"])
 def test_malformed_or_live_key_raises_authentication_error(
-    emulator: StripeEmulator, key: str
+    emulator_server: StripeEmulator, key: str
 ) -> None:
     with pytest.raises(stripe.AuthenticationError) as raised:
-        make_client(emulator.url, key=key).v1.customers.list()
+        make_client(emulator_server.url, key=key).v1.customers.list()
     assert raised.value.http_status == 401
     assert "Invalid API Key provided" in str(raised.value.user_message)
     assert key[-4:] in str(raised.value.user_message)
 
 
-def test_unknown_route_is_a_stripe_404(emulator: StripeEmulator) -> None:
+def test_unknown_route_is_a_stripe_404(emulator_server: StripeEmulator) -> None:
     response = requests.get(
-        f"{emulator.url}/v1/nothing_here", headers={"Authorization": "Bearer sk_test_x"}, timeout=5
+        f"{emulator_server.url}/v1/nothing_here",
+        headers={"Authorization": "Bearer sk_test_x"},
+        timeout=5,
     )
     assert response.status_code == 404
     assert response.json()["error"]["message"].startswith("Unrecognized request URL (GET:")
 
 
-def test_customers_create_retrieve_list_and_paginate(client: stripe.StripeClient) -> None:
+def test_customers_create_retrieve_list_and_paginate(stripe_client: stripe.StripeClient) -> None:
     created = [
-        client.v1.customers.create({"email": f"c{i}@example.com", "metadata": {"org": str(i)}})
+        stripe_client.v1.customers.create(
+            {"email": f"c{i}@example.com", "metadata": {"org": str(i)}}
+        )
         for i in range(12)
     ]
-    fetched = client.v1.customers.retrieve(created[3].id)
+    fetched = stripe_client.v1.customers.retrieve(created[3].id)
     assert fetched.email == "c3@example.com"
     assert fetched.metadata is not None
     assert fetched.metadata["org"] == "3"
     assert fetched.created == NOON
-    first_page = client.v1.customers.list({"limit": 5})
+    first_page = stripe_client.v1.customers.list({"limit": 5})
     assert first_page.has_more
     assert [c.id for c in first_page.data] == [c.id for c in reversed(created)][:5]
-    every = [c.id for c in client.v1.customers.list({"limit": 5}).auto_paging_iter()]
+    every = [c.id for c in stripe_client.v1.customers.list({"limit": 5}).auto_paging_iter()]
     assert sorted(every) == sorted(c.id for c in created)
     assert len(every) == 12
 
 
-def test_unknown_customer_is_resource_missing(client: stripe.StripeClient) -> None:
+def test_unknown_customer_is_resource_missing(stripe_client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as raised:
-        client.v1.customers.retrieve("cus_missing")
+        stripe_client.v1.customers.retrieve("cus_missing")
     assert raised.value.http_status == 404
     assert raised.value.code == "resource_missing"
 
 
 def test_meter_create_list_retrieve_deactivate(
-    client: stripe.StripeClient, make_meter: Callable[..., Any]
+    stripe_client: stripe.StripeClient, make_meter: Callable[..., Any]
 ) -> None:
     meter = make_meter(
         "sensor_readings",
@@ -79,14 +86,14 @@ def test_meter_create_list_retrieve_deactivate(
     assert meter.status == "active"
     assert meter.customer_mapping.event_payload_key == "org_customer"
     assert meter.value_settings.event_payload_key == "readings"
-    assert client.v1.billing.meters.retrieve(meter.id).event_name == "sensor_readings"
+    assert stripe_client.v1.billing.meters.retrieve(meter.id).event_name == "sensor_readings"
     gauge = make_meter("active_sensors", "last")
     assert gauge.default_aggregation.formula == "last"
-    assert {m.id for m in client.v1.billing.meters.list().data} == {meter.id, gauge.id}
-    deactivated = client.v1.billing.meters.deactivate(gauge.id)
+    assert {m.id for m in stripe_client.v1.billing.meters.list().data} == {meter.id, gauge.id}
+    deactivated = stripe_client.v1.billing.meters.deactivate(gauge.id)
     assert deactivated.status == "inactive"
     assert deactivated.status_transitions.deactivated_at == NOON
-    active = client.v1.billing.meters.list({"status": "active"}).data
+    active = stripe_client.v1.billing.meters.list({"status": "active"}).data
     assert [m.id for m in active] == [meter.id]
 
 
@@ -102,16 +109,20 @@ def test_meter_rejects_bad_formula_and_duplicate_event_name(
 
 
 def test_idempotency_key_replays_the_first_response(
-    client: stripe.StripeClient, control: EmulatorControl
+    stripe_client: stripe.StripeClient, emulator_at_noon: EmulatorControl
 ) -> None:
-    first = client.v1.customers.create({"email": "a@example.com"}, {"idempotency_key": "key-1"})
-    again = client.v1.customers.create({"email": "a@example.com"}, {"idempotency_key": "key-1"})
+    first = stripe_client.v1.customers.create(
+        {"email": "a@example.com"}, {"idempotency_key": "key-1"}
+    )
+    again = stripe_client.v1.customers.create(
+        {"email": "a@example.com"}, {"idempotency_key": "key-1"}
+    )
     assert again.id == first.id
     assert again.last_response is not None
     assert again.last_response.headers["Idempotent-Replayed"] == "true"
-    assert len(client.v1.customers.list().data) == 1
+    assert len(stripe_client.v1.customers.list().data) == 1
     with pytest.raises(stripe.IdempotencyError):
-        client.v1.customers.create({"email": "b@example.com"}, {"idempotency_key": "key-1"})
+        stripe_client.v1.customers.create({"email": "b@example.com"}, {"idempotency_key": "key-1"})
 
 
 def test_form_decoding_rebuilds_nested_keys_and_lists() -> None:

@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 import stripe
 
-from billing_pipeline_tests.stripe_emulator.conftest import DAY, MIDNIGHT
+from billing_pipeline_tests.support.stripe import DAY, MIDNIGHT
 from stripe_emulator import EmulatorControl
+
+# Every test here starts from an empty emulator whose clock reads NOON.
+pytestmark = pytest.mark.usefixtures("emulator_at_noon")
 
 HOUR = 3600
 D0 = MIDNIGHT - 3 * DAY
@@ -17,8 +20,8 @@ D1 = D0 + DAY
 D2 = D1 + DAY
 
 
-def emit(client: stripe.StripeClient, name: str, customer: str, value: int, ts: int) -> None:
-    client.v1.billing.meter_events.create(
+def emit(stripe_client: stripe.StripeClient, name: str, customer: str, value: int, ts: int) -> None:
+    stripe_client.v1.billing.meter_events.create(
         {
             "event_name": name,
             "payload": {"stripe_customer_id": customer, "value": str(value)},
@@ -28,9 +31,9 @@ def emit(client: stripe.StripeClient, name: str, customer: str, value: int, ts: 
 
 
 def daily(
-    client: stripe.StripeClient, meter_id: str, customer: str, start: int, end: int
+    stripe_client: stripe.StripeClient, meter_id: str, customer: str, start: int, end: int
 ) -> list[tuple[int, float]]:
-    page = client.v1.billing.meters.event_summaries.list(
+    page = stripe_client.v1.billing.meters.event_summaries.list(
         meter_id,
         {
             "customer": customer,
@@ -44,26 +47,26 @@ def daily(
 
 
 @pytest.fixture
-def customers(client: stripe.StripeClient) -> tuple[str, str]:
-    a = client.v1.customers.create({"email": "a@example.com"}).id
-    b = client.v1.customers.create({"email": "b@example.com"}).id
+def customers(stripe_client: stripe.StripeClient) -> tuple[str, str]:
+    a = stripe_client.v1.customers.create({"email": "a@example.com"}).id
+    b = stripe_client.v1.customers.create({"email": "b@example.com"}).id
     return a, b
 
 
 def test_sum_per_day_for_two_customers(
-    client: stripe.StripeClient, make_meter: Callable[..., Any], customers: tuple[str, str]
+    stripe_client: stripe.StripeClient, make_meter: Callable[..., Any], customers: tuple[str, str]
 ) -> None:
     a, b = customers
     meter = make_meter("readings", "sum")
-    emit(client, "readings", a, 5, D0 + HOUR)
-    emit(client, "readings", a, 7, D1 - 1)  # last second of D0
-    emit(client, "readings", a, 11, D1)  # exactly midnight: belongs to D1
-    emit(client, "readings", a, -3, D2 + 12 * HOUR)
-    emit(client, "readings", b, 100, D0 + 2 * HOUR)
-    emit(client, "readings", b, 1, D2 + HOUR)
-    assert daily(client, meter.id, a, D0, D2 + DAY) == [(D0, 12.0), (D1, 11.0), (D2, -3.0)]
-    assert daily(client, meter.id, b, D0, D2 + DAY) == [(D0, 100.0), (D1, 0.0), (D2, 1.0)]
-    whole = client.v1.billing.meters.event_summaries.list(
+    emit(stripe_client, "readings", a, 5, D0 + HOUR)
+    emit(stripe_client, "readings", a, 7, D1 - 1)  # last second of D0
+    emit(stripe_client, "readings", a, 11, D1)  # exactly midnight: belongs to D1
+    emit(stripe_client, "readings", a, -3, D2 + 12 * HOUR)
+    emit(stripe_client, "readings", b, 100, D0 + 2 * HOUR)
+    emit(stripe_client, "readings", b, 1, D2 + HOUR)
+    assert daily(stripe_client, meter.id, a, D0, D2 + DAY) == [(D0, 12.0), (D1, 11.0), (D2, -3.0)]
+    assert daily(stripe_client, meter.id, b, D0, D2 + DAY) == [(D0, 100.0), (D1, 0.0), (D2, 1.0)]
+    whole = stripe_client.v1.billing.meters.event_summaries.list(
         meter.id, {"customer": a, "start_time": D0, "end_time": D2 + DAY}
     )
     (summary,) = whole.data
@@ -74,50 +77,50 @@ def test_sum_per_day_for_two_customers(
 
 
 def test_count_ignores_values(
-    client: stripe.StripeClient, make_meter: Callable[..., Any], customers: tuple[str, str]
+    stripe_client: stripe.StripeClient, make_meter: Callable[..., Any], customers: tuple[str, str]
 ) -> None:
     a, b = customers
     meter = make_meter("api_calls", "count")
     for ts, value in ((D0 + 1, 50), (D0 + 2, 1), (D0 + 3, 9), (D1 + 5, 2)):
-        emit(client, "api_calls", a, value, ts)
-    emit(client, "api_calls", b, 8, D1 + 7)
-    assert daily(client, meter.id, a, D0, D2) == [(D0, 3.0), (D1, 1.0)]
-    assert daily(client, meter.id, b, D0, D2) == [(D0, 0.0), (D1, 1.0)]
+        emit(stripe_client, "api_calls", a, value, ts)
+    emit(stripe_client, "api_calls", b, 8, D1 + 7)
+    assert daily(stripe_client, meter.id, a, D0, D2) == [(D0, 3.0), (D1, 1.0)]
+    assert daily(stripe_client, meter.id, b, D0, D2) == [(D0, 0.0), (D1, 1.0)]
 
 
 def test_last_by_timestamp_or_by_arrival(
-    client: stripe.StripeClient,
+    stripe_client: stripe.StripeClient,
     make_meter: Callable[..., Any],
     customers: tuple[str, str],
-    control: EmulatorControl,
+    emulator_at_noon: EmulatorControl,
 ) -> None:
     a, b = customers
     meter = make_meter("active_sensors", "last")
-    emit(client, "active_sensors", a, 4, D0 + 10 * HOUR)  # latest timestamp, sent first
-    emit(client, "active_sensors", a, 9, D0 + 8 * HOUR)  # earlier timestamp, sent last
-    emit(client, "active_sensors", a, 6, D1 + HOUR)
-    emit(client, "active_sensors", b, 2, D0 + HOUR)
-    assert daily(client, meter.id, a, D0, D2) == [(D0, 4.0), (D1, 6.0)]
-    assert daily(client, meter.id, b, D0, D2) == [(D0, 2.0), (D1, 0.0)]
-    control.set_last_mode("arrival")
-    assert daily(client, meter.id, a, D0, D2) == [(D0, 9.0), (D1, 6.0)]
+    emit(stripe_client, "active_sensors", a, 4, D0 + 10 * HOUR)  # latest timestamp, sent first
+    emit(stripe_client, "active_sensors", a, 9, D0 + 8 * HOUR)  # earlier timestamp, sent last
+    emit(stripe_client, "active_sensors", a, 6, D1 + HOUR)
+    emit(stripe_client, "active_sensors", b, 2, D0 + HOUR)
+    assert daily(stripe_client, meter.id, a, D0, D2) == [(D0, 4.0), (D1, 6.0)]
+    assert daily(stripe_client, meter.id, b, D0, D2) == [(D0, 2.0), (D1, 0.0)]
+    emulator_at_noon.set_last_mode("arrival")
+    assert daily(stripe_client, meter.id, a, D0, D2) == [(D0, 9.0), (D1, 6.0)]
 
 
 def test_hour_windows_and_pagination(
-    client: stripe.StripeClient, make_meter: Callable[..., Any], customers: tuple[str, str]
+    stripe_client: stripe.StripeClient, make_meter: Callable[..., Any], customers: tuple[str, str]
 ) -> None:
     a, _ = customers
     meter = make_meter("readings", "sum")
     for hour in range(24):
-        emit(client, "readings", a, hour, D0 + hour * HOUR + 30)
-    first = client.v1.billing.meters.event_summaries.list(
+        emit(stripe_client, "readings", a, hour, D0 + hour * HOUR + 30)
+    first = stripe_client.v1.billing.meters.event_summaries.list(
         meter.id,
         {"customer": a, "start_time": D0, "end_time": D1, "value_grouping_window": "hour"},
     )
     assert len(first.data) == 10
     assert first.has_more
     every = list(
-        client.v1.billing.meters.event_summaries.list(
+        stripe_client.v1.billing.meters.event_summaries.list(
             meter.id,
             {"customer": a, "start_time": D0, "end_time": D1, "value_grouping_window": "hour"},
         ).auto_paging_iter()
@@ -131,7 +134,7 @@ def test_hour_windows_and_pagination(
     [(D0 + 30, D1, None), (D0 + HOUR, D1, "day"), (D1, D0, None), (D0, D1, "week")],
 )
 def test_misaligned_or_invalid_ranges_are_rejected(
-    client: stripe.StripeClient,
+    stripe_client: stripe.StripeClient,
     make_meter: Callable[..., Any],
     customers: tuple[str, str],
     start: int,
@@ -143,4 +146,4 @@ def test_misaligned_or_invalid_ranges_are_rejected(
     if window:
         params["value_grouping_window"] = window
     with pytest.raises(stripe.InvalidRequestError):
-        client.v1.billing.meters.event_summaries.list(meter.id, params)
+        stripe_client.v1.billing.meters.event_summaries.list(meter.id, params)

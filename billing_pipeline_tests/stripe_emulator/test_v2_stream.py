@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import stripe
 
-from billing_pipeline_tests.stripe_emulator.conftest import (
+from billing_pipeline_tests.support.stripe import (
     DAY,
     MIDNIGHT,
     NOON,
-    Receiver,
+    WebhookRecorder,
     make_client,
 )
 from stripe_emulator import EmulatorControl, StripeEmulator
 from stripe_emulator.clock import iso8601
 
+# Every test here starts from an empty emulator whose clock reads NOON.
+pytestmark = pytest.mark.usefixtures("emulator_at_noon")
 
-def stream_client(emulator: StripeEmulator, client: stripe.StripeClient) -> stripe.StripeClient:
-    session = client.v2.billing.meter_event_session.create()
-    return make_client(emulator.url, key=session.authentication_token)
+
+def stream_client(
+    emulator_server: StripeEmulator, stripe_client: stripe.StripeClient
+) -> stripe.StripeClient:
+    session = stripe_client.v2.billing.meter_event_session.create()
+    return make_client(emulator_server.url, key=session.authentication_token)
 
 
 def event(customer: str, value: str, ts: int, identifier: str) -> Any:
@@ -34,13 +38,8 @@ def event(customer: str, value: str, ts: int, identifier: str) -> Any:
     }
 
 
-@pytest.fixture
-def meter(make_meter: Callable[..., Any]) -> Any:
-    return make_meter("readings", "sum")
-
-
-def test_session_has_a_15_minute_token(client: stripe.StripeClient) -> None:
-    session = client.v2.billing.meter_event_session.create()
+def test_session_has_a_15_minute_token(stripe_client: stripe.StripeClient) -> None:
+    session = stripe_client.v2.billing.meter_event_session.create()
     assert session.object == "v2.billing.meter_event_session"
     assert session.authentication_token
     assert session.created == iso8601(NOON)
@@ -48,63 +47,67 @@ def test_session_has_a_15_minute_token(client: stripe.StripeClient) -> None:
 
 
 def test_stream_events_are_counted_in_summaries(
-    emulator: StripeEmulator,
-    client: stripe.StripeClient,
-    meter: Any,
+    emulator_server: StripeEmulator,
+    stripe_client: stripe.StripeClient,
+    readings_meter: Any,
     customer: str,
-    control: EmulatorControl,
+    emulator_at_noon: EmulatorControl,
 ) -> None:
-    streamer = stream_client(emulator, client)
+    streamer = stream_client(emulator_server, stripe_client)
     events: Any = [event(customer, "2", NOON - i, f"v2-{i}") for i in range(100)]
     streamer.v2.billing.meter_event_stream.create({"events": events})
-    summary = client.v1.billing.meters.event_summaries.list(
-        meter.id, {"customer": customer, "start_time": MIDNIGHT, "end_time": MIDNIGHT + DAY}
+    summary = stripe_client.v1.billing.meters.event_summaries.list(
+        readings_meter.id,
+        {"customer": customer, "start_time": MIDNIGHT, "end_time": MIDNIGHT + DAY},
     )
     assert summary.data[0].aggregated_value == 200.0
-    recorded = control.meter_events()
+    recorded = emulator_at_noon.meter_events()
     assert len(recorded) == 100
     assert {r["source"] for r in recorded} == {"v2"}
 
 
-@pytest.mark.usefixtures("meter")
+@pytest.mark.usefixtures("readings_meter")
 def test_more_than_100_events_is_a_400(
-    emulator: StripeEmulator, client: stripe.StripeClient, customer: str
+    emulator_server: StripeEmulator, stripe_client: stripe.StripeClient, customer: str
 ) -> None:
-    streamer = stream_client(emulator, client)
+    streamer = stream_client(emulator_server, stripe_client)
     events: Any = [event(customer, "1", NOON, f"big-{i}") for i in range(101)]
     with pytest.raises(stripe.InvalidRequestError) as raised:
         streamer.v2.billing.meter_event_stream.create({"events": events})
     assert raised.value.http_status == 400
 
 
-@pytest.mark.usefixtures("meter")
+@pytest.mark.usefixtures("readings_meter")
 def test_expired_session_is_rejected(
-    emulator: StripeEmulator, client: stripe.StripeClient, customer: str, control: EmulatorControl
+    emulator_server: StripeEmulator,
+    stripe_client: stripe.StripeClient,
+    customer: str,
+    emulator_at_noon: EmulatorControl,
 ) -> None:
-    streamer = stream_client(emulator, client)
-    control.advance_clock(15 * 60 - 1)
+    streamer = stream_client(emulator_server, stripe_client)
+    emulator_at_noon.advance_clock(15 * 60 - 1)
     streamer.v2.billing.meter_event_stream.create({"events": [event(customer, "1", NOON, "a")]})
-    control.advance_clock(1)
+    emulator_at_noon.advance_clock(1)
     with pytest.raises(stripe.TemporarySessionExpiredError) as raised:
         streamer.v2.billing.meter_event_stream.create({"events": [event(customer, "1", NOON, "b")]})
     assert raised.value.http_status == 401
     assert raised.value.code == "billing_meter_event_session_expired"
 
 
-def test_unknown_token_is_an_authentication_error(emulator: StripeEmulator) -> None:
-    streamer = make_client(emulator.url, key="not_a_session_token")
+def test_unknown_token_is_an_authentication_error(emulator_server: StripeEmulator) -> None:
+    streamer = make_client(emulator_server.url, key="not_a_session_token")
     with pytest.raises(stripe.AuthenticationError):
         streamer.v2.billing.meter_event_stream.create({"events": []})
 
 
 def test_stream_validation_is_asynchronous(
-    emulator: StripeEmulator,
-    client: stripe.StripeClient,
-    meter: Any,
+    emulator_server: StripeEmulator,
+    stripe_client: stripe.StripeClient,
+    readings_meter: Any,
     customer: str,
-    control: EmulatorControl,
+    emulator_at_noon: EmulatorControl,
 ) -> None:
-    streamer = stream_client(emulator, client)
+    streamer = stream_client(emulator_server, stripe_client)
     bad: Any = [
         event("cus_ghost", "1", NOON, "e-customer"),
         event(customer, "1.5", NOON, "e-value"),
@@ -115,7 +118,7 @@ def test_stream_validation_is_asynchronous(
         event(customer, "5", NOON, "ok"),  # duplicate: dropped, billed once
     ]
     streamer.v2.billing.meter_event_stream.create({"events": bad})
-    codes = {r["identifier"]: r["code"] for r in control.error_reports()}
+    codes = {r["identifier"]: r["code"] for r in emulator_at_noon.error_reports()}
     assert codes == {
         "e-customer": "meter_event_customer_not_found",
         "e-value": "meter_event_invalid_value",
@@ -123,43 +126,44 @@ def test_stream_validation_is_asynchronous(
         "e-future": "timestamp_in_future",
         "e-nm": "no_meter",
     }
-    assert [e["identifier"] for e in control.meter_events()] == ["ok"]
-    summary = client.v1.billing.meters.event_summaries.list(
-        meter.id, {"customer": customer, "start_time": MIDNIGHT, "end_time": MIDNIGHT + DAY}
+    assert [e["identifier"] for e in emulator_at_noon.meter_events()] == ["ok"]
+    summary = stripe_client.v1.billing.meters.event_summaries.list(
+        readings_meter.id,
+        {"customer": customer, "start_time": MIDNIGHT, "end_time": MIDNIGHT + DAY},
     )
     assert summary.data[0].aggregated_value == 5.0
 
 
 def test_error_report_is_delivered_as_a_signed_thin_event(
-    emulator: StripeEmulator,
-    client: stripe.StripeClient,
-    meter: Any,
-    control: EmulatorControl,
-    receiver: Receiver,
+    emulator_server: StripeEmulator,
+    stripe_client: stripe.StripeClient,
+    readings_meter: Any,
+    emulator_at_noon: EmulatorControl,
+    webhook_recorder: WebhookRecorder,
 ) -> None:
-    control.set_webhook_endpoint(receiver.url)
-    client.v1.billing.meter_events.create(
+    emulator_at_noon.set_event_destination(webhook_recorder.url)
+    stripe_client.v1.billing.meter_events.create(
         {
             "event_name": "readings",
             "payload": {"stripe_customer_id": "cus_ghost", "value": "1"},
             "identifier": "thin-1",
         }
     )
-    (delivery,) = receiver.wait()
+    (delivery,) = webhook_recorder.wait()
     raw = json.loads(delivery.body)
     assert raw["object"] == "v2.core.event"
     assert raw["type"] == "v1.billing.meter.error_report_triggered"
-    assert raw["related_object"]["id"] == meter.id
-    notification = client.parse_event_notification(
-        delivery.body, delivery.headers["Stripe-Signature"], emulator.webhook_secret
+    assert raw["related_object"]["id"] == readings_meter.id
+    notification = stripe_client.parse_event_notification(
+        delivery.body, delivery.headers["Stripe-Signature"], emulator_server.webhook_secret
     )
     assert notification.type == "v1.billing.meter.error_report_triggered"
     full = notification.fetch_event()
     error_type = full.data.reason.error_types[0]
     assert error_type.code == "meter_event_customer_not_found"
     assert error_type.sample_errors[0].request.identifier == "thin-1"
-    assert notification.fetch_related_object().id == meter.id
+    assert notification.fetch_related_object().id == readings_meter.id
     with pytest.raises(stripe.SignatureVerificationError):
-        client.parse_event_notification(
+        stripe_client.parse_event_notification(
             delivery.body, delivery.headers["Stripe-Signature"], "whsec_wrong"
         )

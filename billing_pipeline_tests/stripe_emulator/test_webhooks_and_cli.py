@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import subprocess
@@ -13,25 +12,12 @@ from typing import Any
 import pytest
 import stripe
 
-from billing_pipeline_tests.stripe_emulator.conftest import Receiver, make_client
+from billing_pipeline_tests.support.stripe import WebhookRecorder, make_client, run_emulator_cli
 from stripe_emulator import StripeEmulator
-from stripe_emulator.cli import register
-from stripe_emulator.webhooks import (
-    EVENT_TYPES,
-    TriggerOptions,
-    build_event,
-    signature_header,
-)
+from stripe_emulator.webhook_events import EVENT_TYPES, TriggerOptions, build_event
+from stripe_emulator.webhooks import signature_header
 
 SECRET = "whsec_test_secret_for_receiver"
-
-
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="billing-pipeline")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    result: int = args.handler(args)
-    return result
 
 
 def test_signature_matches_stripes_own_scheme() -> None:
@@ -42,11 +28,21 @@ def test_signature_matches_stripes_own_scheme() -> None:
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
-def test_trigger_sends_a_verifiable_event(receiver: Receiver, event_type: str) -> None:
-    argv = ["stripe-emulator", "trigger", event_type, "--url", receiver.url, "--secret", SECRET]
+def test_trigger_sends_a_verifiable_event(
+    webhook_recorder: WebhookRecorder, event_type: str
+) -> None:
+    argv = [
+        "stripe-emulator",
+        "trigger",
+        event_type,
+        "--url",
+        webhook_recorder.url,
+        "--secret",
+        SECRET,
+    ]
     argv += ["--customer", "cus_T1", "--subscription", "sub_T1", "--organization-id", "7"]
-    assert run_cli(argv) == 0
-    (delivery,) = receiver.wait()
+    assert run_emulator_cli(argv) == 0
+    (delivery,) = webhook_recorder.wait()
     event = stripe.Webhook.construct_event(
         delivery.body.decode(), delivery.headers["Stripe-Signature"], SECRET
     )
@@ -71,14 +67,14 @@ def test_trigger_sends_a_verifiable_event(receiver: Receiver, event_type: str) -
         assert obj["status"] == ("paid" if event_type == "invoice.paid" else "open")
 
 
-def test_trigger_status_option_and_tampering(receiver: Receiver) -> None:
-    run_cli(
+def test_trigger_status_option_and_tampering(webhook_recorder: WebhookRecorder) -> None:
+    run_emulator_cli(
         [
             *("stripe-emulator", "trigger", "customer.subscription.updated"),
-            *("--url", receiver.url, "--secret", SECRET, "--status", "past_due"),
+            *("--url", webhook_recorder.url, "--secret", SECRET, "--status", "past_due"),
         ]
     )
-    (delivery,) = receiver.wait()
+    (delivery,) = webhook_recorder.wait()
     assert json.loads(delivery.body)["data"]["object"]["status"] == "past_due"
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.Webhook.construct_event(
@@ -119,8 +115,8 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
 
 def test_serve_prints_url_and_secret_and_stops_on_sigterm() -> None:
     code = (
-        "import sys; from billing_pipeline_tests.stripe_emulator.test_webhooks_and_cli "
-        "import run_cli; sys.exit(run_cli(sys.argv[1:]))"
+        "import sys; from billing_pipeline_tests.support.stripe "
+        "import run_emulator_cli; sys.exit(run_emulator_cli(sys.argv[1:]))"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code, "stripe-emulator", "--port", "0"],

@@ -6,7 +6,6 @@ import multiprocessing
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import dagster as dg
 import pytest
@@ -15,7 +14,6 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.assets import build_reporting_asset
 from billing_pipeline.usage.assets import build_usage_assets
 from billing_pipeline.usage.meters import METERS
 from billing_pipeline_tests.support.builders import (
@@ -24,45 +22,16 @@ from billing_pipeline_tests.support.builders import (
     add_sensor,
     midnight,
 )
-from billing_pipeline_tests.support.stripe import TEST_KEY
-from stripe_emulator.control import EmulatorControl
-from stripe_emulator.server import StripeEmulator
+from billing_pipeline_tests.support.dagster_runs import (
+    Billing,
+    emulator_stripe,
+    materialize_day,
+    pipeline_resources,
+)
+from billing_pipeline_tests.support.stripe import new_customer
 
 TODAY = datetime.now(UTC).date()
 DAYS = [TODAY - timedelta(days=n) for n in (4, 3, 2)]
-ASSETS = [*build_usage_assets(), build_reporting_asset()]
-
-
-def resources(
-    database_url: str, api_base: str | None, *, key: str | None = TEST_KEY
-) -> dict[str, Any]:
-    return {
-        "postgres": PostgresResource(database_url=database_url),
-        "stripe": StripeResource(
-            secret_key=key,
-            api_base=api_base,
-            max_network_retries=0,
-            retry_attempts=10,
-            retry_base_seconds=0.01,
-        ),
-    }
-
-
-def materialize_day(
-    instance: dg.DagsterInstance, database_url: str, api_base: str | None, day: date, **kwargs: Any
-) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        ASSETS,
-        partition_key=day.isoformat(),
-        instance=instance,
-        resources=resources(database_url, api_base, **kwargs),
-        raise_on_error=False,
-    )
-
-
-def new_customer(stripe_billing: StripeBilling, name: str) -> str:
-    customer_id: str = stripe_billing.client.v1.customers.create({"name": name}).id
-    return customer_id
 
 
 @pytest.fixture
@@ -124,38 +93,31 @@ def stripe_totals(
 
 
 def test_summaries_equal_source_aggregates_and_reruns_send_nothing(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
-    stripe_billing: StripeBilling,
+    billing: Billing,
     customers: tuple[str, str],
     three_organizations: dict[tuple[str, str, date], int],
 ) -> None:
-    first_pass = [
-        materialize_day(dagster_instance, database_url, stripe_emulator.url, day) for day in DAYS
-    ]
+    first_pass = [billing.materialize_day(day) for day in DAYS]
     assert all(result.success for result in first_pass)
-    assert stripe_totals(stripe_billing, list(customers)) == three_organizations
+    assert stripe_totals(billing.stripe_billing, list(customers)) == three_organizations
     first_day = first_pass[0].asset_materializations_for_node("stripe__meter_events")[0].metadata
     assert (first_day["stripe_total/temperature_readings"].value, first_day["sent"].value) == (
         17,
         2,
     )
     assert first_day["stripe_total/active_sensors"].value == 2
-    events_after_first_pass = len(emulator.meter_events())
+    events_after_first_pass = len(billing.emulator.meter_events())
     assert events_after_first_pass == len(three_organizations)
 
     for day in DAYS:
-        result = materialize_day(dagster_instance, database_url, stripe_emulator.url, day)
+        result = billing.materialize_day(day)
         assert result.success
         metadata = result.asset_materializations_for_node("stripe__meter_events")[0].metadata
         assert metadata["planned"].value == 0
         assert metadata["sent"].value == 0
-    assert len(emulator.meter_events()) == events_after_first_pass
+    assert len(billing.emulator.meter_events()) == events_after_first_pass
 
-    with engine.connect() as connection:
+    with billing.engine.connect() as connection:
         skipped = connection.execute(
             text(
                 "SELECT count(*) FROM billing.meter_ledger "
@@ -166,12 +128,7 @@ def test_summaries_equal_source_aggregates_and_reruns_send_nothing(
 
 
 def test_faults_and_a_crash_still_bill_exactly_once(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
-    stripe_billing: StripeBilling,
+    billing: Billing,
     customers: tuple[str, str],
     three_organizations: dict[tuple[str, str, date], int],
 ) -> None:
@@ -180,11 +137,13 @@ def test_faults_and_a_crash_still_bill_exactly_once(
     from billing_pipeline.stripe_reporting.ledger import plan_window, unsent_rows
 
     crash_day = DAYS[0]
-    materialize_usage_only(dagster_instance, database_url, crash_day)
+    assert billing.materialize_day(crash_day, build_usage_assets()).success
     for meter in METERS:
-        plan_window(engine, meter, crash_day, crash_day + timedelta(days=1))
-    row = unsent_rows(engine, [m.name for m in METERS], crash_day, crash_day + timedelta(days=1))[0]
-    stripe_billing.send_meter_event(
+        plan_window(billing.engine, meter, crash_day, crash_day + timedelta(days=1))
+    row = unsent_rows(
+        billing.engine, [m.name for m in METERS], crash_day, crash_day + timedelta(days=1)
+    )[0]
+    billing.stripe_billing.send_meter_event(
         event_name=row.event_name,
         customer=row.stripe_customer_id or "",
         value=row.value,
@@ -192,15 +151,15 @@ def test_faults_and_a_crash_still_bill_exactly_once(
         timestamp=row.event_timestamp,
     )
 
-    emulator.set_faults(error_500_rate=0.3, error_429_rate=0.1, drop_rate=0.05, seed=7)
+    billing.emulator.set_faults(error_500_rate=0.3, error_429_rate=0.1, drop_rate=0.05, seed=7)
     for day in DAYS:
-        assert materialize_day(dagster_instance, database_url, stripe_emulator.url, day).success
-    emulator.set_faults()
+        assert billing.materialize_day(day).success
+    billing.emulator.set_faults()
 
-    assert stripe_totals(stripe_billing, list(customers)) == three_organizations
-    identifiers = Counter(event["identifier"] for event in emulator.meter_events())
+    assert stripe_totals(billing.stripe_billing, list(customers)) == three_organizations
+    identifiers = Counter(event["identifier"] for event in billing.emulator.meter_events())
     assert max(identifiers.values()) == 1
-    with engine.connect() as connection:
+    with billing.engine.connect() as connection:
         statuses = {
             row.status: row.n
             for row in connection.execute(
@@ -210,79 +169,66 @@ def test_faults_and_a_crash_still_bill_exactly_once(
     assert statuses == {"sent": len(three_organizations), "skipped": 6}
 
 
-def materialize_usage_only(instance: dg.DagsterInstance, database_url: str, day: date) -> None:
-    result = dg.materialize(
-        build_usage_assets(),
-        partition_key=day.isoformat(),
-        instance=instance,
-        resources={"postgres": PostgresResource(database_url=database_url)},
-    )
-    assert result.success
-
-
 def _materialize_in_own_process(
     instance_ref: InstanceRef, database_url: str, api_base: str, day: date
 ) -> bool:
+    resources = pipeline_resources(database_url, emulator_stripe(api_base))
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
-        return materialize_day(instance, database_url, api_base, day).success
+        return materialize_day(instance, resources, day).success
 
 
 def test_two_runs_of_one_partition_at_once_send_each_event_once(
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    billing: Billing,
     three_organizations: dict[tuple[str, str, date], int],
 ) -> None:
     # Two processes, as Dagster would run two launched runs; latency widens the overlap.
-    emulator.set_faults(latency_ms=50)
+    billing.emulator.set_faults(latency_ms=50)
     day = DAYS[1]
-    instance_ref = dagster_instance.get_ref()
+    instance_ref = billing.instance.get_ref()
     with ProcessPoolExecutor(
         max_workers=2, mp_context=multiprocessing.get_context("spawn")
     ) as pool:
         runs = [
             pool.submit(
-                _materialize_in_own_process, instance_ref, database_url, stripe_emulator.url, day
+                _materialize_in_own_process,
+                instance_ref,
+                billing.database_url,
+                billing.api_base,
+                day,
             )
             for _ in range(2)
         ]
         assert all(run.result(timeout=120) for run in runs)
-    emulator.set_faults()
+    billing.emulator.set_faults()
 
     expected_for_day = {k: v for k, v in three_organizations.items() if k[2] == day}
-    accepted = emulator.meter_events()
+    accepted = billing.emulator.meter_events()
     assert len(accepted) == len(expected_for_day)
     assert len({event["identifier"] for event in accepted}) == len(accepted)
 
 
 def test_rejected_event_fails_the_run_names_the_row_and_only_it_is_retried(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
-    stripe_billing: StripeBilling,
+    billing: Billing,
 ) -> None:
-    known = new_customer(stripe_billing, "Known")
-    add_organization(engine, 1, customer=known)
-    add_organization(engine, 2, customer="cus_unknown")
+    known = new_customer(billing.stripe_billing, "Known")
+    add_organization(billing.engine, 1, customer=known)
+    add_organization(billing.engine, 2, customer="cus_unknown")
     day = DAYS[2]
-    add_sensor(engine, 1, 1, midnight(day) - timedelta(days=1))
-    add_sensor(engine, 2, 2, midnight(day) - timedelta(days=1))
-    add_readings(engine, 1, day, 4)
-    add_readings(engine, 2, day, 6)
-    emulator.set_unknown_customer_mode("reject")
+    add_sensor(billing.engine, 1, 1, midnight(day) - timedelta(days=1))
+    add_sensor(billing.engine, 2, 2, midnight(day) - timedelta(days=1))
+    add_readings(billing.engine, 1, day, 4)
+    add_readings(billing.engine, 2, day, 6)
+    billing.emulator.set_unknown_customer_mode("reject")
 
-    result = materialize_day(dagster_instance, database_url, stripe_emulator.url, day)
+    result = billing.materialize_day(day)
 
     # The run fails and says which rows; the known customer's events went through regardless.
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = str(failure.event_specific_data)
     assert "bp-active_sensors-2-" in message and "bp-temperature_readings-2-" in message
-    assert {e["customer"] for e in emulator.meter_events()} == {known}
-    with engine.connect() as connection:
+    assert {e["customer"] for e in billing.emulator.meter_events()} == {known}
+    with billing.engine.connect() as connection:
         failed = connection.execute(
             text(
                 "SELECT identifier, status_reason FROM billing.meter_ledger "
@@ -294,14 +240,14 @@ def test_rejected_event_fails_the_run_names_the_row_and_only_it_is_retried(
 
     # Stripe now takes such events (reporting unknown customers later, asynchronously): the
     # next run sends the two failed rows and nothing else.
-    emulator.set_unknown_customer_mode("async")
-    sent_before = len(emulator.meter_events())
-    assert materialize_day(dagster_instance, database_url, stripe_emulator.url, day).success
-    assert len(emulator.meter_events()) == sent_before
-    assert sorted(r["identifier"] for r in emulator.error_reports()) == [
+    billing.emulator.set_unknown_customer_mode("async")
+    sent_before = len(billing.emulator.meter_events())
+    assert billing.materialize_day(day).success
+    assert len(billing.emulator.meter_events()) == sent_before
+    assert sorted(r["identifier"] for r in billing.emulator.error_reports()) == [
         r.identifier for r in failed
     ]
-    with engine.connect() as connection:
+    with billing.engine.connect() as connection:
         statuses = connection.execute(
             text("SELECT DISTINCT status FROM billing.meter_ledger")
         ).scalars()
@@ -309,24 +255,20 @@ def test_rejected_event_fails_the_run_names_the_row_and_only_it_is_retried(
 
 
 def test_a_day_outside_stripes_window_is_marked_expired_not_clamped(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    billing: Billing,
 ) -> None:
     old_day = TODAY - timedelta(days=40)
-    add_organization(engine, 1, customer="cus_old")
-    add_sensor(engine, 1, 1, midnight(old_day) - timedelta(days=1))
-    add_readings(engine, 1, old_day, 3)
+    add_organization(billing.engine, 1, customer="cus_old")
+    add_sensor(billing.engine, 1, 1, midnight(old_day) - timedelta(days=1))
+    add_readings(billing.engine, 1, old_day, 3)
 
-    result = materialize_day(dagster_instance, database_url, stripe_emulator.url, old_day)
+    result = billing.materialize_day(old_day)
 
     assert result.success
     metadata = result.asset_materializations_for_node("stripe__meter_events")[0].metadata
     assert metadata["expired"].value == 2
-    assert emulator.meter_events() == []
-    with engine.connect() as connection:
+    assert billing.emulator.meter_events() == []
+    with billing.engine.connect() as connection:
         rows = connection.execute(
             text("SELECT status, status_reason FROM billing.meter_ledger")
         ).all()
@@ -335,40 +277,32 @@ def test_a_day_outside_stripes_window_is_marked_expired_not_clamped(
 
 
 def test_without_a_secret_key_rows_stay_pending_until_a_run_with_a_key(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    billing: Billing,
     three_organizations: dict[tuple[str, str, date], int],
 ) -> None:
     day = DAYS[0]
-    result = materialize_day(dagster_instance, database_url, None, day, key=None)
+    result = billing.materialize_day(day, stripe=StripeResource())
 
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "STRIPE_SECRET_KEY is not set" in str(failure.event_specific_data)
-    with engine.connect() as connection:
+    with billing.engine.connect() as connection:
         pending = connection.execute(
             text("SELECT count(*) FROM billing.meter_ledger WHERE status = 'pending'")
         ).scalar_one()
     assert pending == 2  # the first customer's two meters on the first day; nothing lost
-    assert emulator.meter_events() == []
+    assert billing.emulator.meter_events() == []
 
-    assert materialize_day(dagster_instance, database_url, stripe_emulator.url, day).success
-    assert len(emulator.meter_events()) == 2
+    assert billing.materialize_day(day).success
+    assert len(billing.emulator.meter_events()) == 2
 
 
 def test_refuses_to_report_to_a_meter_with_the_wrong_aggregation(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    billing: Billing,
     three_organizations: dict[tuple[str, str, date], int],
 ) -> None:
-    emulator.reset()  # no meters at all
-    client = StripeBilling(TEST_KEY, stripe_emulator.url).client
+    billing.emulator.reset()  # no meters at all
+    client = billing.stripe_billing.client
     client.v1.billing.meters.create(
         {
             "display_name": "Readings (wrong)",
@@ -379,40 +313,32 @@ def test_refuses_to_report_to_a_meter_with_the_wrong_aggregation(
         }
     )
 
-    result = materialize_day(dagster_instance, database_url, stripe_emulator.url, DAYS[0])
+    result = billing.materialize_day(DAYS[0])
 
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     text_of_failure = str(failure.event_specific_data)
     assert "'count'" in text_of_failure and "active_sensors" in text_of_failure
-    assert emulator.meter_events() == []
+    assert billing.emulator.meter_events() == []
 
 
 def test_refuses_a_concurrency_the_connection_pool_cannot_serve(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    billing: Billing,
     three_organizations: dict[tuple[str, str, date], int],
 ) -> None:
-    result = dg.materialize(
-        ASSETS,
-        partition_key=DAYS[0].isoformat(),
-        instance=dagster_instance,
-        resources={
-            "postgres": PostgresResource(database_url=database_url, pool_size=5),
-            "stripe": StripeResource(
-                secret_key=TEST_KEY, api_base=stripe_emulator.url, concurrency=50
-            ),
+    result = materialize_day(
+        billing.instance,
+        {
+            "postgres": PostgresResource(database_url=billing.database_url, pool_size=5),
+            "stripe": billing.stripe(concurrency=50),
         },
-        raise_on_error=False,
+        DAYS[0],
     )
 
     # Refused before anything is planned or sent: the ledger and Stripe are untouched.
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "concurrency is 50 but the Postgres pool allows 10" in str(failure.event_specific_data)
-    assert emulator.meter_events() == []
-    with engine.connect() as connection:
+    assert billing.emulator.meter_events() == []
+    with billing.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM billing.meter_ledger")).scalar() == 0

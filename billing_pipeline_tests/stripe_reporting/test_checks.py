@@ -1,91 +1,34 @@
 """The ledger attention checks on a real Dagster instance: they fail on exactly the rows that
-need a person (failed, pending too long, recently expired) and pass otherwise."""
+need a person (failed, pending too long, in doubt, recently expired) and pass otherwise."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from billing_pipeline.definitions import defs
-from billing_pipeline.resources import PostgresResource
 from billing_pipeline.stripe_reporting.checks import (
     ledger_checks,
     ledger_expired_rows,
     ledger_failed_rows,
+    ledger_in_doubt_rows,
     ledger_stale_pending_rows,
     reporting_checks,
 )
-from billing_pipeline.stripe_reporting.identifiers import event_identifier, event_timestamp
+from billing_pipeline_tests.support.builders import add_ledger_row
+from billing_pipeline_tests.support.dagster_runs import evaluate_checks
 
 NOW = datetime.now(UTC)
-DAY = NOW.date() - timedelta(days=3)
-
-
-def insert_row(
-    engine: Engine,
-    organization_id: int,
-    status: str,
-    *,
-    meter: str = "temperature_readings",
-    day: date = DAY,
-    revision: int = 1,
-    value: int = 5,
-    target: int | None = None,
-    customer: str | None = "cus_A",
-    age: timedelta = timedelta(0),
-    reason: str | None = None,
-    error_code: str | None = None,
-) -> str:
-    """One ledger row as the reporting asset would have left it, `age` old."""
-    identifier = event_identifier(meter, organization_id, day, revision)
-    at = NOW - age
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                """
-                INSERT INTO billing.meter_ledger
-                    (identifier, meter, organization_id, day, revision, event_name,
-                     stripe_customer_id, value, target_value, event_timestamp, status,
-                     status_reason, error_code, created_at, updated_at, sent_at)
-                VALUES (:identifier, :meter, :org, :day, :revision, :meter, :customer, :value,
-                        :target, :ts, :status, :reason, :code, :at, :at,
-                        CASE WHEN :status = 'sent' THEN CAST(:at AS timestamptz) END)
-                """
-            ),
-            {
-                "identifier": identifier,
-                "meter": meter,
-                "org": organization_id,
-                "day": day,
-                "revision": revision,
-                "customer": customer,
-                "value": value,
-                "target": value if target is None else target,
-                "ts": event_timestamp(day, revision),
-                "status": status,
-                "reason": reason,
-                "code": error_code,
-                "at": at,
-            },
-        )
-    return identifier
 
 
 def run_checks(
     instance: dg.DagsterInstance, database_url: str
 ) -> dict[str, dg.AssetCheckEvaluation]:
-    result = dg.materialize(
-        ledger_checks,
-        instance=instance,
-        resources={"postgres": PostgresResource(database_url=database_url)},
-        selection=dg.AssetSelection.checks(*ledger_checks),
-        raise_on_error=False,
-    )
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+    return evaluate_checks(instance, database_url, ledger_checks)
 
 
 def names(check: dg.AssetChecksDefinition) -> str:
@@ -95,10 +38,12 @@ def names(check: dg.AssetChecksDefinition) -> str:
 def test_checks_pass_on_a_healthy_ledger(
     engine: Engine, database_url: str, dagster_instance: dg.DagsterInstance
 ) -> None:
-    insert_row(engine, 1, "sent", age=timedelta(days=2))
-    insert_row(engine, 2, "skipped", customer=None, reason="free tier")
-    insert_row(engine, 3, "pending", age=timedelta(minutes=10))  # a run is delivering it now
-    insert_row(engine, 4, "expired", age=timedelta(days=30), day=NOW.date() - timedelta(days=60))
+    add_ledger_row(engine, 1, "sent", age=timedelta(days=2))
+    # A run is delivering this one now.
+    add_ledger_row(engine, 3, "pending", customer="cus_C", age=timedelta(minutes=10))
+    add_ledger_row(
+        engine, 4, "expired", age=timedelta(days=30), day=NOW.date() - timedelta(days=60)
+    )
 
     evaluations = run_checks(dagster_instance, database_url)
 
@@ -128,9 +73,14 @@ def test_checks_pass_on_a_healthy_ledger(
             {"status": "expired", "reason": "outside window"},
             dg.AssetCheckSeverity.WARN,
         ),
+        (
+            ledger_in_doubt_rows,
+            {"status": "in_doubt", "reason": "attempted more than 23 h ago"},
+            dg.AssetCheckSeverity.ERROR,
+        ),
     ],
 )
-def test_each_check_fails_naming_rows_organizations_and_reasons(
+def test_each_check_fails_naming_rows_customers_organizations_and_reasons(
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
@@ -138,8 +88,8 @@ def test_each_check_fails_naming_rows_organizations_and_reasons(
     row: dict[str, Any],
     severity: dg.AssetCheckSeverity,
 ) -> None:
-    insert_row(engine, 1, "sent")
-    identifiers = [insert_row(engine, org, **row) for org in (7, 9)]
+    add_ledger_row(engine, 1, "sent")
+    identifiers = [add_ledger_row(engine, org, customer=f"cus_{org}", **row) for org in (7, 9)]
 
     evaluations = run_checks(dagster_instance, database_url)
     evaluation = evaluations[names(check)]
@@ -148,7 +98,7 @@ def test_each_check_fails_naming_rows_organizations_and_reasons(
     assert not evaluation.passed
     assert evaluation.severity == severity
     assert evaluation.metadata["rows"].value == 2
-    assert evaluation.metadata["organizations"].value == 2
+    assert evaluation.metadata["customers"].value == 2
     assert evaluation.metadata["organization_ids"].value == [7, 9]
     assert sorted(evaluation.metadata["identifiers"].value) == sorted(identifiers)  # type: ignore[arg-type]
     details = str(evaluation.metadata["details"].value)

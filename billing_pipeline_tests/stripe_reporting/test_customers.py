@@ -26,12 +26,12 @@ from billing_pipeline_tests.support.reporting import (
     TODAY,
     days_before,
     move_subscriptions,
-    new_customer,
     reconcile_days,
     run_days,
     stripe_view,
     subscribe,
 )
+from billing_pipeline_tests.support.stripe import new_customer
 from stripe_emulator.server import StripeEmulator
 
 D1, D2, D3 = days_before(4), days_before(3), days_before(2)
@@ -42,7 +42,7 @@ def test_a_moved_organization_is_reversed_on_the_old_customer_and_billed_on_the_
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
+    emulator_server: StripeEmulator,
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
@@ -52,7 +52,7 @@ def test_a_moved_organization_is_reversed_on_the_old_customer_and_billed_on_the_
     add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
     add_readings(engine, 11, D1, 5)
     add_readings(engine, 11, D2, 3)
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
     assert stripe_view(stripe_billing, [alpha, beta], D1, TODAY) == {
         ("active_sensors", alpha, D1): 1,
         ("temperature_readings", alpha, D1): 5,
@@ -61,7 +61,7 @@ def test_a_moved_organization_is_reversed_on_the_old_customer_and_billed_on_the_
     move_subscriptions(engine, 1, beta)
     # A run of another day corrects D1 too: every run converges Stripe's whole window.
     result = run_days(
-        dagster_instance, database_url, stripe_emulator.url, D2, assets=[*ASSETS, SETTLED]
+        dagster_instance, database_url, emulator_server.url, D2, assets=[*ASSETS, SETTLED]
     )
 
     assert result.success
@@ -79,7 +79,7 @@ def test_days_without_a_customer_are_listed_and_billed_once_a_backdated_subscrip
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
+    emulator_server: StripeEmulator,
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
@@ -89,7 +89,7 @@ def test_days_without_a_customer_are_listed_and_billed_once_a_backdated_subscrip
     add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
     add_readings(engine, 11, D1, 4)
     result = run_days(
-        dagster_instance, database_url, stripe_emulator.url, D1, assets=[*ASSETS, unbilled_usage]
+        dagster_instance, database_url, emulator_server.url, D1, assets=[*ASSETS, unbilled_usage]
     )
     assert result.success
     assert stripe_view(stripe_billing, [alpha], D1, TODAY) == {}
@@ -100,7 +100,7 @@ def test_days_without_a_customer_are_listed_and_billed_once_a_backdated_subscrip
     # The checkout's webhooks arrive later, with a subscription that started before D1.
     subscribe(engine, 1, alpha, started=midnight(D1) - timedelta(days=1))
     add_readings(engine, 11, D2, 2)
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D2).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D2).success
 
     assert stripe_view(stripe_billing, [alpha], D1, TODAY) == {
         ("active_sensors", alpha, D1): 1,
@@ -114,7 +114,7 @@ def test_only_billable_subscriptions_bill_and_only_on_their_days(
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
+    emulator_server: StripeEmulator,
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
@@ -131,7 +131,7 @@ def test_only_billable_subscriptions_bill_and_only_on_their_days(
     subscribe(engine, 3, incomplete, status="incomplete")
     subscribe(engine, 4, canceled, status="canceled", ended=midnight(D2) + timedelta(hours=12))
 
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1, D3).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1, D3).success
 
     assert stripe_view(stripe_billing, customers, D1, TODAY) == {
         ("active_sensors", ended_at_midnight, D1): 1,
@@ -147,7 +147,7 @@ def test_organizations_sharing_a_customer_are_summed_for_every_meter(
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
+    emulator_server: StripeEmulator,
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
@@ -160,7 +160,7 @@ def test_organizations_sharing_a_customer_are_summed_for_every_meter(
         add_sensor(engine, sensor, organization, midnight(D1) - timedelta(days=3))
         add_readings(engine, sensor, D1, sensor % 10)
 
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
 
     assert stripe_view(stripe_billing, [alpha], D1, TODAY) == {
         ("active_sensors", alpha, D1): 2 + 3,
@@ -172,7 +172,7 @@ def test_reconciliation_fails_on_a_day_whose_stripe_value_differs_from_the_sourc
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
+    emulator_server: StripeEmulator,
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
@@ -180,7 +180,7 @@ def test_reconciliation_fails_on_a_day_whose_stripe_value_differs_from_the_sourc
     add_organization(engine, 1, customer=alpha)
     add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
     add_readings(engine, 11, D1, 6)
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
 
     # Someone sends an event for our customer behind the pipeline's back, later in the day.
     stripe_billing.client.v1.billing.meter_events.create(
@@ -192,7 +192,7 @@ def test_reconciliation_fails_on_a_day_whose_stripe_value_differs_from_the_sourc
         }
     )
     evaluation = reconcile_days(
-        dagster_instance, database_url, stripe_emulator.url, D1, D3, SETTLED
+        dagster_instance, database_url, emulator_server.url, D1, D3, SETTLED
     )
 
     assert not evaluation.passed

@@ -38,11 +38,11 @@ from billing_pipeline_tests.support.reporting import (
     TODAY,
     days_before,
     ledger_statuses,
-    new_customer,
     reconcile_days,
     run_days,
     stripe_view,
 )
+from billing_pipeline_tests.support.stripe import new_customer
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
 
@@ -62,8 +62,8 @@ def test_a_worker_dying_after_stripe_accepted_bills_once_even_a_day_later(
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
@@ -71,7 +71,7 @@ def test_a_worker_dying_after_stripe_accepted_bills_once_even_a_day_later(
     # are back to what they were before the mark: pending, attempted), and the day is run again
     # more than 24 h later, when Stripe no longer deduplicates the identifiers.
     alpha = one_paying_organization(engine, stripe_billing, 5)
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
     with engine.begin() as connection:
         connection.execute(
             text(
@@ -80,9 +80,9 @@ def test_a_worker_dying_after_stripe_accepted_bills_once_even_a_day_later(
                 "updated_at = now() - interval '25 hours'"
             )
         )
-    emulator.advance_clock(25 * 3600)
+    emulator_control.advance_clock(25 * 3600)
 
-    result = run_days(dagster_instance, database_url, stripe_emulator.url, D1)
+    result = run_days(dagster_instance, database_url, emulator_server.url, D1)
 
     assert result.success
     assert stripe_view(stripe_billing, [alpha], D1, TODAY) == {
@@ -95,7 +95,7 @@ def test_a_worker_dying_after_stripe_accepted_bills_once_even_a_day_later(
         # The counter's difference was settled against Stripe's daily total, never resent; the
         # gauge carries a whole value, so resending it is harmless.
         assert metadata["settled_sent"].value == 1
-        assert Counter(e["event_name"] for e in emulator.meter_events()) == {
+        assert Counter(e["event_name"] for e in emulator_control.meter_events()) == {
             "temperature_readings": 1,
             "active_sensors": 2,
         }
@@ -105,14 +105,14 @@ def test_a_rejected_row_never_blocks_later_corrections(
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
+    emulator_server: StripeEmulator,
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
     # Case 5: Stripe reports the day's events invalid after accepting them (or an operator marks
     # them rejected); their identifiers are spent. Later corrections still go out.
     alpha = one_paying_organization(engine, stripe_billing, 5)
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
     with engine.begin() as connection:
         rows = connection.execute(text("SELECT identifier, event_name FROM billing.meter_ledger"))
         for row in rows.all():
@@ -126,9 +126,9 @@ def test_a_rejected_row_never_blocks_later_corrections(
         errors = [ReportedError(i, "archived_meter", "rejected") for i in identifiers]
         assert len(mark_reported_rows_rejected(connection, "evt_report", errors)) == 2
     add_readings(engine, 11, D1, 2)  # and the day is corrected, twice
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
     add_readings(engine, 11, D1, 1)
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
 
     assert stripe_view(stripe_billing, [alpha], D1, TODAY) == {
         ("active_sensors", alpha, D1): 1,
@@ -140,25 +140,25 @@ def test_after_a_ledger_restore_a_replanned_revision_is_never_taken_for_delivere
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
+    emulator_server: StripeEmulator,
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
     # Case 10: the ledger is restored from a backup taken before a correction was sent; the next
     # correction reuses the revision number with another value, within Stripe's 24 h memory.
     alpha = one_paying_organization(engine, stripe_billing, 5)
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE ledger_backup AS SELECT * FROM billing.meter_ledger"))
     add_readings(engine, 11, D1, 2)
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM billing.meter_ledger"))
         connection.execute(text("INSERT INTO billing.meter_ledger SELECT * FROM ledger_backup"))
         connection.execute(text("DROP TABLE ledger_backup"))
     add_readings(engine, 11, D1, 2)
 
-    result = run_days(dagster_instance, database_url, stripe_emulator.url, D1)
+    result = run_days(dagster_instance, database_url, emulator_server.url, D1)
 
     assert result.success
     metadata = result.asset_materializations_for_node("stripe__meter_events")[0].metadata
@@ -171,7 +171,7 @@ def test_after_a_ledger_restore_a_replanned_revision_is_never_taken_for_delivere
         # 11, and reconciliation names the day instead of reporting it billed.
         assert readings == 5 + 2 + 4
         evaluation = reconcile_days(
-            dagster_instance, database_url, stripe_emulator.url, D1, D1, SETTLED
+            dagster_instance, database_url, emulator_server.url, D1, D1, SETTLED
         )
         assert not evaluation.passed
         assert f"| temperature_readings | {D1} | {alpha} | 1 | 9 | 9 | 11" in str(
@@ -235,8 +235,8 @@ def test_a_run_killed_while_reporting_never_blocks_later_billing(
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
     stripe_billing: StripeBilling,
 ) -> None:
     # Case 11: `kill -9` of a reporting run in the middle of sending.
@@ -253,10 +253,10 @@ def test_a_run_killed_while_reporting_never_blocks_later_billing(
             )
         add_sensor(engine, organization, organization, midnight(D1) - timedelta(days=1))
         add_readings(engine, organization, D1, organization)
-    emulator.set_faults(latency_ms=300)
+    emulator_control.set_faults(latency_ms=300)
     process = multiprocessing.get_context("spawn").Process(
         target=_report_in_own_process,
-        args=(dagster_instance.get_ref(), database_url, stripe_emulator.url),
+        args=(dagster_instance.get_ref(), database_url, emulator_server.url),
     )
     process.start()
     deadline = time.monotonic() + 120
@@ -267,10 +267,10 @@ def test_a_run_killed_while_reporting_never_blocks_later_billing(
     assert process.pid is not None
     os.kill(process.pid, signal.SIGKILL)
     process.join()
-    emulator.set_faults()
+    emulator_control.set_faults()
 
     began = time.monotonic()
-    result = run_days(dagster_instance, database_url, stripe_emulator.url, D2)
+    result = run_days(dagster_instance, database_url, emulator_server.url, D2)
 
     assert result.success
     assert time.monotonic() - began < 60

@@ -21,12 +21,12 @@ from billing_pipeline_tests.support.reporting import (
     TODAY,
     days_before,
     move_subscriptions,
-    new_customer,
     period_value,
     reporting_resources,
     run_days,
     stripe_view,
 )
+from billing_pipeline_tests.support.stripe import new_customer
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
 
@@ -45,14 +45,14 @@ def test_the_period_ends_on_the_newest_days_value_whatever_order_days_are_billed
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
     stripe_billing: StripeBilling,
     meter_kind: str,
     last_mode: str,
 ) -> None:
     # Case 4, and case 8's shared customer: one sensor from before D1, one from D3, one from D4.
-    emulator.set_last_mode(last_mode)
+    emulator_control.set_last_mode(last_mode)
     alpha, beta = new_customer(stripe_billing, "Alpha"), new_customer(stripe_billing, "Beta")
     add_organization(engine, 1, customer=alpha)
     add_sensor(engine, 1, 1, midnight(D1) - timedelta(days=2))
@@ -61,13 +61,13 @@ def test_the_period_ends_on_the_newest_days_value_whatever_order_days_are_billed
     expected = {D1: 1, D2: 1, D3: 2, D4: 3}
 
     # A backfill of earlier days after a later day was billed.
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D4).success
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1, D3).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D4).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1, D3).success
     assert gauges(stripe_billing, alpha) == (expected, 3)
 
     # A correction of old days after a customer move.
     move_subscriptions(engine, 1, beta)
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D2).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D2).success
     assert gauges(stripe_billing, alpha) == ({}, 0)
     assert gauges(stripe_billing, beta) == (expected, 3)
 
@@ -76,17 +76,17 @@ def test_the_period_ends_on_the_newest_days_value_whatever_order_days_are_billed
     add_sensor(engine, 4, 1, midnight(D2) + timedelta(hours=1), midnight(D3) + timedelta(hours=2))
     expected[D2] = 2
     for seed in (3, 11):
-        emulator.set_faults(error_500_rate=0.5, seed=seed)
+        emulator_control.set_faults(error_500_rate=0.5, seed=seed)
         run_days(
             dagster_instance,
             database_url,
-            stripe_emulator.url,
+            emulator_server.url,
             D2,
             assets=ASSETS_WITHOUT_RETRIES,
             retry_attempts=1,
         )
-    emulator.set_faults()
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D2).success
+    emulator_control.set_faults()
+    assert run_days(dagster_instance, database_url, emulator_server.url, D2).success
     assert gauges(stripe_billing, beta) == (expected, 3)
 
 
@@ -94,7 +94,7 @@ def test_back_dated_sensor_rows_are_corrected_by_the_trailing_recompute(
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
+    emulator_server: StripeEmulator,
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
@@ -104,7 +104,7 @@ def test_back_dated_sensor_rows_are_corrected_by_the_trailing_recompute(
     add_organization(engine, 1, customer=alpha)
     add_sensor(engine, 1, 1, midnight(D1) - timedelta(days=2))
     add_sensor(engine, 2, 1, midnight(D1) - timedelta(days=2))
-    assert run_days(dagster_instance, database_url, stripe_emulator.url, D1, D4).success
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1, D4).success
     assert gauges(stripe_billing, alpha) == ({D1: 2, D2: 2, D3: 2, D4: 2}, 2)
 
     add_sensor(engine, 3, 1, midnight(D2) + timedelta(hours=3))  # created back-dated
@@ -124,7 +124,7 @@ def test_back_dated_sensor_rows_are_corrected_by_the_trailing_recompute(
     result = dg.materialize(
         ASSETS,
         instance=dagster_instance,
-        resources=reporting_resources(database_url, stripe_emulator.url),
+        resources=reporting_resources(database_url, emulator_server.url),
         tags=request.tags,
     )
 

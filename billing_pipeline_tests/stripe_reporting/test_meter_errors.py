@@ -13,7 +13,7 @@ from billing_pipeline.stripe_reporting.meter_errors import (
     mark_reported_rows_rejected,
     reported_errors,
 )
-from billing_pipeline_tests.stripe_reporting.test_checks import insert_row
+from billing_pipeline_tests.support.builders import add_ledger_row
 
 
 def error_report(*samples: tuple[str, str]) -> dict[str, Any]:
@@ -59,12 +59,12 @@ def test_an_event_without_error_types_is_refused() -> None:
 
 
 def test_marks_sent_and_pending_rows_rejected_and_leaves_the_rest(engine: Engine) -> None:
-    sent = insert_row(engine, 1, "sent")
-    pending = insert_row(engine, 2, "pending")
-    skipped = insert_row(engine, 3, "skipped", customer=None)
-    expired = insert_row(engine, 4, "expired")
-    untouched = insert_row(engine, 5, "sent")
-    samples = [("meter_event_customer_not_found", i) for i in (sent, pending, skipped, expired)]
+    sent = add_ledger_row(engine, 1, "sent", customer="cus_1")
+    pending = add_ledger_row(engine, 2, "pending", customer="cus_2")
+    superseded = add_ledger_row(engine, 3, "superseded", customer="cus_3")
+    expired = add_ledger_row(engine, 4, "expired", customer="cus_4")
+    untouched = add_ledger_row(engine, 5, "sent", customer="cus_5")
+    samples = [("meter_event_customer_not_found", i) for i in (sent, pending, superseded, expired)]
     errors = reported_errors(error_report(*samples, ("no_meter", "someone-elses-event")))
 
     with engine.begin() as connection:
@@ -84,5 +84,5 @@ def test_marks_sent_and_pending_rows_rejected_and_leaves_the_rest(engine: Engine
     assert rows[sent].error_code == "meter_event_customer_not_found"
     assert "evt_test_1" in rows[sent].status_reason and "bad " in rows[sent].status_reason
     # Never sent, so Stripe's report cannot be about them: their state and reason stay.
-    assert (rows[skipped].status, rows[expired].status) == ("skipped", "expired")
+    assert (rows[superseded].status, rows[expired].status) == ("superseded", "expired")
     assert rows[untouched].status == "sent"

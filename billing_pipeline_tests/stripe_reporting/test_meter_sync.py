@@ -18,10 +18,10 @@ from stripe_emulator.server import StripeEmulator
 
 
 def test_sync_creates_missing_meters_once(
-    stripe_emulator: StripeEmulator, emulator: EmulatorControl
+    emulator_server: StripeEmulator, emulator_control: EmulatorControl
 ) -> None:
-    emulator.reset()
-    stripe_billing = StripeBilling(TEST_KEY, stripe_emulator.url)
+    emulator_control.reset()
+    stripe_billing = StripeBilling(TEST_KEY, emulator_server.url)
 
     first = sync_meters(stripe_billing, METERS)
     second = sync_meters(stripe_billing, METERS)
@@ -37,10 +37,10 @@ def test_sync_creates_missing_meters_once(
 
 
 def test_a_meter_with_another_formula_is_refused_and_nothing_is_created(
-    stripe_emulator: StripeEmulator, emulator: EmulatorControl
+    emulator_server: StripeEmulator, emulator_control: EmulatorControl
 ) -> None:
-    emulator.reset()
-    stripe_billing = StripeBilling(TEST_KEY, stripe_emulator.url)
+    emulator_control.reset()
+    stripe_billing = StripeBilling(TEST_KEY, emulator_server.url)
     stripe_billing.client.v1.billing.meters.create(
         {
             "display_name": "Sensors",
@@ -57,24 +57,24 @@ def test_a_meter_with_another_formula_is_refused_and_nothing_is_created(
 
 
 def test_verify_names_every_missing_meter(
-    stripe_emulator: StripeEmulator, emulator: EmulatorControl
+    emulator_server: StripeEmulator, emulator_control: EmulatorControl
 ) -> None:
-    emulator.reset()
+    emulator_control.reset()
     with pytest.raises(MeterMismatchError) as error:
-        verify_meters(StripeBilling(TEST_KEY, stripe_emulator.url), METERS)
+        verify_meters(StripeBilling(TEST_KEY, emulator_server.url), METERS)
     assert "active_sensors" in str(error.value) and "temperature_readings" in str(error.value)
     assert "billing-pipeline stripe sync-meters" in str(error.value)
 
 
 def test_the_cli_reads_the_key_and_base_from_the_environment(
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    emulator.reset()
+    emulator_control.reset()
     monkeypatch.setenv("STRIPE_SECRET_KEY", TEST_KEY)
-    monkeypatch.setenv("STRIPE_API_BASE", stripe_emulator.url)
+    monkeypatch.setenv("STRIPE_API_BASE", emulator_server.url)
 
     assert main(["stripe", "sync-meters"]) == 0
     assert main(["stripe", "sync-meters"]) == 0

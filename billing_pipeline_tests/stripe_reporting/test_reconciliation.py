@@ -8,56 +8,39 @@ would) and the reconciliation job, launched for a range of days, must name the d
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import dagster as dg
 import pytest
 from sqlalchemy import Engine
 
-from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.assets import build_reporting_asset
 from billing_pipeline.stripe_reporting.checks import build_reconciliation_check
 from billing_pipeline.stripe_reporting.identifiers import event_timestamp
 from billing_pipeline.stripe_reporting.reconciliation import ledger_expectations
 from billing_pipeline.stripe_reporting.schedules import reconciliation_schedule
-from billing_pipeline.usage.assets import build_usage_assets
 from billing_pipeline.usage.meters import METERS
-from billing_pipeline_tests.stripe_reporting.test_checks import insert_row
 from billing_pipeline_tests.support.builders import (
+    add_ledger_row,
     add_organization,
     add_readings,
     add_sensor,
     midnight,
 )
-from billing_pipeline_tests.support.stripe import TEST_KEY
-from stripe_emulator.server import StripeEmulator
+from billing_pipeline_tests.support.dagster_runs import BILLING_ASSETS, Billing
+from billing_pipeline_tests.support.stripe import new_customer
 
 TODAY = datetime.now(UTC).date()
 D1, D2 = TODAY - timedelta(days=3), TODAY - timedelta(days=2)
 SETTLED = build_reconciliation_check(settle_window=timedelta(0))
 
 
-def resources(database_url: str, api_base: str) -> dict[str, Any]:
-    return {
-        "postgres": PostgresResource(database_url=database_url),
-        "stripe": StripeResource(
-            secret_key=TEST_KEY, api_base=api_base, max_network_retries=0, retry_base_seconds=0.01
-        ),
-    }
-
-
 @pytest.fixture
-def billed(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    stripe_billing: StripeBilling,
-) -> tuple[str, str]:
+def billed(billing: Billing) -> tuple[str, str]:
     """Two paying organizations billed for D1 and D2, each run reconciled as it finishes."""
-    alpha = stripe_billing.client.v1.customers.create({"name": "Alpha"}).id
-    beta = stripe_billing.client.v1.customers.create({"name": "Beta"}).id
+    engine = billing.engine
+    alpha = new_customer(billing.stripe_billing, "Alpha")
+    beta = new_customer(billing.stripe_billing, "Beta")
     add_organization(engine, 1, customer=alpha)
     add_organization(engine, 2, customer=beta)
     add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=1))
@@ -65,12 +48,7 @@ def billed(
     for day in (D1, D2):
         add_readings(engine, 11, day, 4)
         add_readings(engine, 21, day, 2)
-        result = dg.materialize(
-            [*build_usage_assets(), build_reporting_asset(), SETTLED],
-            partition_key=day.isoformat(),
-            instance=dagster_instance,
-            resources=resources(database_url, stripe_emulator.url),
-        )
+        result = billing.materialize_day(day, [*BILLING_ASSETS, SETTLED])
         [evaluation] = result.get_asset_check_evaluations()
         assert evaluation.passed, evaluation.metadata
         assert evaluation.metadata["compared"].value == 4  # 2 meters x 2 customers
@@ -78,9 +56,7 @@ def billed(
 
 
 def reconcile_range(
-    instance: dg.DagsterInstance,
-    database_url: str,
-    api_base: str,
+    billing: Billing,
     first: date,
     last: date,
     check: dg.AssetChecksDefinition = SETTLED,
@@ -93,10 +69,10 @@ def reconcile_range(
         assets=[build_reporting_asset()],
         asset_checks=[check],
         jobs=[job],
-        resources=resources(database_url, api_base),
+        resources=billing.resources(),
     )
     result = defs.resolve_job_def("reconcile").execute_in_process(
-        instance=instance,
+        instance=billing.instance,
         tags={
             "dagster/asset_partition_range_start": first.isoformat(),
             "dagster/asset_partition_range_end": last.isoformat(),
@@ -120,20 +96,17 @@ def send_directly(
 
 
 def test_tampered_totals_are_reported_as_drift_with_the_customers_involved(
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    stripe_billing: StripeBilling,
+    billing: Billing,
     billed: tuple[str, str],
 ) -> None:
     alpha, beta = billed
     # An extra counter event for Alpha on D1, and a later gauge reading for Beta on D2.
     send_directly(
-        stripe_billing, "temperature_readings", alpha, 3, midnight(D1) + timedelta(hours=1)
+        billing.stripe_billing, "temperature_readings", alpha, 3, midnight(D1) + timedelta(hours=1)
     )
-    send_directly(stripe_billing, "active_sensors", beta, 9, event_timestamp(D2, 5))
+    send_directly(billing.stripe_billing, "active_sensors", beta, 9, event_timestamp(D2, 5))
 
-    evaluation = reconcile_range(dagster_instance, database_url, stripe_emulator.url, D1, D2)
+    evaluation = reconcile_range(billing, D1, D2)
 
     # The ledger is untouched; the check names each drifting (meter, day, customer, organization).
     assert not evaluation.passed
@@ -148,19 +121,14 @@ def test_tampered_totals_are_reported_as_drift_with_the_customers_involved(
 
 
 def test_stripe_usage_on_a_day_the_ledger_never_billed_is_drift(
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    stripe_billing: StripeBilling,
+    billing: Billing,
     billed: tuple[str, str],
 ) -> None:
     alpha, _ = billed
     day_before = D1 - timedelta(days=1)
-    send_directly(stripe_billing, "temperature_readings", alpha, 5, midnight(day_before))
+    send_directly(billing.stripe_billing, "temperature_readings", alpha, 5, midnight(day_before))
 
-    evaluation = reconcile_range(
-        dagster_instance, database_url, stripe_emulator.url, day_before, D2
-    )
+    evaluation = reconcile_range(billing, day_before, D2)
 
     assert not evaluation.passed
     assert f"| temperature_readings | {day_before} | {alpha} | 1 | 0 | 5.0 | 5.0 |" in str(
@@ -169,19 +137,14 @@ def test_stripe_usage_on_a_day_the_ledger_never_billed_is_drift(
 
 
 def test_fresh_differences_count_as_settling_not_drift(
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    stripe_billing: StripeBilling,
+    billing: Billing,
     billed: tuple[str, str],
 ) -> None:
     alpha, _ = billed
-    send_directly(stripe_billing, "temperature_readings", alpha, 3, midnight(D2))
+    send_directly(billing.stripe_billing, "temperature_readings", alpha, 3, midnight(D2))
     default_window = build_reconciliation_check()
 
-    evaluation = reconcile_range(
-        dagster_instance, database_url, stripe_emulator.url, D1, D2, default_window
-    )
+    evaluation = reconcile_range(billing, D1, D2, default_window)
 
     # The rows were sent seconds ago, so Stripe may simply not have caught up yet.
     assert evaluation.passed
@@ -192,15 +155,15 @@ def test_fresh_differences_count_as_settling_not_drift(
 def test_expectations_follow_each_meters_aggregation(engine: Engine) -> None:
     old = timedelta(hours=2)
     # sum: differences add up; the unsent revision is not in Stripe yet.
-    insert_row(engine, 1, "sent", revision=1, value=10, target=10, age=old)
-    insert_row(engine, 1, "sent", revision=2, value=-3, target=7, age=old)
-    insert_row(engine, 1, "failed", revision=3, value=2, target=9, age=old)
+    add_ledger_row(engine, 1, "sent", revision=1, value=10, target=10, age=old)
+    add_ledger_row(engine, 1, "sent", revision=2, value=-3, target=7, age=old)
+    add_ledger_row(engine, 1, "failed", revision=3, value=2, target=9, age=old)
     # last: the newest *sent* revision's target, not a newer failed or pending one.
     for revision, status, target in ((1, "sent", 4), (2, "sent", 6), (3, "pending", 8)):
-        insert_row(
+        add_ledger_row(
             engine, 1, status, meter="active_sensors", revision=revision, value=target, age=old
         )
-    insert_row(engine, 2, "skipped", customer=None, age=old)
+    add_ledger_row(engine, 2, "skipped", customer=None, age=old)
 
     expectations = ledger_expectations(
         engine, METERS, D1 - timedelta(days=7), TODAY, datetime.now(UTC) - timedelta(minutes=30)

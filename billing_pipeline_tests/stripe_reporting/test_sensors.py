@@ -13,19 +13,17 @@ import pytest
 from sqlalchemy import Engine, text
 from stripe.params.billing import MeterEventSummaryListParams
 
-from billing_pipeline.resources import PostgresResource
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.sensors import LATE_READINGS_TAG, late_readings_sensor
 from billing_pipeline.usage.meters import ACTIVE_SENSORS, TEMPERATURE_READINGS, Meter
-from billing_pipeline_tests.stripe_reporting.test_assets import materialize_day, new_customer
 from billing_pipeline_tests.support.builders import (
     add_organization,
     add_readings,
     add_sensor,
     midnight,
 )
-from stripe_emulator.control import EmulatorControl
-from stripe_emulator.server import StripeEmulator
+from billing_pipeline_tests.support.dagster_runs import Billing, evaluate_sensor
+from billing_pipeline_tests.support.stripe import new_customer
 
 NOW = datetime.now(UTC)
 D0, D1, D2 = (NOW.date() - timedelta(days=n) for n in (3, 2, 1))
@@ -56,47 +54,33 @@ def computed_an_hour_ago(engine: Engine) -> None:
         )
 
 
-def evaluate(
-    instance: dg.DagsterInstance, database_url: str, cursor: str | None
-) -> dg.SensorResult:
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"postgres": PostgresResource(database_url=database_url)},
-    )
-    result = late_readings_sensor(context)
-    assert isinstance(result, dg.SensorResult)
-    return result
+def evaluate(billing: Billing, cursor: str | None) -> dg.SensorResult:
+    return evaluate_sensor(late_readings_sensor, billing.instance, billing.database_url, cursor)
 
 
 @LAST_MODES
 def test_late_readings_are_noticed_and_only_the_difference_reaches_stripe(
     last_mode: str,
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
-    stripe_billing: StripeBilling,
+    billing: Billing,
 ) -> None:
-    emulator.set_last_mode(last_mode)
-    alpha = new_customer(stripe_billing, "Alpha")
-    add_organization(engine, 1, customer=alpha)
-    add_sensor(engine, 11, 1, midnight(D0) - timedelta(days=10))
-    add_readings(engine, 11, D0, 10)
-    add_readings(engine, 11, D1, 12)
+    billing.emulator.set_last_mode(last_mode)
+    alpha = new_customer(billing.stripe_billing, "Alpha")
+    add_organization(billing.engine, 1, customer=alpha)
+    add_sensor(billing.engine, 11, 1, midnight(D0) - timedelta(days=10))
+    add_readings(billing.engine, 11, D0, 10)
+    add_readings(billing.engine, 11, D1, 12)
     for day in (D0, D1):
-        assert materialize_day(dagster_instance, database_url, stripe_emulator.url, day).success
-    computed_an_hour_ago(engine)
-    sent_on_time = emulator.meter_events()
+        assert billing.materialize_day(day).success
+    computed_an_hour_ago(billing.engine)
+    sent_on_time = billing.emulator.meter_events()
 
     # A gateway delivers 4 readings from D0 half an hour ago; today's readings are not late
     # (today is not billed yet) but move the cursor.
     late_at = NOW - timedelta(minutes=30)
-    add_readings(engine, 11, D0, 4, ingested_at=late_at)
-    add_readings(engine, 11, NOW.date(), 3, ingested_at=NOW)
+    add_readings(billing.engine, 11, D0, 4, ingested_at=late_at)
+    add_readings(billing.engine, 11, NOW.date(), 3, ingested_at=NOW)
 
-    result = evaluate(dagster_instance, database_url, cursor=None)
+    result = evaluate(billing, cursor=None)
     [request] = result.run_requests or []
     assert request.partition_key == D0.isoformat()
     assert request.run_key == f"late-readings-{D0.isoformat()}-{late_at.isoformat()}"
@@ -104,22 +88,22 @@ def test_late_readings_are_noticed_and_only_the_difference_reaches_stripe(
     assert result.cursor == NOW.isoformat()
     # The same tick evaluated again (the daemon restarted before saving the cursor) finds the
     # same run key, which the daemon skips: the correction is not queued twice.
-    again = evaluate(dagster_instance, database_url, cursor=None)
+    again = evaluate(billing, cursor=None)
     assert [r.run_key for r in again.run_requests or []] == [request.run_key]
 
     day = date.fromisoformat(request.partition_key or "")
-    assert materialize_day(dagster_instance, database_url, stripe_emulator.url, day).success
+    assert billing.materialize_day(day).success
 
-    new_events = emulator.meter_events()[len(sent_on_time) :]
+    new_events = billing.emulator.meter_events()[len(sent_on_time) :]
     assert [(e["identifier"], e["value"]) for e in new_events] == [
         (f"bp-temperature_readings-1-{D0:%Y%m%d}-r2", 4)
     ]
-    readings_by_day, _ = summaries(stripe_billing, TEMPERATURE_READINGS, alpha, D0, D2)
+    readings_by_day, _ = summaries(billing.stripe_billing, TEMPERATURE_READINGS, alpha, D0, D2)
     assert readings_by_day == [14.0, 12.0]
-    sensors_by_day, sensors_last = summaries(stripe_billing, ACTIVE_SENSORS, alpha, D0, D2)
+    sensors_by_day, sensors_last = summaries(billing.stripe_billing, ACTIVE_SENSORS, alpha, D0, D2)
     assert (sensors_by_day, sensors_last) == ([1.0, 1.0], 1.0)
 
-    idle = evaluate(dagster_instance, database_url, cursor=result.cursor)
+    idle = evaluate(billing, cursor=result.cursor)
     assert idle.run_requests == [] and idle.skip_reason is not None
     assert idle.cursor == result.cursor
 
@@ -127,37 +111,42 @@ def test_late_readings_are_noticed_and_only_the_difference_reaches_stripe(
 @LAST_MODES
 def test_a_gauge_correction_of_an_old_day_never_changes_what_later_days_bill(
     last_mode: str,
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
-    stripe_billing: StripeBilling,
+    billing: Billing,
 ) -> None:
-    emulator.set_last_mode(last_mode)
-    alpha = new_customer(stripe_billing, "Alpha")
-    add_organization(engine, 1, customer=alpha)
-    add_sensor(engine, 11, 1, midnight(D0) - timedelta(days=10))
-    add_sensor(engine, 12, 1, midnight(D0) - timedelta(days=10), midnight(D1) + timedelta(hours=5))
-    add_sensor(engine, 13, 1, midnight(D1) + timedelta(hours=1))  # replaces 12
+    billing.emulator.set_last_mode(last_mode)
+    alpha = new_customer(billing.stripe_billing, "Alpha")
+    add_organization(billing.engine, 1, customer=alpha)
+    add_sensor(billing.engine, 11, 1, midnight(D0) - timedelta(days=10))
+    add_sensor(
+        billing.engine, 12, 1, midnight(D0) - timedelta(days=10), midnight(D1) + timedelta(hours=5)
+    )
+    add_sensor(billing.engine, 13, 1, midnight(D1) + timedelta(hours=1))  # replaces 12
     for day in (D0, D1, D2):
-        assert materialize_day(dagster_instance, database_url, stripe_emulator.url, day).success
+        assert billing.materialize_day(day).success
     end = D2 + timedelta(days=1)
-    assert summaries(stripe_billing, ACTIVE_SENSORS, alpha, D0, end) == ([2.0, 2.0, 2.0], 2.0)
+    assert summaries(billing.stripe_billing, ACTIVE_SENSORS, alpha, D0, end) == (
+        [2.0, 2.0, 2.0],
+        2.0,
+    )
 
     # Sensor 12 was in fact switched off on D0: only D0's gauge changes (2 -> 1).
-    with engine.begin() as connection:
+    with billing.engine.begin() as connection:
         connection.execute(
             text("UPDATE sensors SET deactivated_at = :at WHERE id = 12"),
             {"at": midnight(D0) + timedelta(hours=5)},
         )
-    assert materialize_day(dagster_instance, database_url, stripe_emulator.url, D0).success
+    assert billing.materialize_day(D0).success
 
     # D0 now bills 1, D1 and D2 still 2, and the period's `last` is still the newest day's 2
     # (the newest day was resent after the correction, which matters when `last` is by arrival).
-    assert summaries(stripe_billing, ACTIVE_SENSORS, alpha, D0, end) == ([1.0, 2.0, 2.0], 2.0)
+    assert summaries(billing.stripe_billing, ACTIVE_SENSORS, alpha, D0, end) == (
+        [1.0, 2.0, 2.0],
+        2.0,
+    )
     identifiers = [
-        e["identifier"] for e in emulator.meter_events() if e["event_name"] == "active_sensors"
+        e["identifier"]
+        for e in billing.emulator.meter_events()
+        if e["event_name"] == "active_sensors"
     ]
     assert identifiers[-2:] == [
         f"bp-active_sensors-1-{D0:%Y%m%d}-r2",
@@ -166,36 +155,27 @@ def test_a_gauge_correction_of_an_old_day_never_changes_what_later_days_bill(
 
 
 def test_late_readings_beyond_stripes_window_are_recorded_expired_and_shown(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
+    billing: Billing,
 ) -> None:
     old = NOW.date() - timedelta(days=40)
-    add_organization(engine, 1, customer="cus_old")
-    add_sensor(engine, 1, 1, midnight(old) - timedelta(days=1))
-    add_readings(engine, 1, old, 3)
-    assert materialize_day(dagster_instance, database_url, stripe_emulator.url, old).success
-    computed_an_hour_ago(engine)
-    add_readings(engine, 1, old, 2, ingested_at=NOW - timedelta(minutes=30))
+    add_organization(billing.engine, 1, customer="cus_old")
+    add_sensor(billing.engine, 1, 1, midnight(old) - timedelta(days=1))
+    add_readings(billing.engine, 1, old, 3)
+    assert billing.materialize_day(old).success
+    computed_an_hour_ago(billing.engine)
+    add_readings(billing.engine, 1, old, 2, ingested_at=NOW - timedelta(minutes=30))
 
-    [request] = evaluate(dagster_instance, database_url, cursor=None).run_requests or []
+    [request] = evaluate(billing, cursor=None).run_requests or []
     assert request.partition_key == old.isoformat()
-    rerun = materialize_day(
-        dagster_instance,
-        database_url,
-        stripe_emulator.url,
-        date.fromisoformat(request.partition_key or ""),
-    )
+    rerun = billing.materialize_day(date.fromisoformat(request.partition_key or ""))
 
     # Stripe cannot take the +2 any more: nothing is sent, the ledger keeps it with the reason
     # and the run's metadata shows it.
     assert rerun.success
     metadata = rerun.asset_materializations_for_node("stripe__meter_events")[0].metadata
     assert metadata["expired"].value == 1
-    assert emulator.meter_events() == []
-    with engine.connect() as connection:
+    assert billing.emulator.meter_events() == []
+    with billing.engine.connect() as connection:
         correction = connection.execute(
             text(
                 "SELECT value, status, status_reason FROM billing.meter_ledger "

@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Engine, text
 
+from billing_pipeline.stripe_reporting.identifiers import event_identifier, event_timestamp
+
 
 def midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
@@ -77,3 +79,59 @@ def add_readings(
                 for i in range(count)
             ],
         )
+
+
+def add_ledger_row(
+    engine: Engine,
+    organization_id: int,
+    status: str,
+    *,
+    meter: str = "temperature_readings",
+    day: date | None = None,
+    revision: int = 1,
+    value: int = 5,
+    target: int | None = None,
+    customer: str = "cus_A",
+    age: timedelta = timedelta(0),
+    reason: str | None = None,
+    error_code: str | None = None,
+) -> str:
+    """One ledger row as the reporting asset would have left it, `age` old; returns its identifier.
+
+    `day` defaults to three days ago: inside Stripe's window and already billed.
+    """
+    now = datetime.now(UTC)
+    day = day or now.date() - timedelta(days=3)
+    identifier = event_identifier(meter, meter, customer, day, revision, value)
+    at = now - age
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                INSERT INTO billing.meter_ledger
+                    (identifier, meter, stripe_customer_id, day, revision, event_name,
+                     organization_ids, value, target_value, event_timestamp, status,
+                     status_reason, error_code, created_at, updated_at, sent_at)
+                VALUES (:identifier, :meter, :customer, :day, :revision, :meter,
+                        ARRAY[CAST(:org AS bigint)], :value, :target, :ts, :status, :reason,
+                        :code, :at, :at, CASE WHEN :sent THEN CAST(:at AS timestamptz) END)
+                """
+            ),
+            {
+                "identifier": identifier,
+                "meter": meter,
+                "org": organization_id,
+                "day": day,
+                "revision": revision,
+                "customer": customer,
+                "value": value,
+                "target": value if target is None else target,
+                "ts": event_timestamp(day, at),
+                "status": status,
+                "sent": status == "sent",
+                "reason": reason,
+                "code": error_code,
+                "at": at,
+            },
+        )
+    return identifier

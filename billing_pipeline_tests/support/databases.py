@@ -10,7 +10,12 @@ from sqlalchemy.engine import make_url
 from billing_pipeline.db.engine import make_engine, render_url
 
 APP_TABLES = ("temperature_readings", "sensors", "subscriptions", "organizations")
-BILLING_TABLES = ("billing.daily_usage", "billing.meter_ledger", "billing.webhook_inbox")
+BILLING_TABLES = (
+    "billing.daily_usage",
+    "billing.meter_ledger",
+    "billing.webhook_inbox",
+    "billing.webhook_recovery",
+)
 
 
 def create_database(server_url: str, prefix: str) -> str:

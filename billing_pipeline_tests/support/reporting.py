@@ -8,34 +8,27 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import Engine, text
 
-from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.assets import build_reporting_asset
 from billing_pipeline.usage.assets import build_usage_assets
 from billing_pipeline.usage.meters import METERS
 from billing_pipeline_tests.support.builders import midnight
-from billing_pipeline_tests.support.stripe import TEST_KEY
+from billing_pipeline_tests.support.dagster_runs import (
+    BILLING_ASSETS,
+    emulator_stripe,
+    pipeline_resources,
+)
 
 TODAY = datetime.now(UTC).date()
-ASSETS = [*build_usage_assets(), build_reporting_asset()]
+ASSETS = BILLING_ASSETS
 # The same without step retries, for tests that want to see a failed attempt as it is left.
 ASSETS_WITHOUT_RETRIES = [*build_usage_assets(), build_reporting_asset(retry_policy=None)]
 Key = tuple[str, str, date]
 
 
-def reporting_resources(
-    database_url: str, api_base: str | None, *, key: str | None = TEST_KEY, retry_attempts: int = 10
-) -> dict[str, Any]:
-    return {
-        "postgres": PostgresResource(database_url=database_url),
-        "stripe": StripeResource(
-            secret_key=key,
-            api_base=api_base,
-            max_network_retries=0,
-            retry_attempts=retry_attempts,
-            retry_base_seconds=0.01,
-        ),
-    }
+def reporting_resources(database_url: str, api_base: str | None, **stripe: Any) -> dict[str, Any]:
+    """The resources a run binds, on the emulator; `stripe` overrides StripeResource settings."""
+    return pipeline_resources(database_url, emulator_stripe(api_base, **stripe))
 
 
 def run_days(
@@ -60,11 +53,6 @@ def run_days(
         },
         raise_on_error=False,
     )
-
-
-def new_customer(billing: StripeBilling, name: str) -> str:
-    customer_id: str = billing.client.v1.customers.create({"name": name}).id
-    return customer_id
 
 
 def stripe_view(

@@ -1,37 +1,96 @@
-"""Fixtures for Stripe: the project's emulator over real HTTP, reached by the official SDK."""
+"""Stripe helpers: the project's emulator over real HTTP, reached by the official SDK."""
 
 from __future__ import annotations
 
+import argparse
+import http.server
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
-import pytest
+import stripe
 
 from billing_pipeline.stripe_client import RetryRule, StripeBilling
-from billing_pipeline.stripe_reporting.meter_sync import sync_meters
-from billing_pipeline.usage.meters import METERS
-from stripe_emulator.control import EmulatorControl
-from stripe_emulator.server import StripeEmulator
+from stripe_emulator.cli import register
 
 TEST_KEY = "sk_test_billing_pipeline"
 # Retries that keep fault-injection tests quick while still backing off.
 FAST_RETRY = RetryRule(attempts=8, base_seconds=0.01, cap_seconds=0.2)
 
-
-@pytest.fixture(scope="session")
-def stripe_emulator() -> Iterator[StripeEmulator]:
-    with StripeEmulator(port=0) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emulator(stripe_emulator: StripeEmulator) -> EmulatorControl:
-    """The emulator, emptied, with real time, no faults and the declared meters created."""
-    control = stripe_emulator.control
-    control.reset()
-    sync_meters(StripeBilling(TEST_KEY, stripe_emulator.url), METERS)
-    return control
+# 2025-06-15T12:00:00Z: the emulator's own tests pin its clock so day boundaries are predictable.
+NOON = 1_749_988_800
+MIDNIGHT = NOON - 12 * 3600
+DAY = 86400
 
 
-@pytest.fixture
-def stripe_billing(stripe_emulator: StripeEmulator, emulator: EmulatorControl) -> StripeBilling:
-    return StripeBilling(TEST_KEY, stripe_emulator.url, retry=FAST_RETRY)
+def make_client(url: str, key: str = "sk_test_emulator", retries: int = 0) -> stripe.StripeClient:
+    """A plain SDK client on the emulator, for tests of the emulator itself."""
+    return stripe.StripeClient(
+        key, base_addresses={"api": url, "meter_events": url}, max_network_retries=retries
+    )
+
+
+def new_customer(stripe_billing: StripeBilling, name: str) -> str:
+    customer_id: str = stripe_billing.client.v1.customers.create({"name": name}).id
+    return customer_id
+
+
+def run_emulator_cli(argv: list[str]) -> int:
+    """Run `stripe-emulator ...` as the project's CLI does, in this process."""
+    parser = argparse.ArgumentParser(prog="billing-pipeline")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+@dataclass
+class Delivery:
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class WebhookRecorder:
+    """A tiny webhook endpoint recording what it gets; answers 200."""
+
+    url: str = ""
+    received: list[Delivery] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def wait(self, count: int = 1, timeout: float = 5.0) -> list[Delivery]:
+        for _ in range(int(timeout * 20)):
+            if len(self.received) >= count:
+                break
+            self.arrived.wait(0.05)
+        assert len(self.received) >= count, f"expected {count} deliveries, got {self.received}"
+        return self.received
+
+
+@contextmanager
+def recording_endpoint() -> Iterator[WebhookRecorder]:
+    """Serve a `WebhookRecorder` over real HTTP on a free port."""
+    state = WebhookRecorder()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.received.append(Delivery(body, dict(self.headers.items())))
+            state.arrived.set()
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_port}/webhooks/stripe"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

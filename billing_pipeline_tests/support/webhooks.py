@@ -11,13 +11,16 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
+import requests
 import stripe
 from flask import Flask
 from sqlalchemy import Engine, text
 from werkzeug.serving import make_server
 
+from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline.webhooks.events import parse_snapshot_event
 from billing_pipeline.webhooks.inbox import store_event
 
@@ -173,3 +176,39 @@ def store_events(engine: Engine, payloads: list[dict[str, Any]]) -> None:
     """Put events in the inbox the way the receiver does, for tests of what comes after it."""
     for payload in payloads:
         store_event(engine, parse_snapshot_event(dumps(payload)))
+
+
+def end_backoffs(engine: Engine) -> int:
+    """Move the inbox's time instead of sleeping: every failed event is due now. Returns how
+    many were waiting."""
+    with engine.begin() as connection:
+        moved: int = connection.execute(
+            text(
+                "UPDATE billing.webhook_inbox SET next_attempt_at = now() "
+                "WHERE status = :failed AND next_attempt_at > now()"
+            ),
+            {"failed": InboxStatus.FAILED},
+        ).rowcount
+    return moved
+
+
+def backoff_left(engine: Engine, event_id: str) -> timedelta:
+    """How long the event still waits before its next attempt (negative: overdue)."""
+    with engine.connect() as connection:
+        left: timedelta = connection.execute(
+            text("SELECT next_attempt_at - now() FROM billing.webhook_inbox WHERE event_id = :id"),
+            {"id": event_id},
+        ).scalar_one()
+    return left
+
+
+def post_event(receiver_url: str, payload: dict[str, Any], secret: str = SECRET) -> int:
+    """Deliver one event to the receiver over HTTP, signed as Stripe signs; the status code."""
+    body = dumps(payload)
+    response = requests.post(
+        f"{receiver_url}/webhooks/stripe",
+        data=body,
+        headers={"Stripe-Signature": sign(body, secret), "Content-Type": "application/json"},
+        timeout=10,
+    )
+    return response.status_code

@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
-from billing_pipeline.resources import PostgresResource, StripeResource
-from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.assets import build_reporting_asset
 from billing_pipeline.stripe_reporting.meter_sync import sync_meters
 from billing_pipeline.usage.assets import build_usage_assets
@@ -19,9 +17,8 @@ from billing_pipeline_tests.support.builders import (
     add_sensor,
     midnight,
 )
-from billing_pipeline_tests.support.stripe import TEST_KEY
-from stripe_emulator.control import EmulatorControl
-from stripe_emulator.server import StripeEmulator
+from billing_pipeline_tests.support.dagster_runs import Billing
+from billing_pipeline_tests.support.stripe import new_customer
 
 COLD_READINGS = Meter(
     name="cold_readings",
@@ -40,16 +37,12 @@ COLD_READINGS = Meter(
 
 
 def test_a_third_meter_is_its_own_asset_and_is_billed(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
-    stripe_billing: StripeBilling,
+    billing: Billing,
 ) -> None:
+    engine = billing.engine
     meters = (*METERS, COLD_READINGS)
-    sync_meters(stripe_billing, meters)
-    customer = stripe_billing.client.v1.customers.create({"name": "Cold"}).id
+    sync_meters(billing.stripe_billing, meters)
+    customer = new_customer(billing.stripe_billing, "Cold")
     day = datetime.now(UTC).date() - timedelta(days=2)
     add_organization(engine, 1, customer=customer)
     add_sensor(engine, 1, 1, midnight(day) - timedelta(days=1))
@@ -64,16 +57,8 @@ def test_a_third_meter_is_its_own_asset_and_is_billed(
 
     usage_assets = build_usage_assets(meters)
     assert dg.AssetKey(["usage", "cold_readings"]) in {a.key for a in usage_assets}
-    result = dg.materialize(
-        [*usage_assets, build_reporting_asset(meters)],
-        partition_key=day.isoformat(),
-        instance=dagster_instance,
-        resources={
-            "postgres": PostgresResource(database_url=database_url),
-            "stripe": StripeResource(secret_key=TEST_KEY, api_base=stripe_emulator.url),
-        },
-    )
+    result = billing.materialize_day(day, [*usage_assets, build_reporting_asset(meters)])
 
     assert result.success
-    sent = {e["event_name"]: e["value"] for e in emulator.meter_events()}
+    sent = {e["event_name"]: e["value"] for e in billing.emulator.meter_events()}
     assert sent == {"active_sensors": 1, "temperature_readings": 6, "cold_readings": 1}

@@ -61,11 +61,12 @@ def test_readings_count_only_the_days_own_rows(engine: Engine) -> None:
     add_readings(engine, 2, DAY, 2)
     add_readings(engine, 1, NEXT, 11)  # starts exactly at midnight: the next day's
 
-    summary = refresh_daily_usage(engine, TEMPERATURE_READINGS, midnight(DAY), midnight(NEXT))
+    days = refresh_daily_usage(engine, TEMPERATURE_READINGS, midnight(DAY), midnight(NEXT))
 
     assert stored(engine, "temperature_readings") == {(DAY, 1): 7, (DAY, 2): 2}
-    assert (summary.rows, summary.organizations, summary.total) == (2, 2, 9)
-    assert summary.top[0] == (DAY, 1, 7)
+    assert list(days) == [DAY]
+    assert (days[DAY].rows, days[DAY].organizations, days[DAY].total) == (2, 2, 9)
+    assert days[DAY].top == [(1, 7), (2, 2)]
 
 
 def test_a_range_is_one_query_and_rerunning_replaces_only_its_window(engine: Engine) -> None:
@@ -73,8 +74,15 @@ def test_a_range_is_one_query_and_rerunning_replaces_only_its_window(engine: Eng
     add_sensor(engine, 1, 1, midnight(DAY) - timedelta(days=1))
     for offset, count in enumerate((3, 4, 5)):
         add_readings(engine, 1, DAY + timedelta(days=offset), count)
-    end = midnight(DAY + timedelta(days=3))
-    refresh_daily_usage(engine, TEMPERATURE_READINGS, midnight(DAY), end)
+    end = midnight(DAY + timedelta(days=4))
+    days = refresh_daily_usage(engine, TEMPERATURE_READINGS, midnight(DAY), end)
+    # Each day reports its own figures; a day without usage is there, with zeros.
+    assert {day: (u.rows, u.total, u.top) for day, u in days.items()} == {
+        DAY: (1, 3, [(1, 3)]),
+        NEXT: (1, 4, [(1, 4)]),
+        DAY + timedelta(days=2): (1, 5, [(1, 5)]),
+        DAY + timedelta(days=3): (0, 0, []),
+    }
     assert stored(engine, "temperature_readings") == {
         (DAY, 1): 3,
         (NEXT, 1): 4,

@@ -17,6 +17,7 @@ from billing_pipeline.db import migrate
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.webhooks.app import create_app
 from billing_pipeline_tests.support.databases import create_database, drop_database
+from billing_pipeline_tests.support.network import free_port
 from billing_pipeline_tests.support.webhooks import (
     OLD_SECRET,
     SECRET,
@@ -36,11 +37,11 @@ def post(url: str, body: str | bytes, signature: str | None) -> requests.Respons
     return requests.post(f"{url}/webhooks/stripe", data=body, headers=headers, timeout=10)
 
 
-def test_verified_event_is_stored_with_its_fields(receiver: str, engine: Engine) -> None:
+def test_verified_event_is_stored_with_its_fields(receiver_url: str, engine: Engine) -> None:
     payload = checkout_completed(7, "cus_A", "sub_A", T0)
     body = dumps(payload)
 
-    response = post(receiver, body, sign(body))
+    response = post(receiver_url, body, sign(body))
 
     assert response.status_code == 200
     [row] = inbox_rows(engine)
@@ -55,20 +56,20 @@ def test_verified_event_is_stored_with_its_fields(receiver: str, engine: Engine)
     assert row["received_at"] is not None
 
 
-def test_previous_secret_still_verifies_during_rotation(receiver: str, engine: Engine) -> None:
+def test_previous_secret_still_verifies_during_rotation(receiver_url: str, engine: Engine) -> None:
     body = dumps(checkout_completed(7, "cus_A", "sub_A", T0))
 
-    assert post(receiver, body, sign(body, OLD_SECRET)).status_code == 200
+    assert post(receiver_url, body, sign(body, OLD_SECRET)).status_code == 200
     assert len(inbox_rows(engine)) == 1
 
 
-def test_concurrent_duplicate_deliveries_leave_one_row(receiver: str, engine: Engine) -> None:
+def test_concurrent_duplicate_deliveries_leave_one_row(receiver_url: str, engine: Engine) -> None:
     bodies = [dumps(checkout_completed(7, f"cus_{i}", f"sub_{i}", T0 + i)) for i in range(5)]
     deliveries = [body for body in bodies for _ in range(8)]
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         statuses = list(
-            pool.map(lambda body: post(receiver, body, sign(body)).status_code, deliveries)
+            pool.map(lambda body: post(receiver_url, body, sign(body)).status_code, deliveries)
         )
 
     assert statuses == [200] * len(deliveries)
@@ -91,7 +92,7 @@ def test_concurrent_duplicate_deliveries_leave_one_row(receiver: str, engine: En
     ],
 )
 def test_bad_signature_is_400_and_nothing_is_stored(
-    receiver: str, engine: Engine, case: str
+    receiver_url: str, engine: Engine, case: str
 ) -> None:
     payload = checkout_completed(7, "cus_A", "sub_A", T0)
     body: str | bytes = dumps(payload)
@@ -114,7 +115,7 @@ def test_bad_signature_is_400_and_nothing_is_stored(
         body = b"\xff\xfe" + str(body).encode()
         signature = sign(str(body))
 
-    response = post(receiver, body, signature)
+    response = post(receiver_url, body, signature)
 
     # The event is refused before any database access: the inbox stays empty.
     assert response.status_code == 400
@@ -139,17 +140,19 @@ def test_bad_signature_is_400_and_nothing_is_stored(
     ids=["truncated", "array", "no type", "bad created", "NaN", "thin event", "NUL escape"],
 )
 def test_signed_but_malformed_event_is_400_and_nothing_is_stored(
-    receiver: str, engine: Engine, body: str
+    receiver_url: str, engine: Engine, body: str
 ) -> None:
-    response = post(receiver, body, sign(body))
+    response = post(receiver_url, body, sign(body))
 
     # Genuinely signed, yet nothing the processor could order or dedupe: refused, inbox empty.
     assert response.status_code == 400
     assert inbox_rows(engine) == []
 
 
-def test_declared_oversized_body_is_413_without_being_read(receiver: str, engine: Engine) -> None:
-    host, port = receiver.removeprefix("http://").split(":")
+def test_declared_oversized_body_is_413_without_being_read(
+    receiver_url: str, engine: Engine
+) -> None:
+    host, port = receiver_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as connection:
         # Declares 10 MiB but sends none of it: a server reading the body would hang until the
         # socket timeout instead of answering.
@@ -163,11 +166,11 @@ def test_declared_oversized_body_is_413_without_being_read(receiver: str, engine
     assert inbox_rows(engine) == []
 
 
-def test_chunked_oversized_body_is_413(receiver: str, engine: Engine) -> None:
+def test_chunked_oversized_body_is_413(receiver_url: str, engine: Engine) -> None:
     chunks = (b"x" * 16 * 1024 for _ in range(8))  # 128 KiB against a 64 KiB limit
 
     response = requests.post(
-        f"{receiver}/webhooks/stripe",
+        f"{receiver_url}/webhooks/stripe",
         data=chunks,
         headers={"Stripe-Signature": "t=1,v1=00"},
         timeout=10,
@@ -178,8 +181,8 @@ def test_chunked_oversized_body_is_413(receiver: str, engine: Engine) -> None:
     assert inbox_rows(engine) == []
 
 
-def test_healthz(receiver: str) -> None:
-    response = requests.get(f"{receiver}/healthz", timeout=5)
+def test_healthz(receiver_url: str) -> None:
+    response = requests.get(f"{receiver_url}/healthz", timeout=5)
 
     assert response.status_code == 200
     assert response.json()["message"] == "ok"
@@ -192,14 +195,8 @@ def test_refuses_to_start_without_a_secret(database_url: str) -> None:
         create_app(database_url, [" ", ""])
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_database_refusing_connections_is_503(engine: Engine) -> None:
-    app = create_app(f"postgresql://nobody@127.0.0.1:{_closed_port()}/nothing", [SECRET])
+    app = create_app(f"postgresql://nobody@127.0.0.1:{free_port()}/nothing", [SECRET])
     body = dumps(checkout_completed(7, "cus_A", "sub_A", T0))
 
     with serve(app) as url:
@@ -221,8 +218,8 @@ def test_503_while_database_is_gone_then_redelivery_succeeds(postgres_server_url
     first = dumps(checkout_completed(7, "cus_A", "sub_A", T0))
     second = dumps(checkout_completed(8, "cus_B", "sub_B", T0 + 1))
     try:
-        with serve(create_app(url, [SECRET])) as receiver:
-            assert post(receiver, first, sign(first)).status_code == 200
+        with serve(create_app(url, [SECRET])) as receiver_url:
+            assert post(receiver_url, first, sign(first)).status_code == 200
             with admin.connect() as connection:
                 connection.execute(
                     text(
@@ -233,12 +230,12 @@ def test_503_while_database_is_gone_then_redelivery_succeeds(postgres_server_url
                 connection.execute(text(f'ALTER DATABASE "{name}" RENAME TO "{name}_away"'))
 
             # The database is unreachable: Stripe is told to retry, and nothing is lost.
-            assert post(receiver, second, sign(second)).status_code == 503
+            assert post(receiver_url, second, sign(second)).status_code == 503
 
             with admin.connect() as connection:
                 connection.execute(text(f'ALTER DATABASE "{name}_away" RENAME TO "{name}"'))
             # Stripe's redelivery of the same event, freshly signed, now lands.
-            assert post(receiver, second, sign(second)).status_code == 200
+            assert post(receiver_url, second, sign(second)).status_code == 200
 
         assert len(inbox_rows(inbox_engine)) == 2
     finally:
@@ -248,15 +245,29 @@ def test_503_while_database_is_gone_then_redelivery_succeeds(postgres_server_url
 
 
 def test_logs_carry_no_secret_and_no_payload(
-    receiver: str, caplog: pytest.LogCaptureFixture
+    receiver_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     body = dumps(checkout_completed(7, "cus_secretive", "sub_A", T0))
 
-    post(receiver, body, sign(body))
-    post(receiver, body, sign(body, "whsec_wrong"))
-    post(receiver, "{bad", sign("{bad"))
+    post(receiver_url, body, sign(body))
+    post(receiver_url, body, sign(body, "whsec_wrong"))
+    post(receiver_url, "{bad", sign("{bad"))
 
     assert caplog.records
     for secret in (SECRET, OLD_SECRET, "whsec_wrong", "cus_secretive"):
         assert secret not in caplog.text
+
+
+def test_other_methods_and_paths_are_answered_405_and_404_and_store_nothing(
+    receiver_url: str, engine: Engine
+) -> None:
+    for path in ("/webhooks/stripe", "/webhooks/stripe/thin"):
+        for method in ("GET", "PUT", "DELETE"):
+            response = requests.request(method, f"{receiver_url}{path}", timeout=10)
+            assert response.status_code == 405
+            assert "POST" in response.headers["Allow"]
+            assert response.json() == {"status": 405, "message": "method not allowed"}
+    missing = requests.post(f"{receiver_url}/webhooks/other", data="{}", timeout=10)
+    assert (missing.status_code, missing.json()["status"]) == (404, 404)
+    assert inbox_rows(engine) == []

@@ -7,15 +7,21 @@ import json
 import dagster as dg
 from sqlalchemy import Engine, text
 
-from billing_pipeline.resources import PostgresResource, StripeResource
+from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline.webhooks.checks import stripe_webhook_dead_letters
-from billing_pipeline.webhooks.definitions import defs as webhook_defs
 from billing_pipeline.webhooks.processing import MAX_ATTEMPTS
 from billing_pipeline.webhooks.sensors import InboxCursor, stripe_webhook_inbox_sensor
+from billing_pipeline_tests.support.dagster_runs import (
+    evaluate_sensor,
+    pipeline_resources,
+    run_webhook_job,
+    webhook_definitions,
+)
 from billing_pipeline_tests.support.webhooks import (
     T0,
     checkout_completed,
     create_organization,
+    end_backoffs,
     inbox_rows,
     invoice_event,
     store_events,
@@ -25,34 +31,13 @@ from billing_pipeline_tests.support.webhooks import (
 
 
 def tick(instance: dg.DagsterInstance, database_url: str, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"postgres": PostgresResource(database_url=database_url)},
-    )
-    result = stripe_webhook_inbox_sensor(context)
-    assert isinstance(result, dg.SensorResult)
-    return result
-
-
-def with_postgres(database_url: str) -> dg.Definitions:
-    """webhook_defs as definitions.py will merge them, the `postgres` resource coming from it."""
-    return dg.Definitions.merge(
-        webhook_defs,
-        dg.Definitions(
-            resources={
-                "postgres": PostgresResource(database_url=database_url),
-                "stripe": StripeResource(),
-            }
-        ),
-    )
+    return evaluate_sensor(stripe_webhook_inbox_sensor, instance, database_url, cursor)
 
 
 def run_job(
     instance: dg.DagsterInstance, database_url: str, run_key: str
 ) -> dg.ExecuteInProcessResult:
-    job = with_postgres(database_url).resolve_job_def("process_stripe_webhooks")
-    return job.execute_in_process(instance=instance, tags={"dagster/run_key": run_key})
+    return run_webhook_job(instance, pipeline_resources(database_url), run_key)
 
 
 def check_result(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
@@ -62,12 +47,17 @@ def check_result(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
 
 
 def test_definitions_are_described_and_the_sensor_runs_by_default(database_url: str) -> None:
-    dg.Definitions.validate_loadable(with_postgres(database_url))
-    repository = with_postgres(database_url).get_repository_def()
+    dg.Definitions.validate_loadable(webhook_definitions(pipeline_resources(database_url)))
+    repository = webhook_definitions(pipeline_resources(database_url)).get_repository_def()
     sensor = repository.get_sensor_def("stripe_webhook_inbox_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.description
     assert repository.get_job("process_stripe_webhooks").description
+    assert repository.get_job("recover_stripe_events").description
+    schedule = repository.get_schedule_def("stripe_event_recovery_schedule")
+    assert schedule.job_name == "recover_stripe_events"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.description
     assert (
         stripe_webhook_dead_letters.check_specs
         and next(iter(stripe_webhook_dead_letters.check_specs)).description
@@ -118,29 +108,34 @@ def test_sensor_batches_new_events_and_the_run_applies_them(
     assert check_result(result).passed
 
 
-def test_failed_events_get_a_retry_run_and_a_poison_event_is_dead_lettered_and_shown(
+def test_the_sensor_launches_retries_only_when_due_and_a_poison_event_is_dead_lettered_and_shown(
     engine: Engine, database_url: str, dagster_instance: dg.DagsterInstance
 ) -> None:
     poison = checkout_completed(424242, "cus_x", "sub_x", T0)
     store_events(engine, [poison])
-    cursor = tick(dagster_instance, database_url, None).cursor
+    launched = tick(dagster_instance, database_url, None)
+    [request] = launched.run_requests or []
+    result = run_job(dagster_instance, database_url, request.run_key or "")
+    # The retry poll is rewound on every tick below instead of waiting RETRY_POLL_SECONDS.
+    rewound = json.dumps({**json.loads(launched.cursor or "{}"), "next_sweep_at": 0})
 
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        # Each failed attempt leaves the event open, so the sensor's retry sweep asks for a
-        # run (the test rewinds the sweep clock instead of waiting RETRY_DELAY_SECONDS).
-        sweep = tick(
-            dagster_instance,
-            database_url,
-            json.dumps({**json.loads(cursor or "{}"), "next_sweep_at": 0}),
-        )
-        if attempt == 1:
-            result = run_job(dagster_instance, database_url, "inbox-first")
-        else:
-            [request] = sweep.run_requests or []
-            assert request.run_key and request.run_key.startswith("retry-")
-            assert InboxCursor.parse(sweep.cursor).next_sweep_at > 0
-            result = run_job(dagster_instance, database_url, request.run_key)
+    for attempt in range(1, MAX_ATTEMPTS):
         assert result.success
+        [row] = inbox_rows(engine)
+        assert (row["status"], row["attempts"]) == (InboxStatus.FAILED, attempt)
+        # Not due yet: the sensor asks for no run, and a run launched anyway changes nothing.
+        waiting = tick(dagster_instance, database_url, rewound)
+        assert not waiting.run_requests and waiting.skip_reason is not None
+        assert run_job(dagster_instance, database_url, f"by-hand-{attempt}").success
+        assert inbox_rows(engine)[0]["attempts"] == attempt
+        # Its backoff over (time moved, not slept), the sensor launches a retry run.
+        end_backoffs(engine)
+        due = tick(dagster_instance, database_url, rewound)
+        [request] = due.run_requests or []
+        assert request.run_key and request.run_key.startswith("retry-")
+        assert request.tags["stripe_webhooks/due_events"] == "1"
+        assert InboxCursor.parse(due.cursor).next_sweep_at > 0
+        result = run_job(dagster_instance, database_url, request.run_key)
 
     # Dead-lettered: the check fails and names the event; the sensor stops asking for retries.
     evaluation = check_result(result)
@@ -150,12 +145,9 @@ def test_failed_events_get_a_retry_run_and_a_poison_event_is_dead_lettered_and_s
     assert poison["id"] in str(evaluation.metadata["event_ids"].value)
     assert "organization 424242" in str(evaluation.metadata["events"].value)
     [row] = inbox_rows(engine)
-    assert (row["status"], row["attempts"]) == ("dead_letter", MAX_ATTEMPTS)
-    idle = tick(
-        dagster_instance,
-        database_url,
-        json.dumps({**json.loads(cursor or "{}"), "next_sweep_at": 0}),
-    )
+    assert (row["status"], row["attempts"]) == (InboxStatus.DEAD_LETTER, MAX_ATTEMPTS)
+    end_backoffs(engine)
+    idle = tick(dagster_instance, database_url, rewound)
     assert not idle.run_requests and idle.skip_reason is not None
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM subscriptions")).scalar_one() == 0

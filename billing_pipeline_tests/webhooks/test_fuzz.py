@@ -1,4 +1,4 @@
-"""Fuzzing the receiver over real HTTP: never a 500, never an unverified event stored."""
+"""Fuzzing the receiver_url over real HTTP: never a 500, never an unverified event stored."""
 
 from __future__ import annotations
 
@@ -70,11 +70,13 @@ FUZZ = settings(
 @FUZZ
 @given(body=bodies, signature=st.one_of(st.none(), header_text, signature_like))
 def test_unverifiable_requests_are_refused_and_never_stored(
-    receiver: str, engine: Engine, body: bytes, signature: str | None
+    receiver_url: str, engine: Engine, body: bytes, signature: str | None
 ) -> None:
     headers = {} if signature is None else {"Stripe-Signature": signature}
 
-    response = requests.post(f"{receiver}/webhooks/stripe", data=body, headers=headers, timeout=10)
+    response = requests.post(
+        f"{receiver_url}/webhooks/stripe", data=body, headers=headers, timeout=10
+    )
 
     # None of these carries a valid signature: refused as a client error, inbox untouched.
     assert response.status_code in (400, 413)
@@ -84,14 +86,14 @@ def test_unverifiable_requests_are_refused_and_never_stored(
 @FUZZ
 @given(payload=event_like, stale=st.booleans())
 def test_signed_odd_events_never_500_and_only_verified_ones_are_stored(
-    receiver: str, engine: Engine, payload: dict[str, object], stale: bool
+    receiver_url: str, engine: Engine, payload: dict[str, object], stale: bool
 ) -> None:
     body = json.dumps(payload)
     timestamp = int(time.time()) - (400 if stale else 0)
     before = {row["event_id"] for row in inbox_rows(engine)}
 
     response = requests.post(
-        f"{receiver}/webhooks/stripe",
+        f"{receiver_url}/webhooks/stripe",
         data=body.encode(),
         headers={"Stripe-Signature": sign(body, SECRET, timestamp)},
         timeout=10,

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
-from billing_pipeline.webhooks.processing import MAX_ATTEMPTS, process_open_events
+from billing_pipeline.db.statuses import InboxStatus
+from billing_pipeline.webhooks.processing import (
+    DEAD_LETTER_AFTER,
+    MAX_ATTEMPTS,
+    process_open_events,
+    retry_delay,
+)
 from billing_pipeline_tests.support.webhooks import (
     T0,
+    backoff_left,
     checkout_completed,
     create_organization,
+    end_backoffs,
     event,
     inbox_rows,
     invoice_event,
@@ -88,10 +96,11 @@ def test_full_signup_delivered_in_reverse_ends_in_the_newest_state(engine: Engin
     store_events(engine, list(reversed(events)))
 
     first = process_open_events(engine)
+    end_backoffs(engine)
     second = process_open_events(engine)
 
     # The subscription and invoice events older than the checkout could not be linked in the
-    # first run (no organization yet); the second run applies them without undoing newer state.
+    # first run (no organization yet); their retry applies them without undoing newer state.
     assert set(first.failed) == {events[0]["id"], events[1]["id"], events[2]["id"]}
     assert set(second.processed) == set(first.failed)
     assert set(statuses(engine).values()) == {"processed"}
@@ -184,23 +193,44 @@ def test_processed_event_returns_early_and_unknown_types_are_ignored(engine: Eng
     assert subscription_row(engine, "sub_1")["stripe_customer_id"] == "cus_changed"
 
 
-def test_unknown_organization_is_retried_then_dead_lettered(engine: Engine) -> None:
+def test_a_poison_event_waits_out_each_backoff_however_often_it_is_run_then_dead_letters(
+    engine: Engine,
+) -> None:
+    """Runs launched by hand in quick succession do not use up attempts: each failure is
+    retried only after its backoff, and the dead letter comes after the documented span."""
     org = create_organization(engine)
     poison = checkout_completed(987654, "cus_x", "sub_x", T0)
     good = checkout_completed(org, "cus_1", "sub_1", T0 + 1)
     store_events(engine, [poison, good])
 
-    results = [process_open_events(engine) for _ in range(MAX_ATTEMPTS)]
+    first = process_open_events(engine)
 
     # The batch goes on around the poison event; the good one is applied in the first run.
-    assert results[0].processed == [good["id"]]
-    assert all(r.failed == [poison["id"]] for r in results[:-1])
-    assert results[-1].dead_lettered == [poison["id"]]
+    assert (first.processed, first.failed) == ([good["id"]], [poison["id"]])
+    waited = timedelta()
+    for attempt in range(1, MAX_ATTEMPTS):
+        [row] = [r for r in inbox_rows(engine) if r["event_id"] == poison["id"]]
+        assert (row["status"], row["attempts"]) == (InboxStatus.FAILED, attempt)
+        left = backoff_left(engine, poison["id"])
+        assert retry_delay(attempt) - timedelta(seconds=5) < left <= retry_delay(attempt)
+        waited += retry_delay(attempt)
+        # An operator running the job again and again before the backoff is over changes nothing.
+        for _ in range(3):
+            early = process_open_events(engine)
+            assert (early.processed, early.failed, early.dead_lettered) == ([], [], [])
+        assert end_backoffs(engine) == 1
+        retried = process_open_events(engine)
+        last = attempt + 1 == MAX_ATTEMPTS
+        assert retried.failed == ([] if last else [poison["id"]])
+        assert retried.dead_lettered == ([poison["id"]] if last else [])
+
+    # Six attempts over 23 min 15 s of backoff (45 s doubling), as the README promises.
+    assert waited == DEAD_LETTER_AFTER == timedelta(minutes=23, seconds=15)
     [row] = [r for r in inbox_rows(engine) if r["event_id"] == poison["id"]]
-    assert row["status"] == "dead_letter"
-    assert row["attempts"] == MAX_ATTEMPTS
+    assert (row["status"], row["attempts"]) == (InboxStatus.DEAD_LETTER, MAX_ATTEMPTS)
     assert "organization 987654 (from client_reference_id) does not exist" in row["last_error"]
     # A dead letter is not retried by later runs, and wrote nothing to subscriptions.
+    end_backoffs(engine)
     assert process_open_events(engine).dead_lettered == []
     with engine.connect() as connection:
         subs = (

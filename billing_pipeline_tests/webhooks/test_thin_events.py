@@ -19,22 +19,21 @@ import pytest
 import requests
 from sqlalchemy import Engine, text
 
-from billing_pipeline.resources import PostgresResource, StripeResource
-from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.assets import build_reporting_asset
 from billing_pipeline.stripe_reporting.checks import ledger_failed_rows
-from billing_pipeline.usage.assets import build_usage_assets
 from billing_pipeline.webhooks.app import create_app
-from billing_pipeline.webhooks.definitions import defs as webhook_defs
 from billing_pipeline_tests.support.builders import (
     add_organization,
     add_readings,
     add_sensor,
     midnight,
 )
-from billing_pipeline_tests.support.stripe import TEST_KEY
+from billing_pipeline_tests.support.dagster_runs import (
+    Billing,
+    evaluate_checks,
+    pipeline_resources,
+    run_webhook_job,
+)
 from billing_pipeline_tests.support.webhooks import SECRET, dumps, inbox_rows, serve, sign
-from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
 
 DAY = datetime.now(UTC).date() - timedelta(days=2)
@@ -43,10 +42,10 @@ ERROR_TYPE = "v1.billing.meter.error_report_triggered"
 
 @pytest.fixture
 def thin_receiver(
-    engine: Engine, database_url: str, stripe_emulator: StripeEmulator
+    engine: Engine, database_url: str, emulator_server: StripeEmulator
 ) -> Iterator[str]:
     """A receiver that trusts our test secret and the emulator's signing secret."""
-    app = create_app(database_url, [SECRET, stripe_emulator.webhook_secret])
+    app = create_app(database_url, [SECRET, emulator_server.webhook_secret])
     with serve(app) as url:
         yield url
 
@@ -82,17 +81,6 @@ def wait_for_inbox(engine: Engine, count: int, timeout: float = 10.0) -> list[di
     return rows
 
 
-def process_webhooks(
-    instance: dg.DagsterInstance, database_url: str, stripe: StripeResource | None = None
-) -> dg.ExecuteInProcessResult:
-    resources = {
-        "postgres": PostgresResource(database_url=database_url),
-        "stripe": stripe or StripeResource(),
-    }
-    defs = dg.Definitions.merge(webhook_defs, dg.Definitions(resources=resources))
-    return defs.resolve_job_def("process_stripe_webhooks").execute_in_process(instance=instance)
-
-
 def ledger(engine: Engine) -> dict[str, dict[str, Any]]:
     with engine.connect() as connection:
         rows = connection.execute(
@@ -102,34 +90,20 @@ def ledger(engine: Engine) -> dict[str, dict[str, Any]]:
 
 
 def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    stripe_emulator: StripeEmulator,
-    emulator: EmulatorControl,
-    stripe_billing: StripeBilling,
-    thin_receiver: str,
-    monkeypatch: pytest.MonkeyPatch,
+    billing: Billing, thin_receiver: str
 ) -> None:
-    known = stripe_billing.client.v1.customers.create({"name": "Known"}).id
+    engine, emulator = billing.engine, billing.emulator
+    known = billing.stripe_billing.client.v1.customers.create({"name": "Known"}).id
     add_organization(engine, 1, customer=known)
     add_organization(engine, 2, customer="cus_deleted_at_stripe")
     for sensor, organization in ((1, 1), (2, 2)):
         add_sensor(engine, sensor, organization, midnight(DAY) - timedelta(days=1))
         add_readings(engine, sensor, DAY, 3)
     emulator.set_unknown_customer_mode("async")
-    emulator.set_webhook_endpoint(f"{thin_receiver}/webhooks/stripe/thin")
+    emulator.set_event_destination(f"{thin_receiver}/webhooks/stripe/thin")
 
     def report_day() -> dg.ExecuteInProcessResult:
-        return dg.materialize(
-            [*build_usage_assets(), build_reporting_asset()],
-            partition_key=DAY.isoformat(),
-            instance=dagster_instance,
-            resources={
-                "postgres": PostgresResource(database_url=database_url),
-                "stripe": StripeResource(secret_key=TEST_KEY, api_base=stripe_emulator.url),
-            },
-        )
+        return billing.materialize_day(DAY)
 
     reported = report_day()
 
@@ -142,11 +116,7 @@ def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
     assert all(row["payload"]["object"] == "v2.core.event" for row in stored)
     assert all("data" not in row["payload"] for row in stored)  # thin: fetched when processed
 
-    processed = process_webhooks(
-        dagster_instance,
-        database_url,
-        StripeResource(secret_key=TEST_KEY, api_base=stripe_emulator.url),
-    )
+    processed = run_webhook_job(billing.instance, billing.resources())
 
     assert processed.success
     assert {row["status"] for row in inbox_rows(engine)} == {"processed"}
@@ -159,14 +129,9 @@ def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
     assert [r["status"] for i, r in rows.items() if i.split("-")[2] == "1"] == ["sent", "sent"]
 
     def failed_rows_check() -> dg.AssetCheckEvaluation:
-        check = dg.materialize(
-            [ledger_failed_rows],
-            instance=dagster_instance,
-            resources={"postgres": PostgresResource(database_url=database_url)},
-            selection=dg.AssetSelection.checks(ledger_failed_rows),
-            raise_on_error=False,
-        )
-        [evaluation] = check.get_asset_check_evaluations()
+        [evaluation] = evaluate_checks(
+            billing.instance, billing.database_url, [ledger_failed_rows]
+        ).values()
         return evaluation
 
     evaluation = failed_rows_check()
@@ -176,7 +141,7 @@ def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
     # The operator fixes the customer. The rejected identifiers are spent at Stripe, so the next
     # run bills the same amounts under new revisions (r2) instead of resending r1 (which Stripe
     # would answer as a duplicate, and the ledger would wrongly read as delivered).
-    fixed = stripe_billing.client.v1.customers.create({"name": "Fixed"}).id
+    fixed = billing.stripe_billing.client.v1.customers.create({"name": "Fixed"}).id
     with engine.begin() as connection:
         connection.execute(
             text("UPDATE subscriptions SET stripe_customer_id = :c WHERE organization_id = 2"),
@@ -198,11 +163,10 @@ def test_without_a_secret_key_the_thin_event_waits_in_the_inbox(
     database_url: str,
     dagster_instance: dg.DagsterInstance,
     thin_receiver: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     body = dumps(thin_event())
     assert post_thin(thin_receiver, body, sign(body)).status_code == 200
-    assert process_webhooks(dagster_instance, database_url).success
+    assert run_webhook_job(dagster_instance, pipeline_resources(database_url)).success
 
     # Nothing is lost: the event stays in the inbox as failed, to be retried once a key is set.
     [row] = inbox_rows(engine)

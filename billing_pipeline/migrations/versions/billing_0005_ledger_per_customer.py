@@ -6,8 +6,8 @@ their identifiers (Stripe may still remember them) and are renumbered per custom
 their old order. `skipped` rows (no customer) are dropped: unbilled usage is now derived from
 the attribution on every run, so a backdated subscription bills those days.
 
-Revision ID: billing_0003
-Revises: billing_0002
+Revision ID: billing_0005
+Revises: billing_0004
 Create Date: 2026-12-01 19:50:00
 """
 
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "billing_0003"
-down_revision: str | Sequence[str] | None = "billing_0002"
+revision: str = "billing_0005"
+down_revision: str | Sequence[str] | None = "billing_0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,117 @@
+"""Dagster's production topology on one machine: a gRPC code server, a webserver and a daemon.
+
+Each is its own process in its own session (so stopping a group also stops the run workers the
+code server spawns), logging to a file the test prints when something does not come up. The
+webserver and the daemon only reach the code location over gRPC, as in the Helm chart.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from billing_demo.dev.dagster_processes import free_port, grpc_serving, write_grpc_workspace
+from billing_demo.dev.services import answers, script, stop_process_groups
+
+LOCATION = "billing_pipeline"
+STARTUP_TIMEOUT = 120.0
+
+
+@dataclass
+class Started:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return f"--- {self.name} (exit {self.process.poll()}) ---\n" + "\n".join(text)
+
+
+def _start(name: str, argv: Sequence[str], env: Mapping[str, str], logs: Path) -> Started:
+    log = logs / f"{name}.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Started(name, process, log)
+
+
+def _wait(what: str, ready: Callable[[], bool], started: Sequence[Started]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not ready():
+        died = [s for s in started if s.process.poll() is not None]
+        if died or time.monotonic() > deadline:
+            logs = "\n".join(s.tail() for s in started)
+            raise AssertionError(f"{what} did not come up\n{logs}")
+        time.sleep(0.5)
+
+
+@dataclass
+class Topology:
+    webserver_url: str
+    processes: list[Started]
+
+    def pids(self) -> set[int]:
+        return {s.process.pid for s in self.processes}
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.webserver_url}/graphql",
+            data=json.dumps({"query": query, "variables": dict(variables or {})}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def logs(self) -> str:
+        return "\n".join(s.tail() for s in self.processes)
+
+
+@contextmanager
+def production_topology(dagster_home: Path, env: Mapping[str, str]) -> Iterator[Topology]:
+    """Start the three processes on `dagster_home` (which holds the dagster.yaml) and `env`.
+
+    The code server starts first, since the webserver and daemon load the workspace from it; the
+    yielded topology is ready once the webserver answers; the daemon takes queued runs from then on.
+    """
+    host = "127.0.0.1"
+    grpc_port, web_port = free_port(), free_port()
+    workspace = write_grpc_workspace(dagster_home / "workspace.yaml", grpc_port, host)
+    logs = dagster_home / "logs"
+    logs.mkdir(exist_ok=True)
+    started: list[Started] = []
+    with ExitStack() as stack:
+        stack.callback(
+            lambda: stop_process_groups(
+                [s.process.pid for s in started],
+                reap=lambda: [s.process.poll() for s in started],
+            )
+        )
+        code_server = [
+            sys.executable, "-m", "dagster", "api", "grpc",
+            "-m", "billing_pipeline.definitions", "--location-name", LOCATION,
+            "--host", host, "--port", str(grpc_port),
+        ]  # fmt: skip
+        started.append(_start("code-server", code_server, env, logs))
+        _wait("the gRPC code server", lambda: grpc_serving(host, grpc_port), started)
+        webserver = [script("dagster-webserver"), "-w", str(workspace), "-h", host]
+        started.append(_start("webserver", [*webserver, "-p", str(web_port)], env, logs))
+        daemon = [script("dagster-daemon"), "run", "-w", str(workspace)]
+        started.append(_start("daemon", daemon, env, logs))
+        url = f"http://{host}:{web_port}"
+        _wait("the webserver", lambda: answers(f"{url}/server_info"), started)
+        yield Topology(url, started)

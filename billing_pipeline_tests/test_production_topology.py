@@ -1,0 +1,153 @@
+"""The daily billing run through Dagster's production topology, on one machine.
+
+A gRPC code server, a webserver and a daemon as separate processes on an instance configured
+like docs/dagster.production.yaml (Postgres storage, the queued run coordinator, each run in a
+process of its own): the run is submitted to the webserver's GraphQL API, queued, dequeued by
+the daemon, executed by a run worker the code server starts, and reports to Stripe (the
+emulator) what the test computes from the rows it seeded. This is the path the Helm chart takes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import Engine
+
+from billing_pipeline import config
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline_tests.support.builders import (
+    add_organization,
+    add_readings,
+    add_sensor,
+    midnight,
+)
+from billing_pipeline_tests.support.databases import create_database, drop_database
+from billing_pipeline_tests.support.processes import LOCATION, Topology, production_topology
+from billing_pipeline_tests.support.stripe import TEST_KEY
+from stripe_emulator.control import EmulatorControl
+from stripe_emulator.server import StripeEmulator
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT = 120.0
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+@pytest.fixture
+def dagster_pg_url(postgres_server_url: str) -> Iterator[str]:
+    """Dagster storage of its own: the daemon and webserver of this test only."""
+    url = create_database(postgres_server_url, "dagster_topology")
+    yield url
+    drop_database(postgres_server_url, url)
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, dagster_pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO / "docs" / "dagster.production.yaml", home / "dagster.yaml")
+    monkeypatch.setenv(config.DAGSTER_PG_URL, dagster_pg_url)
+    return home
+
+
+def wait_for_run(instance: dg.DagsterInstance, run_id: str, topology: Topology) -> dg.DagsterRun:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} did not finish in time\n{topology.logs()}")
+
+
+@pytest.mark.processes
+@pytest.mark.timeout(300)
+def test_the_daemon_completes_the_daily_billing_run(
+    engine: Engine,
+    database_url: str,
+    dagster_home: Path,
+    dagster_pg_url: str,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+) -> None:
+    day = datetime.now(UTC).date() - timedelta(days=1)  # what the 02:00 schedule bills
+    customer = stripe_billing.client.v1.customers.create({"name": "Org 1"}).id
+    add_organization(engine, 1, customer=customer)
+    add_organization(engine, 2)  # no subscription: the free tier, never sent
+    add_sensor(engine, 1, 1, midnight(day) - timedelta(days=3))
+    add_sensor(engine, 2, 1, midnight(day) + timedelta(hours=6))
+    add_sensor(engine, 3, 2, midnight(day) - timedelta(days=3))
+    readings = {1: 7, 2: 5, 3: 9}
+    for sensor, count in readings.items():
+        add_readings(engine, sensor, day, count)
+    expected = {("active_sensors", customer): 2, ("temperature_readings", customer): 7 + 5}
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
+        config.DATABASE_URL: database_url,
+        config.DAGSTER_HOME: str(dagster_home),
+        config.DAGSTER_PG_URL: dagster_pg_url,
+        config.STRIPE_SECRET_KEY: TEST_KEY,
+        config.STRIPE_API_BASE: emulator_server.url,
+    }
+    # Creating the instance here also creates Dagster's tables before three processes race to.
+    with (
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+        production_topology(dagster_home, env) as topology,
+    ):
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        answer = topology.graphql(
+            LAUNCH,
+            {
+                "params": {
+                    "selector": {
+                        "repositoryLocationName": LOCATION,
+                        "repositoryName": "__repository__",
+                        "jobName": "daily_billing",
+                    },
+                    "executionMetadata": {
+                        "tags": [{"key": "dagster/partition", "value": day.isoformat()}]
+                    },
+                }
+            },
+        )["data"]["launchRun"]
+        assert answer["__typename"] == "LaunchRunSuccess", answer
+        assert answer["run"]["status"] == "QUEUED"  # the daemon, not the webserver, starts it
+        run = wait_for_run(instance, answer["run"]["runId"], topology)
+
+        assert run.status == dg.DagsterRunStatus.SUCCESS, topology.logs()
+        events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event]
+        # Queued by the webserver; only the daemon's queued-run coordinator starts queued runs.
+        lifecycle = [
+            dg.DagsterEventType.RUN_ENQUEUED,
+            dg.DagsterEventType.RUN_STARTING,
+            dg.DagsterEventType.RUN_START,
+            dg.DagsterEventType.RUN_SUCCESS,
+        ]
+        assert [e.event_type for e in events if e.event_type in lifecycle] == lifecycle
+        # The steps ran in a run worker of their own, not in any of the three servers.
+        step_pids = {e.pid for e in events if e.step_key is not None and e.pid is not None}
+        assert len(step_pids) == 1
+        assert step_pids.isdisjoint(topology.pids() | {os.getpid()})
+
+    sent = {(e["event_name"], e["customer"]): e["value"] for e in emulator_control.meter_events()}
+    assert sent == expected
+    identifiers = {e["identifier"] for e in emulator_control.meter_events()}
+    assert identifiers == {f"bp-{meter}-1-{day:%Y%m%d}-r1" for meter, _ in expected}

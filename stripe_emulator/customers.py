@@ -1,0 +1,65 @@
+"""`/v1/customers`: just enough of a customer for meter events to name one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stripe_emulator.errors import existing
+from stripe_emulator.ids import new_id
+from stripe_emulator.pagination import paginate
+from stripe_emulator.store import Store
+
+
+class Customers:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def create(self, params: dict[str, Any]) -> dict[str, Any]:
+        store = self._store
+        with store.lock:
+            customer_id = new_id("cus_", 14)
+            customer: dict[str, Any] = {
+                "id": customer_id,
+                "object": "customer",
+                "address": None,
+                "balance": 0,
+                "created": store.clock.now(),
+                "currency": None,
+                "default_source": None,
+                "delinquent": False,
+                "description": params.get("description"),
+                "email": params.get("email"),
+                "invoice_prefix": customer_id[4:12].upper(),
+                "invoice_settings": {
+                    "custom_fields": None,
+                    "default_payment_method": None,
+                    "footer": None,
+                    "rendering_options": None,
+                },
+                "livemode": False,
+                "metadata": dict(params.get("metadata") or {}),
+                "name": params.get("name"),
+                "phone": params.get("phone"),
+                "preferred_locales": [],
+                "shipping": None,
+                "tax_exempt": "none",
+                "test_clock": None,
+            }
+            store.data.customers[customer_id] = customer
+            store.dirty = True
+            return customer
+
+    def retrieve(self, customer_id: str) -> dict[str, Any]:
+        with self._store.lock:
+            return existing(self._store.data.customers, "customer", customer_id)
+
+    def exists(self, customer_id: str) -> bool:
+        with self._store.lock:
+            return customer_id in self._store.data.customers
+
+    def list_page(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self._store.lock:
+            items = list(reversed(self._store.data.customers.values()))
+            if params.get("email"):
+                items = [c for c in items if c["email"] == params["email"]]
+            return paginate(items, params, "/v1/customers")
