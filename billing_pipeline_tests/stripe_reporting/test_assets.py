@@ -101,11 +101,12 @@ def test_summaries_equal_source_aggregates_and_reruns_send_nothing(
     assert all(result.success for result in first_pass)
     assert stripe_totals(billing.stripe_billing, list(customers)) == three_organizations
     first_day = first_pass[0].asset_materializations_for_node("stripe__meter_events")[0].metadata
-    assert (first_day["stripe_total/temperature_readings"].value, first_day["sent"].value) == (
+    assert (first_day["ledger_total/temperature_readings"].value, first_day["sent"].value) == (
         17,
         2,
     )
-    assert first_day["stripe_total/active_sensors"].value == 2
+    assert first_day["source_total/temperature_readings"].value == 17
+    assert first_day["ledger_total/active_sensors"].value == 2
     events_after_first_pass = len(billing.emulator.meter_events())
     assert events_after_first_pass == len(three_organizations)
 
@@ -118,13 +119,10 @@ def test_summaries_equal_source_aggregates_and_reruns_send_nothing(
     assert len(billing.emulator.meter_events()) == events_after_first_pass
 
     with billing.engine.connect() as connection:
-        skipped = connection.execute(
-            text(
-                "SELECT count(*) FROM billing.meter_ledger "
-                "WHERE status = 'skipped' AND organization_id = 3"
-            )
+        free = connection.execute(
+            text("SELECT count(*) FROM billing.meter_ledger WHERE 3 = ANY(organization_ids)")
         ).scalar_one()
-    assert skipped == 6  # the free organization: 2 meters x 3 days, recorded with the reason
+    assert free == 0  # the free organization: listed by the unbilled_usage check, never sent
 
 
 def test_faults_and_a_crash_still_bill_exactly_once(
@@ -134,18 +132,22 @@ def test_faults_and_a_crash_still_bill_exactly_once(
 ) -> None:
     # A crash after Stripe accepted an event but before the ledger said so: the row is pending
     # and Stripe already holds its identifier.
-    from billing_pipeline.stripe_reporting.ledger import plan_window, unsent_rows
+    from billing_pipeline.stripe_reporting.ledger import unsent_rows
+    from billing_pipeline.stripe_reporting.meter_sync import verify_meters
+    from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
 
     crash_day = DAYS[0]
     assert billing.materialize_day(crash_day, build_usage_assets()).success
+    remote = verify_meters(billing.stripe_billing, METERS)
     for meter in METERS:
-        plan_window(billing.engine, meter, crash_day, crash_day + timedelta(days=1))
+        target = MeterTarget(meter, remote[meter.name].event_time_window)
+        plan_window(billing.engine, target, crash_day, crash_day + timedelta(days=1))
     row = unsent_rows(
         billing.engine, [m.name for m in METERS], crash_day, crash_day + timedelta(days=1)
     )[0]
     billing.stripe_billing.send_meter_event(
         event_name=row.event_name,
-        customer=row.stripe_customer_id or "",
+        customer=row.stripe_customer_id,
         value=row.value,
         identifier=row.identifier,
         timestamp=row.event_timestamp,
@@ -166,7 +168,7 @@ def test_faults_and_a_crash_still_bill_exactly_once(
                 text("SELECT status, count(*) AS n FROM billing.meter_ledger GROUP BY status")
             )
         }
-    assert statuses == {"sent": len(three_organizations), "skipped": 6}
+    assert statuses == {"sent": len(three_organizations)}
 
 
 def _materialize_in_own_process(
@@ -226,7 +228,8 @@ def test_rejected_event_fails_the_run_names_the_row_and_only_it_is_retried(
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = str(failure.event_specific_data)
-    assert "bp-active_sensors-2-" in message and "bp-temperature_readings-2-" in message
+    assert "bp-active_sensors-cus_unknown-" in message
+    assert "bp-temperature_readings-cus_unknown-" in message
     assert {e["customer"] for e in billing.emulator.meter_events()} == {known}
     with billing.engine.connect() as connection:
         failed = connection.execute(
@@ -235,7 +238,7 @@ def test_rejected_event_fails_the_run_names_the_row_and_only_it_is_retried(
                 "WHERE status = 'failed' ORDER BY identifier"
             )
         ).all()
-    assert [row.identifier.split("-")[2] for row in failed] == ["2", "2"]
+    assert [row.identifier.split("-")[2] for row in failed] == ["cus_unknown", "cus_unknown"]
     assert all("Stripe rejected the event" in row.status_reason for row in failed)
 
     # Stripe now takes such events (reporting unknown customers later, asynchronously): the
@@ -276,7 +279,7 @@ def test_a_day_outside_stripes_window_is_marked_expired_not_clamped(
     assert all("35-day window" in row.status_reason for row in rows)
 
 
-def test_without_a_secret_key_rows_stay_pending_until_a_run_with_a_key(
+def test_without_a_secret_key_nothing_is_planned_and_a_run_with_a_key_bills_the_day(
     billing: Billing,
     three_organizations: dict[tuple[str, str, date], int],
 ) -> None:
@@ -286,11 +289,10 @@ def test_without_a_secret_key_rows_stay_pending_until_a_run_with_a_key(
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "STRIPE_SECRET_KEY is not set" in str(failure.event_specific_data)
+    # What a revision carries depends on the Stripe meter's kind: nothing is planned blind.
     with billing.engine.connect() as connection:
-        pending = connection.execute(
-            text("SELECT count(*) FROM billing.meter_ledger WHERE status = 'pending'")
-        ).scalar_one()
-    assert pending == 2  # the first customer's two meters on the first day; nothing lost
+        rows = connection.execute(text("SELECT count(*) FROM billing.meter_ledger")).scalar_one()
+    assert rows == 0
     assert billing.emulator.meter_events() == []
 
     assert billing.materialize_day(day).success

@@ -118,7 +118,11 @@ def test_a_rejected_row_never_blocks_later_corrections(
         for row in rows.all():
             # Stripe dropped them (cancelled within 24 h, as an adjustment does).
             stripe_billing.client.v1.billing.meter_event_adjustments.create(
-                {"event_name": row.event_name, "cancel": {"identifier": row.identifier}}
+                {
+                    "event_name": row.event_name,
+                    "type": "cancel",
+                    "cancel": {"identifier": row.identifier},
+                }
             )
         identifiers = connection.execute(
             text("SELECT identifier FROM billing.meter_ledger")

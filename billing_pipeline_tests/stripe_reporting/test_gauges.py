@@ -51,8 +51,10 @@ def test_the_period_ends_on_the_newest_days_value_whatever_order_days_are_billed
     meter_kind: str,
     last_mode: str,
 ) -> None:
-    # Case 4, and case 8's shared customer: one sensor from before D1, one from D3, one from D4.
+    # Case 4: one sensor from before D1, one from D3, one from D4. The mode says what "last"
+    # means for raw meters and what "newer" means inside a pre-aggregated meter's day.
     emulator_control.set_last_mode(last_mode)
+    emulator_control.set_newer_mode(last_mode)
     alpha, beta = new_customer(stripe_billing, "Alpha"), new_customer(stripe_billing, "Beta")
     add_organization(engine, 1, customer=alpha)
     add_sensor(engine, 1, 1, midnight(D1) - timedelta(days=2))

@@ -15,9 +15,8 @@ from sqlalchemy import Engine
 
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.assets import build_reporting_asset
-from billing_pipeline.stripe_reporting.checks import build_reconciliation_check
-from billing_pipeline.stripe_reporting.identifiers import event_timestamp
-from billing_pipeline.stripe_reporting.reconciliation import ledger_expectations
+from billing_pipeline.stripe_reporting.reconciliation import ledger_views
+from billing_pipeline.stripe_reporting.reconciliation_check import build_reconciliation_check
 from billing_pipeline.stripe_reporting.schedules import reconciliation_schedule
 from billing_pipeline.usage.meters import METERS
 from billing_pipeline_tests.support.builders import (
@@ -104,11 +103,14 @@ def test_tampered_totals_are_reported_as_drift_with_the_customers_involved(
     send_directly(
         billing.stripe_billing, "temperature_readings", alpha, 3, midnight(D1) + timedelta(hours=1)
     )
-    send_directly(billing.stripe_billing, "active_sensors", beta, 9, event_timestamp(D2, 5))
+    late_in_d2 = midnight(D2) + timedelta(hours=23, minutes=59)
+    send_directly(billing.stripe_billing, "active_sensors", beta, 9, late_in_d2)
 
     evaluation = reconcile_range(billing, D1, D2)
 
-    # The ledger is untouched; the check names each drifting (meter, day, customer, organization).
+    # The ledger is untouched; the check names each drifting (meter, day, customer, organization)
+    # with the source's value, the ledger's and Stripe's (pre-aggregated meters, as sync-meters
+    # creates them: the newer event replaced the day's value).
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     metadata = evaluation.metadata
@@ -116,8 +118,8 @@ def test_tampered_totals_are_reported_as_drift_with_the_customers_involved(
     assert metadata["drifts"].value == 2
     assert metadata["customers_with_drift"].value == 2
     details = str(metadata["drift_details"].value)
-    assert f"| temperature_readings | {D1} | {alpha} | 1 | 4 | 7.0 | 3.0 |" in details
-    assert f"| active_sensors | {D2} | {beta} | 2 | 1 | 9.0 | 8.0 |" in details
+    assert f"| temperature_readings | {D1} | {alpha} | 1 | 4 | 4 | 3.0 |" in details
+    assert f"| active_sensors | {D2} | {beta} | 2 | 1 | 1 | 9.0 |" in details
 
 
 def test_stripe_usage_on_a_day_the_ledger_never_billed_is_drift(
@@ -131,9 +133,9 @@ def test_stripe_usage_on_a_day_the_ledger_never_billed_is_drift(
     evaluation = reconcile_range(billing, day_before, D2)
 
     assert not evaluation.passed
-    assert f"| temperature_readings | {day_before} | {alpha} | 1 | 0 | 5.0 | 5.0 |" in str(
-        evaluation.metadata["drift_details"].value
-    )
+    details = str(evaluation.metadata["drift_details"].value)
+    assert f"| temperature_readings | {day_before} | {alpha} |" in details
+    assert "| 0 | 0 | 5.0 |" in details
 
 
 def test_fresh_differences_count_as_settling_not_drift(
@@ -152,26 +154,27 @@ def test_fresh_differences_count_as_settling_not_drift(
     assert evaluation.metadata["drifts"].value == 0
 
 
-def test_expectations_follow_each_meters_aggregation(engine: Engine) -> None:
+def test_the_ledgers_view_follows_each_meters_kind(engine: Engine) -> None:
     old = timedelta(hours=2)
-    # sum: differences add up; the unsent revision is not in Stripe yet.
+    # raw sum: differences add up; the failed revision is not in Stripe yet (settling).
     add_ledger_row(engine, 1, "sent", revision=1, value=10, target=10, age=old)
     add_ledger_row(engine, 1, "sent", revision=2, value=-3, target=7, age=old)
     add_ledger_row(engine, 1, "failed", revision=3, value=2, target=9, age=old)
-    # last: the newest *sent* revision's target, not a newer failed or pending one.
+    # last: the newest *sent* revision's value, not a newer pending one.
     for revision, status, target in ((1, "sent", 4), (2, "sent", 6), (3, "pending", 8)):
         add_ledger_row(
             engine, 1, status, meter="active_sensors", revision=revision, value=target, age=old
         )
-    add_ledger_row(engine, 2, "skipped", customer=None, age=old)
+    add_ledger_row(engine, 2, "sent", customer="cus_B", value=5, age=old)
 
-    expectations = ledger_expectations(
-        engine, METERS, D1 - timedelta(days=7), TODAY, datetime.now(UTC) - timedelta(minutes=30)
+    views = ledger_views(
+        engine, METERS, {}, D1 - timedelta(days=7), TODAY, datetime.now(UTC) - timedelta(minutes=30)
     )
 
-    assert {(e.meter, e.customer, e.value, e.settling) for e in expectations} == {
-        ("temperature_readings", "cus_A", 7, False),
-        ("active_sensors", "cus_A", 6, False),
+    assert {(m, c, v.held, v.settling) for (m, c, _), v in views.items()} == {
+        ("temperature_readings", "cus_A", 7, True),
+        ("active_sensors", "cus_A", 6, True),
+        ("temperature_readings", "cus_B", 5, False),
     }
 
 

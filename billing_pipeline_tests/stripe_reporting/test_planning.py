@@ -1,0 +1,149 @@
+"""Planning against a real Postgres: revisions per customer and day, identifiers, timestamps.
+
+The daily usage is written straight into `billing.daily_usage`, so each test states exactly the
+targets the ledger must converge to; nothing is sent to Stripe here.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import Engine, text
+
+from billing_pipeline.stripe_reporting.identifiers import (
+    MAX_IDENTIFIER_LENGTH,
+    event_identifier,
+    event_timestamp,
+)
+from billing_pipeline.stripe_reporting.ledger import OUTSIDE_WINDOW, LedgerRow
+from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
+from billing_pipeline.usage.meters import ACTIVE_SENSORS, TEMPERATURE_READINGS, Meter
+from billing_pipeline_tests.support.builders import add_organization, midnight
+from billing_pipeline_tests.support.reporting import subscribe
+
+NOW = datetime.now(UTC)
+D1, D2 = NOW.date() - timedelta(days=4), NOW.date() - timedelta(days=3)
+END = NOW.date()
+RAW_SUM = MeterTarget(TEMPERATURE_READINGS, None)
+DAILY_SUM = MeterTarget(TEMPERATURE_READINGS, "day")
+
+
+def set_usage(engine: Engine, meter: Meter, day: date, organization_id: int, value: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO billing.daily_usage (meter, day, organization_id, value) "
+                "VALUES (:meter, :day, :org, :value) ON CONFLICT (meter, day, organization_id) "
+                "DO UPDATE SET value = excluded.value, computed_at = now()"
+            ),
+            {"meter": meter.name, "day": day, "org": organization_id, "value": value},
+        )
+
+
+def plan(engine: Engine, target: MeterTarget, now: datetime = NOW) -> list[LedgerRow]:
+    return plan_window(engine, target, D1 - timedelta(days=40), END, now=now)
+
+
+def summary(rows: list[LedgerRow]) -> list[tuple[str, date, int, int, str]]:
+    return [(r.stripe_customer_id, r.day, r.revision, r.value, r.status) for r in rows]
+
+
+def move(engine: Engine, organization_id: int, customer: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE subscriptions SET stripe_customer_id = :c WHERE organization_id = :o"),
+            {"c": customer, "o": organization_id},
+        )
+
+
+def test_raw_sum_sends_differences_per_customer_and_reverses_a_move(engine: Engine) -> None:
+    add_organization(engine, 1, customer="cus_A")
+    add_organization(engine, 2)
+    subscribe(engine, 2, "cus_A")
+    set_usage(engine, TEMPERATURE_READINGS, D1, 1, 10)
+    set_usage(engine, TEMPERATURE_READINGS, D1, 2, 5)
+    [first] = plan(engine, RAW_SUM)
+    assert (first.stripe_customer_id, first.value, first.organization_ids) == ("cus_A", 15, [1, 2])
+    assert plan(engine, RAW_SUM) == []  # nothing changed, nothing planned
+
+    move(engine, 2, "cus_B")
+    assert sorted(summary(plan(engine, RAW_SUM))) == [
+        ("cus_A", D1, 2, -5, "pending"),
+        ("cus_B", D1, 1, 5, "pending"),
+    ]
+
+
+def test_pre_aggregated_rows_carry_the_whole_value_and_supersede_unsent_ones(
+    engine: Engine,
+) -> None:
+    add_organization(engine, 1, customer="cus_A")
+    set_usage(engine, TEMPERATURE_READINGS, D1, 1, 10)
+    [first] = plan(engine, DAILY_SUM)
+    set_usage(engine, TEMPERATURE_READINGS, D1, 1, 12)
+    [second] = plan(engine, DAILY_SUM, NOW + timedelta(minutes=5))
+
+    assert (second.revision, second.value, second.aggregation_window) == (2, 12, "day")
+    assert second.event_timestamp > first.event_timestamp
+    with engine.connect() as connection:
+        status = connection.execute(
+            text("SELECT status FROM billing.meter_ledger WHERE identifier = :i"),
+            {"i": first.identifier},
+        ).scalar_one()
+    assert status == "superseded"  # never sent after its successor
+
+
+def test_revisions_are_numbered_past_every_row_whatever_its_status(engine: Engine) -> None:
+    # Case 5 at the ledger's level: a rejected newest row never blocks the next revision.
+    add_organization(engine, 1, customer="cus_A")
+    set_usage(engine, TEMPERATURE_READINGS, D1, 1, 10)
+    plan(engine, RAW_SUM)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE billing.meter_ledger SET status = 'rejected'"))
+    set_usage(engine, TEMPERATURE_READINGS, D1, 1, 11)
+
+    assert summary(plan(engine, RAW_SUM)) == [("cus_A", D1, 2, 11, "pending")]
+
+
+def test_identifiers_name_the_value_and_stay_within_stripes_limit() -> None:
+    same = event_identifier("temperature_readings", "temperature_readings", "cus_A", D1, 2, 7)
+    other = event_identifier("temperature_readings", "temperature_readings", "cus_A", D1, 2, 9)
+    long = event_identifier("m" * 40, "m" * 40, "cus_" + "x" * 90, D1, 12345, -7)
+
+    assert same != other  # a restored ledger's revision 2 with another value is another event
+    assert same.startswith(f"bp-temperature_readings-cus_A-{D1:%Y%m%d}-r2-")
+    assert len(long) <= MAX_IDENTIFIER_LENGTH
+
+
+def test_timestamps_stay_inside_the_day_and_grow_with_planning_time() -> None:
+    stamps = [event_timestamp(D1, midnight(D2) + timedelta(hours=h)) for h in (0, 1, 24, 900)]
+
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert all(midnight(D1) < s < midnight(D2) for s in stamps)
+    assert event_timestamp(D1, NOW, after=midnight(D2) - timedelta(seconds=5)) > stamps[-1]
+
+
+def test_a_day_outside_stripes_window_is_recorded_expired_with_the_reason(engine: Engine) -> None:
+    add_organization(engine, 1, customer="cus_A")
+    old = NOW.date() - timedelta(days=40)
+    set_usage(engine, TEMPERATURE_READINGS, old, 1, 3)
+
+    [row] = plan(engine, RAW_SUM)
+
+    assert (row.day, row.status, row.status_reason) == (old, "expired", OUTSIDE_WINDOW)
+
+
+def test_two_plans_of_one_window_at_once_write_one_revision(engine: Engine) -> None:
+    add_organization(engine, 1, customer="cus_A")
+    set_usage(engine, ACTIVE_SENSORS, D1, 1, 4)
+    barrier = threading.Barrier(2)
+
+    def run() -> list[LedgerRow]:
+        barrier.wait()
+        return plan(engine, MeterTarget(ACTIVE_SENSORS, None))
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: run(), range(2)))
+
+    assert sorted(len(r) for r in results) == [0, 1]
