@@ -150,4 +150,7 @@ def test_the_daemon_completes_the_daily_billing_run(
     sent = {(e["event_name"], e["customer"]): e["value"] for e in emulator_control.meter_events()}
     assert sent == expected
     identifiers = {e["identifier"] for e in emulator_control.meter_events()}
-    assert identifiers == {f"bp-{meter}-1-{day:%Y%m%d}-r1" for meter, _ in expected}
+    # bp-<meter>-<customer>-<day>-r1-<digest of the value>
+    assert {i.rsplit("-", 1)[0] for i in identifiers} == {
+        f"bp-{meter}-{customer}-{day:%Y%m%d}-r1" for meter, customer in expected
+    }

@@ -30,17 +30,20 @@ STALE_PENDING_AFTER = timedelta(hours=1)
 EXPIRED_ATTENTION = timedelta(days=7)
 
 
-# A rejected row stays in the ledger as history; it needs attention only until a later revision of
-# the same (meter, customer, day) has been sent in its place.
+# A rejected row stays in the ledger as history; it needs attention only until its day's usage
+# went out again: a later revision of the same (meter, customer, day) sent, or a row of the same
+# meter and day for another customer sent for any of its organizations (the customer was fixed).
 UNRESOLVED_FAILURE = """
     status = :failed
     OR (status = :rejected AND NOT EXISTS (
         SELECT 1 FROM billing.meter_ledger later
         WHERE later.meter = meter_ledger.meter
-          AND later.stripe_customer_id = meter_ledger.stripe_customer_id
           AND later.day = meter_ledger.day
-          AND later.revision > meter_ledger.revision
-          AND later.status = :sent))
+          AND later.status = :sent
+          AND (later.stripe_customer_id = meter_ledger.stripe_customer_id
+                   AND later.revision > meter_ledger.revision
+               OR later.stripe_customer_id <> meter_ledger.stripe_customer_id
+                   AND later.organization_ids && meter_ledger.organization_ids)))
 """
 _STATUSES = {
     "failed": LedgerStatus.FAILED,

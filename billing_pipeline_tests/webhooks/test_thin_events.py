@@ -123,10 +123,11 @@ def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
     rows = ledger(engine)
     failed = {i: r for i, r in rows.items() if r["status"] == "rejected"}
     assert sorted(failed) == sorted(r["identifier"] for r in emulator.error_reports())
-    assert {i.split("-")[2] for i in failed} == {"2"}  # only the unknown customer's rows
+    # Only the unknown customer's rows (identifiers: bp-<meter>-<customer>-<day>-r<n>-<digest>).
+    assert {i.split("-")[2] for i in failed} == {"cus_deleted_at_stripe"}
     assert {r["error_code"] for r in failed.values()} == {"meter_event_customer_not_found"}
     assert all("asynchronous error" in r["status_reason"] for r in failed.values())
-    assert [r["status"] for i, r in rows.items() if i.split("-")[2] == "1"] == ["sent", "sent"]
+    assert [r["status"] for i, r in rows.items() if i.split("-")[2] == known] == ["sent", "sent"]
 
     def failed_rows_check() -> dg.AssetCheckEvaluation:
         [evaluation] = evaluate_checks(
@@ -138,9 +139,9 @@ def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
     assert not evaluation.passed
     assert sorted(evaluation.metadata["identifiers"].value) == sorted(failed)  # type: ignore[arg-type]
 
-    # The operator fixes the customer. The rejected identifiers are spent at Stripe, so the next
-    # run bills the same amounts under new revisions (r2) instead of resending r1 (which Stripe
-    # would answer as a duplicate, and the ledger would wrongly read as delivered).
+    # The operator fixes the customer. The rejected identifiers are spent at Stripe and never
+    # resent; the next run bills the day to the organization's customer now, under its own
+    # identifiers.
     fixed = billing.stripe_billing.client.v1.customers.create({"name": "Fixed"}).id
     with engine.begin() as connection:
         connection.execute(
@@ -151,9 +152,9 @@ def test_async_error_report_rejects_the_row_and_the_next_run_bills_it_again(
     rebilled = {
         e["identifier"]: e["value"] for e in emulator.meter_events() if e["customer"] == fixed
     }
-    assert rebilled == {
-        "bp-active_sensors-2-" + DAY.strftime("%Y%m%d") + "-r2": 1,
-        "bp-temperature_readings-2-" + DAY.strftime("%Y%m%d") + "-r2": 3,
+    assert {i.rsplit("-", 1)[0]: v for i, v in rebilled.items()} == {
+        f"bp-active_sensors-{fixed}-{DAY:%Y%m%d}-r1": 1,
+        f"bp-temperature_readings-{fixed}-{DAY:%Y%m%d}-r1": 3,
     }
     assert failed_rows_check().passed
 
