@@ -34,6 +34,7 @@ from billing_pipeline_tests.support.builders import (
     add_sensor,
     midnight,
 )
+from billing_pipeline_tests.support.meter_kinds import recreate_meters
 from billing_pipeline_tests.support.reporting import (
     TODAY,
     days_before,
@@ -99,6 +100,52 @@ def test_a_worker_dying_after_stripe_accepted_bills_once_even_a_day_later(
             "temperature_readings": 1,
             "active_sensors": 2,
         }
+
+
+def test_an_attempt_stripe_never_received_is_settled_absent_and_billed_again(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+) -> None:
+    # Case 2's other outcome, on raw meters (the only ones with in-doubt rows): the worker died
+    # after recording its attempt but before Stripe received the event.
+    recreate_meters(emulator_control, stripe_billing, "raw")
+    alpha = one_paying_organization(engine, stripe_billing, 5)
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
+    with engine.begin() as connection:
+        identifier = connection.execute(
+            text("SELECT identifier FROM billing.meter_ledger WHERE meter = 'temperature_readings'")
+        ).scalar_one()
+        stripe_billing.client.v1.billing.meter_event_adjustments.create(
+            {
+                "event_name": "temperature_readings",
+                "type": "cancel",
+                "cancel": {"identifier": identifier},
+            }
+        )  # as if it had never arrived
+        connection.execute(
+            text(
+                "UPDATE billing.meter_ledger SET status = 'pending', sent_at = NULL, "
+                "first_attempted_at = now() - interval '25 hours', "
+                "updated_at = now() - interval '25 hours' WHERE identifier = :identifier"
+            ),
+            {"identifier": identifier},
+        )
+    emulator_control.advance_clock(25 * 3600)
+
+    result = run_days(dagster_instance, database_url, emulator_server.url, D1)
+
+    assert result.success
+    metadata = result.asset_materializations_for_node("stripe__meter_events")[0].metadata
+    assert metadata["settled_absent"].value == 1
+    assert stripe_view(stripe_billing, [alpha], D1, TODAY) == {
+        ("active_sensors", alpha, D1): 1,
+        ("temperature_readings", alpha, D1): 5,
+    }
+    assert ledger_statuses(engine) == {"sent": 2, "absent": 1}
 
 
 def test_a_rejected_row_never_blocks_later_corrections(
