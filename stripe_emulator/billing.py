@@ -98,11 +98,13 @@ class Billing:
             self._subscriptions.end(subscription, at, invoice["id"], created=created)
         else:
             recurring = item["price"].get("recurring") or {"interval": "month", "interval_count": 1}
+            config = subscription["billing_cycle_anchor_config"] or {}
             end = next_boundary(
                 subscription["billing_cycle_anchor"],
                 recurring["interval"],
                 recurring["interval_count"],
                 at,
+                config.get("day_of_month"),
             )
             self._subscriptions.renew(subscription, (at, end), invoice["id"], created)
         self._invoices.announce(invoice, created)

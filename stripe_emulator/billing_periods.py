@@ -28,27 +28,32 @@ MAX_COUNT = {"day": 365, "week": 52, "month": 12, "year": 1}
 _CONFIG_FIELDS = {"day_of_month", "month", "hour", "minute", "second"}
 
 
-def _month_shift(anchor: datetime, months: int) -> datetime:
+def _month_shift(anchor: datetime, months: int, day: int) -> datetime:
     total = anchor.year * 12 + anchor.month - 1 + months
     year, month = divmod(total, 12)
-    day = min(anchor.day, calendar.monthrange(year, month + 1)[1])
-    return anchor.replace(year=year, month=month + 1, day=day)
+    clamped = min(day, calendar.monthrange(year, month + 1)[1])
+    return anchor.replace(year=year, month=month + 1, day=clamped)
 
 
-def boundary(anchor: int, interval: str, count: int, times: int) -> int:
-    """`anchor` moved by `times` x `count` intervals (months clamp the anchor's day)."""
+def boundary(anchor: int, interval: str, count: int, times: int, day: int | None = None) -> int:
+    """`anchor` moved by `times` x `count` intervals. Months keep `day` (default: the anchor's;
+    a `day_of_month=31` anchor clamped to June 30 still ends July on the 31st), clamped to the
+    month's length."""
     if interval == "day":
         return anchor + times * count * 86400
     if interval == "week":
         return anchor + times * count * 7 * 86400
     months = times * count * (12 if interval == "year" else 1)
-    return int(_month_shift(datetime.fromtimestamp(anchor, UTC), months).timestamp())
+    start = datetime.fromtimestamp(anchor, UTC)
+    return int(_month_shift(start, months, day or start.day).timestamp())
 
 
-def next_boundary(anchor: int, interval: str, count: int, after: int) -> int:
+def next_boundary(
+    anchor: int, interval: str, count: int, after: int, day: int | None = None
+) -> int:
     """The first period boundary strictly after `after` (which is at or after the anchor)."""
     times = 1
-    while (end := boundary(anchor, interval, count, times)) <= after:
+    while (end := boundary(anchor, interval, count, times, day)) <= after:
         times += 1
     return end
 
