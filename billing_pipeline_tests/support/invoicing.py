@@ -91,14 +91,14 @@ class UsageLog:
         self.sent.append(SentUsage(customer, timestamp, value, received_at))
 
     def billable(self, customer: str, start: int, end: int, finalized_at: int) -> list[SentUsage]:
-        """What Stripe bills for [start, end): events of that period received by finalization,
-        in arrival order."""
+        """What Stripe bills for [start, end): events of that period received before its
+        invoice's finalization, in arrival order."""
         return [
             usage
             for usage in self.sent
             if usage.customer == customer
             and start <= usage.timestamp < end
-            and usage.received_at <= finalized_at
+            and usage.received_at < finalized_at
         ]
 
     def total(self, customer: str, start: int, end: int, finalized_at: int) -> int:
