@@ -20,12 +20,12 @@ API reference `invoice` and `invoice line item`, basil: the subscription under
 from __future__ import annotations
 
 import json
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from stripe_emulator.errors import existing, invalid
 from stripe_emulator.events import Events
 from stripe_emulator.ids import new_id
+from stripe_emulator.invoice_objects import EMPTY_FIELDS, line_amount, line_item
 from stripe_emulator.pagination import paginate
 from stripe_emulator.prices import Catalog
 from stripe_emulator.store import Store
@@ -33,12 +33,6 @@ from stripe_emulator.summaries import Summaries
 
 STATUSES = ("draft", "open", "paid", "uncollectible", "void")
 MAX_GRACE_PERIOD_S = 72 * 3600
-
-
-def line_amount(quantity: int, unit_amount_decimal: str) -> int:
-    """quantity x unit price in minor units, rounded half up to a whole unit."""
-    exact = Decimal(quantity) * Decimal(unit_amount_decimal)
-    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 class Invoices:
@@ -61,6 +55,7 @@ class Invoices:
             invoice_id = new_id("in_", 24)
             customer = store.data.customers.get(subscription["customer"], {})
             invoice: dict[str, Any] = {
+                **EMPTY_FIELDS,
                 "id": invoice_id,
                 "object": "invoice",
                 "account_country": "US",
@@ -138,42 +133,7 @@ class Invoices:
             price = self._catalog.find_price(item["price"]["id"])
             if price is None:
                 continue
-            lines.append(
-                {
-                    "id": new_id("il_", 24),
-                    "object": "line_item",
-                    "amount": 0,
-                    "currency": price["currency"],
-                    "description": None,
-                    "discount_amounts": [],
-                    "discountable": True,
-                    "discounts": [],
-                    "invoice": invoice_id,
-                    "livemode": False,
-                    "metadata": {},
-                    "parent": {
-                        "type": "subscription_item_details",
-                        "invoice_item_details": None,
-                        "subscription_item_details": {
-                            "invoice_item": None,
-                            "proration": False,
-                            "proration_details": {"credited_items": None},
-                            "subscription": subscription["id"],
-                            "subscription_item": item["id"],
-                        },
-                    },
-                    "period": {"end": period[1], "start": period[0]},
-                    "pretax_credit_amounts": [],
-                    "pricing": {
-                        "price_details": {"price": price["id"], "product": price["product"]},
-                        "type": "price_details",
-                        "unit_amount_decimal": price["unit_amount_decimal"],
-                    },
-                    "quantity": 0,
-                    "subtotal": 0,
-                    "taxes": [],
-                }
-            )
+            lines.append(line_item(invoice_id, subscription, item, price, period))
         for line in lines:
             self._measure(line, subscription["customer"])
         return lines

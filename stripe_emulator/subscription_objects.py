@@ -12,6 +12,26 @@ from stripe_emulator.params import merged_metadata
 
 # A price id the emulator does not know bills nothing, monthly (see subscriptions.py).
 _MONTHLY = {"interval": "month", "interval_count": 1}
+# Subscription fields for features the emulator has none of (taxes, Connect, pauses, …).
+_EMPTY_FIELDS: dict[str, Any] = dict.fromkeys(
+    [
+        "application_fee_percent",
+        "billing_thresholds",
+        "default_source",
+        "next_pending_invoice_item_invoice",
+        "on_behalf_of",
+        "pause_collection",
+        "pending_invoice_item_interval",
+        "pending_setup_intent",
+        "transfer_data",
+        "payment_settings",
+    ]
+) | {
+    "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+    "default_tax_rates": [],
+    "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+    "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+}
 
 
 def billing_interval(prices: list[dict[str, Any]]) -> tuple[str, int]:
@@ -37,6 +57,7 @@ def subscription_item(
     return {
         "id": new_id("si_", 14),
         "object": "subscription_item",
+        "billing_thresholds": None,
         "created": start,
         "current_period_end": end,
         "current_period_start": start,
@@ -62,6 +83,7 @@ def subscription_object(
     now = period[0]
     incomplete = params.get("payment_behavior") == "default_incomplete"
     return {
+        **_EMPTY_FIELDS,
         "id": subscription_id,
         "object": "subscription",
         "application": None,
