@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import stripe
@@ -17,7 +18,7 @@ from billing_pipeline_tests.support.invoicing import (
     metered_price,
     utc,
 )
-from billing_pipeline_tests.support.stripe import NOON, WebhookRecorder
+from billing_pipeline_tests.support.stripe import NOON, WebhookRecorder, make_client
 from stripe_emulator import EmulatorControl, StripeEmulator
 
 START = utc(2025, 7, 1)
@@ -213,3 +214,30 @@ def test_moving_the_emulator_clock_bills_customers_without_a_test_clock(
         ("invoice.finalized", period_end + HOUR),
         ("invoice.created", period_end),
     ]
+
+
+def test_a_state_file_keeps_prices_clocks_and_invoices_across_a_restart(tmp_path: Path) -> None:
+    """The demo's emulator restarts between a period's end and its invoice's finalization."""
+    state_file = tmp_path / "emulator.json"
+    with StripeEmulator(port=0, state_file=state_file) as first:
+        client = make_client(first.url)
+        first.control.set_clock(NOON)
+        meter = client.v1.billing.meters.create(
+            {
+                "display_name": "R",
+                "event_name": "readings",
+                "default_aggregation": {"formula": "sum"},
+            }
+        )
+        clock, customer, subscription = calendar_customer(
+            client, metered_price(client, meter.id, "Readings")
+        )
+        advance_test_clock(client, clock, utc(2025, 8, 1, 0, 30))
+        UsageLog("readings").send(client, customer, 5, utc(2025, 7, 31), utc(2025, 8, 1, 0, 30))
+    with StripeEmulator(port=0, state_file=state_file) as second:
+        client = make_client(second.url)
+        [draft] = invoices(client, customer=customer)
+        assert draft.status == "draft"
+        advance_test_clock(client, clock, utc(2025, 8, 1, 2))
+        [paid] = invoices(client, subscription=subscription.id)
+        assert (paid.status, paid.lines.data[0].quantity, paid.total) == ("paid", 5, 15)
