@@ -4,7 +4,8 @@ Stripe's model (docs "Test Clocks", API reference `test_helpers.test_clock`): a 
 `frozen_time`; customers created with `test_clock=clock_…` live at that time, and so do their
 subscriptions and invoices. Advancing the clock (`POST …/advance`, only forwards) answers at
 once with `status: advancing`; Stripe then runs, in order, everything that fell due on the way
-(period ends, invoice finalization) and the clock becomes `ready`. Here that work is done
+(period ends, invoice finalization) and the clock becomes `ready`. A clock moves at most two
+intervals of its shortest subscription (two years without one) per advance. Here that work is done
 before the answer is sent, so a client that polls `GET …/{id}` until `ready` (as it must with
 Stripe) sees it done on the first poll.
 
@@ -24,6 +25,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from stripe_emulator.billing_periods import boundary
 from stripe_emulator.errors import existing, invalid
 from stripe_emulator.events import Events
 from stripe_emulator.ids import new_id
@@ -32,6 +34,7 @@ from stripe_emulator.params import reject_unknown
 from stripe_emulator.store import Store
 
 RETENTION_S = 30 * 86400
+_MONTH = {"interval": "month", "interval_count": 1}
 RunDue = Callable[[str, int], None]
 
 
@@ -111,6 +114,13 @@ class TestClocks:
                     f"({clock['frozen_time']}).",
                     param="frozen_time",
                 )
+            limit = self._advance_limit(clock)
+            if target > limit:
+                raise invalid(
+                    "The frozen_time cannot be more than two intervals in the future from the "
+                    f"shortest subscription in this test clock ({limit}).",
+                    param="frozen_time",
+                )
             clock["status"] = "advancing"
             clock["status_details"] = {"advancing": {"target_frozen_time": target}}
             self._events.emit("test_helpers.test_clock.advancing", clock, request=request)
@@ -120,6 +130,18 @@ class TestClocks:
             self._store.dirty = True
             self._events.emit("test_helpers.test_clock.ready", clock)
             return answer
+
+    def _advance_limit(self, clock: dict[str, Any]) -> int:
+        """Stripe's limit (API reference, advance a test clock): two intervals of the clock's
+        shortest live subscription, or two years without one."""
+        frozen: int = clock["frozen_time"]
+        limits = [
+            boundary(frozen, recurring["interval"], recurring["interval_count"], 2)
+            for subscription in self._store.data.subscriptions.values()
+            if subscription["test_clock"] == clock["id"] and subscription["status"] != "canceled"
+            for recurring in [subscription["items"]["data"][0]["price"].get("recurring", _MONTH)]
+        ]
+        return min(limits, default=boundary(frozen, "year", 1, 2))
 
     def delete(self, clock_id: str) -> dict[str, Any]:
         """Stripe deletes a clock with every object attached to it."""

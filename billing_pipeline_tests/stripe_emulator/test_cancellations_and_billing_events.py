@@ -90,7 +90,8 @@ def test_cancel_at_period_end_ends_at_the_period_end_and_bills_the_whole_period(
     )
     stripe_client.v1.subscriptions.update(subscription.id, {"cancel_at_period_end": True})
     UsageLog("readings").send(stripe_client, customer, 9, utc(2025, 7, 1), START)
-    advance_test_clock(stripe_client, clock, utc(2025, 9, 15))
+    advance_test_clock(stripe_client, clock, utc(2025, 8, 15))
+    advance_test_clock(stripe_client, clock, utc(2025, 9, 15))  # nothing left to renew
 
     ended = stripe_client.v1.subscriptions.retrieve(subscription.id)
     assert (ended.status, ended.ended_at) == ("canceled", utc(2025, 8, 1))

@@ -230,6 +230,11 @@ def test_a_test_clock_is_the_customers_time(
     assert stripe_client.v1.test_helpers.test_clocks.retrieve(month.clock).status == "ready"
     with pytest.raises(stripe.InvalidRequestError, match="frozen_time"):
         stripe_client.v1.test_helpers.test_clocks.advance(month.clock, {"frozen_time": START})
+    # Stripe moves a clock at most two intervals of its shortest subscription at a time.
+    with pytest.raises(stripe.InvalidRequestError, match="two intervals"):
+        stripe_client.v1.test_helpers.test_clocks.advance(
+            month.clock, {"frozen_time": utc(2025, 8, 10, 10, 30, 1)}
+        )
     # Meter events are checked against the customer's time, not the emulator's (2025-06-15).
     month.send(month.calendar, 1, START + HOUR)
     with pytest.raises(stripe.InvalidRequestError, match="5 minutes in the future"):
