@@ -87,8 +87,9 @@ class EmulatorControl:
     def settle_subscription_payment(
         self, subscription_id: str, succeeded: bool = True
     ) -> dict[str, Any]:
-        """Stand in for the subscription's invoice payment: `active` on success, `past_due` on
-        failure; emits `customer.subscription.updated` when the status changes."""
+        """Stand in for a late or failed payment (emulated invoices are paid at once): `active`
+        on success, `past_due` on failure; emits `customer.subscription.updated` when the
+        status changes."""
         result: dict[str, Any] = self._call(
             "POST", f"/subscriptions/{subscription_id}/payment", {"succeeded": succeeded}
         )
