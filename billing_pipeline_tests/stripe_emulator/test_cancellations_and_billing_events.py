@@ -14,7 +14,6 @@ from billing_pipeline_tests.support.invoicing import (
     CALENDAR_ANCHOR,
     UsageLog,
     advance_test_clock,
-    deliveries,
     metered_price,
     utc,
 )
@@ -150,7 +149,7 @@ def test_billing_events_come_in_stripes_order_and_are_delivered_signed(
     ]
     listed = list(reversed(list(stripe_client.v1.events.list({"limit": 100}).data)))
     assert [event.type for event in listed] == expected
-    received = deliveries(webhook_recorder, len(expected))
+    received = webhook_recorder.wait(len(expected), timeout=10.0)
     delivered = [
         stripe.Webhook.construct_event(
             d.body.decode(), d.headers["Stripe-Signature"], emulator_server.webhook_secret

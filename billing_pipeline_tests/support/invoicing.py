@@ -10,8 +10,6 @@ from typing import Any
 
 import stripe
 
-from billing_pipeline_tests.support.stripe import Delivery, WebhookRecorder
-
 # Calendar billing as most Stripe accounts set it up: periods start at 00:00 UTC on the 1st.
 CALENDAR_ANCHOR: Any = {"day_of_month": 1, "hour": 0, "minute": 0, "second": 0}
 
@@ -44,16 +42,6 @@ def advance_test_clock(client: stripe.StripeClient, clock_id: str, frozen_time: 
             return clock
         time.sleep(0.05)
     raise AssertionError(f"test clock {clock_id} never became ready")
-
-
-def deliveries(recorder: WebhookRecorder, count: int, timeout: float = 10.0) -> list[Delivery]:
-    """Wait until `recorder` holds `count` deliveries. (`WebhookRecorder.wait` stops waiting
-    after the first one: its event stays set.)"""
-    deadline = time.monotonic() + timeout
-    while len(recorder.received) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(recorder.received) >= count, f"{len(recorder.received)} of {count} deliveries"
-    return recorder.received
 
 
 @dataclass(frozen=True)
