@@ -21,7 +21,6 @@ from stripe_emulator.ids import new_id
 from stripe_emulator.replay import replayed, save_for_replay
 from stripe_emulator.routes import STREAM_PATH, register_routes
 from stripe_emulator.runtime import Runtime
-from stripe_emulator.webhooks import thin_notification
 from stripe_emulator.wire import authenticate, json_response
 
 _RATE_LIMIT = (
@@ -54,6 +53,9 @@ def create_app(runtime: Runtime) -> Flask:
                 "An unknown error occurred. Please try again or contact support.",
                 error_type="api_error",
             )
+        # What fell due on the emulator clock happens before this request is applied: a meter
+        # event arriving after an invoice's finalization time is not on that invoice.
+        state.billing.run_due()
         replay = replayed(state.idempotency)
         if replay is not None:
             return replay
@@ -67,7 +69,7 @@ def create_app(runtime: Runtime) -> Flask:
             return response
         save_for_replay(state.idempotency, response, state.now())
         response.headers["Request-Id"] = g.get("request_id", "")
-        _hand_over_events(runtime)
+        runtime.hand_over_events()
         if faults.roll("drop"):
             _drop_connection()
             runtime.count("dropped")
@@ -91,20 +93,6 @@ def create_app(runtime: Runtime) -> Flask:
 
     register_routes(app, runtime)
     return app
-
-
-def _hand_over_events(runtime: Runtime) -> None:
-    """Queue the events this request produced, after its response is decided: snapshot events
-    for the webhook endpoint (their outcome updates `pending_webhooks`), thin events for the
-    event destination."""
-    state = runtime.state
-    endpoint, destination = state.settings.webhook_endpoint, state.settings.event_destination
-    for event in state.events.drain_outbox():
-        if endpoint:
-            runtime.deliverer.enqueue(endpoint, event, state.events.record_delivery)
-    for event in state.error_reports.drain_notifications():
-        if destination:
-            runtime.deliverer.enqueue(destination, thin_notification(event))
 
 
 def _drop_connection() -> None:

@@ -27,10 +27,19 @@ class EmulatorControl:
         return int(self._call("GET", "/clock")["now"])
 
     def advance_clock(self, seconds: float) -> int:
+        """Move the emulator clock; billing due on the way runs for customers without a test
+        clock (see `set_clock`)."""
         return int(self._call("POST", "/clock/advance", {"seconds": seconds})["now"])
 
     def set_clock(self, unix_ts: float) -> int:
+        """Move the emulator clock; the period ends, cancellations and invoice finalizations
+        that fell due on the way run in order, for customers without a test clock."""
         return int(self._call("POST", "/clock", {"now": unix_ts})["now"])
+
+    def set_invoice_grace_period(self, seconds: int) -> int:
+        """The account's invoice finalization grace period (Stripe: 1 h by default, up to
+        72 h): drafts made from now on are finalized that long after their period ends."""
+        return int(self._call("POST", "/invoice_grace_period", {"seconds": seconds})["seconds"])
 
     def set_faults(
         self,
@@ -78,8 +87,9 @@ class EmulatorControl:
     def settle_subscription_payment(
         self, subscription_id: str, succeeded: bool = True
     ) -> dict[str, Any]:
-        """Stand in for the subscription's invoice payment: `active` on success, `past_due` on
-        failure; emits `customer.subscription.updated` when the status changes."""
+        """Stand in for a late or failed payment (emulated invoices are paid at once): `active`
+        on success, `past_due` on failure; emits `customer.subscription.updated` when the
+        status changes."""
         result: dict[str, Any] = self._call(
             "POST", f"/subscriptions/{subscription_id}/payment", {"succeeded": succeeded}
         )

@@ -24,6 +24,12 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
     state, faults = runtime.state, runtime.faults
     bp = Blueprint("emulator_control", __name__, url_prefix="/_emulator")
 
+    @bp.after_request
+    def deliver_what_billing_produced(response: Response) -> Response:
+        """Moving the clock can end periods: their events are delivered like a request's."""
+        runtime.hand_over_events()
+        return response
+
     @bp.errorhandler(ValueError)
     @bp.errorhandler(TypeError)
     @bp.errorhandler(StripeAPIError)
@@ -41,6 +47,14 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
     @bp.post("/clock/advance")
     def advance_clock() -> Response:
         return jsonify({"now": state.advance_clock(float(_body()["seconds"]))})
+
+    @bp.post("/invoice_grace_period")
+    def set_invoice_grace_period() -> Response:
+        seconds = _body()["seconds"]
+        if not isinstance(seconds, int) or isinstance(seconds, bool):
+            raise TypeError("`seconds` must be a whole number")
+        state.set_invoice_grace_period(seconds)
+        return jsonify({"seconds": state.settings.invoice_grace_period_s})
 
     @bp.get("/faults")
     def get_faults() -> Response:

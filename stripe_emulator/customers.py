@@ -1,10 +1,13 @@
-"""`/v1/customers`: just enough of a customer for meter events to name one."""
+"""`/v1/customers`: just enough of a customer for meter events and subscriptions to name one.
+
+A customer created with `test_clock=clock_…` lives at that clock's time (see test_clocks.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from stripe_emulator.errors import existing
+from stripe_emulator.errors import existing, no_such
 from stripe_emulator.ids import new_id
 from stripe_emulator.pagination import paginate
 from stripe_emulator.store import Store
@@ -17,13 +20,20 @@ class Customers:
     def create(self, params: dict[str, Any]) -> dict[str, Any]:
         store = self._store
         with store.lock:
+            clock_id = params.get("test_clock") or None
+            if clock_id is not None and clock_id not in store.data.test_clocks:
+                raise no_such("test_clock", str(clock_id), param="test_clock")
             customer_id = new_id("cus_", 14)
             customer: dict[str, Any] = {
                 "id": customer_id,
                 "object": "customer",
                 "address": None,
                 "balance": 0,
-                "created": store.clock.now(),
+                "created": (
+                    store.data.test_clocks[clock_id]["frozen_time"]
+                    if clock_id
+                    else store.clock.now()
+                ),
                 "currency": None,
                 "default_source": None,
                 "delinquent": False,
@@ -43,7 +53,7 @@ class Customers:
                 "preferred_locales": [],
                 "shipping": None,
                 "tax_exempt": "none",
-                "test_clock": None,
+                "test_clock": clock_id,
             }
             store.data.customers[customer_id] = customer
             store.dirty = True
@@ -62,4 +72,6 @@ class Customers:
             items = list(reversed(self._store.data.customers.values()))
             if params.get("email"):
                 items = [c for c in items if c["email"] == params["email"]]
+            if params.get("test_clock"):
+                items = [c for c in items if c["test_clock"] == params["test_clock"]]
             return paginate(items, params, "/v1/customers")

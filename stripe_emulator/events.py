@@ -39,11 +39,14 @@ class Events:
         *,
         previous_attributes: dict[str, Any] | None = None,
         request: dict[str, str | None] | None = None,
+        created: int | None = None,
     ) -> dict[str, Any]:
         """Record an event about `obj` (a snapshot: later changes to `obj` are not in it).
 
         `request` is the API request that caused it (`id`, `idempotency_key`); changes Stripe
-        makes on its own (a payment settled) have none.
+        makes on its own (a payment settled, a period ending) have none. `created` defaults to
+        the emulator clock; billing passes the instant a period ended when the clock jumped
+        past it, so events keep the order and times they would have had.
         """
         store = self._store
         with store.lock:
@@ -54,7 +57,7 @@ class Events:
                 "id": new_id("evt_test_", 24),
                 "object": "event",
                 "api_version": API_VERSION,
-                "created": store.clock.now(),
+                "created": store.clock.now() if created is None else created,
                 "data": data,
                 "livemode": False,
                 "pending_webhooks": 1 if store.settings.webhook_endpoint else 0,

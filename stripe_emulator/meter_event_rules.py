@@ -18,6 +18,7 @@ from stripe_emulator.ids import new_id
 from stripe_emulator.meters import MAX_NAME_LENGTH, Meters
 from stripe_emulator.records import MeterEvent
 from stripe_emulator.store import Store
+from stripe_emulator.test_clocks import TestClocks
 
 IDENTIFIER_WINDOW_S = 24 * 3600
 PAST_WINDOW_S = 35 * 86400
@@ -72,15 +73,20 @@ def _event_timestamp(raw: Any, now: int, source: str) -> int:
 
 
 class MeterEventRules:
-    def __init__(self, store: Store, meters: Meters, customers: Customers) -> None:
+    def __init__(
+        self, store: Store, meters: Meters, customers: Customers, clocks: TestClocks
+    ) -> None:
         self._store = store
         self._meters = meters
         self._customers = customers
+        self._clocks = clocks
 
     def ingest(self, params: dict[str, Any], *, timestamp: Any, source: str) -> MeterEvent:
         """Check every rule, in the order Stripe reports them, then store the event.
 
         The caller holds the store lock, so the identifier check and the insert are one step.
+        The timestamp window and the arrival time are the customer's time (its test clock if
+        it has one); identifiers expire on the emulator clock.
         """
         store = self._store
         now = store.clock.now()
@@ -124,8 +130,9 @@ class MeterEventRules:
                 ),
                 meter=meter["id"],
             )
-        event_ts = _event_timestamp(timestamp, now, source)
-        if event_ts < now - PAST_WINDOW_S:
+        customer_now = self._clocks.now_for(customer)
+        event_ts = _event_timestamp(timestamp, customer_now, source)
+        if event_ts < customer_now - PAST_WINDOW_S:
             raise RejectedEventError(
                 "timestamp_too_far_in_past",
                 invalid(
@@ -136,7 +143,7 @@ class MeterEventRules:
                 meter=meter["id"],
                 customer=customer,
             )
-        if event_ts > now + FUTURE_SKEW_S:
+        if event_ts > customer_now + FUTURE_SKEW_S:
             raise RejectedEventError(
                 "timestamp_in_future",
                 invalid(
@@ -187,7 +194,7 @@ class MeterEventRules:
             value=value,
             timestamp=event_ts,
             identifier=identifier,
-            received_at=now,
+            received_at=customer_now,
             source=source,
             payload=payload,
         )

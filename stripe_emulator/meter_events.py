@@ -14,6 +14,7 @@ from stripe_emulator.errors import invalid, missing_param
 from stripe_emulator.meter_event_rules import MeterEventRules, RejectedEventError
 from stripe_emulator.records import MeterEvent
 from stripe_emulator.store import Store
+from stripe_emulator.test_clocks import TestClocks
 
 CANCEL_WINDOW_S = 24 * 3600
 
@@ -33,10 +34,13 @@ def _meter_event_object(
 
 
 class MeterEvents:
-    def __init__(self, store: Store, rules: MeterEventRules, reports: ErrorReports) -> None:
+    def __init__(
+        self, store: Store, rules: MeterEventRules, reports: ErrorReports, clocks: TestClocks
+    ) -> None:
         self._store = store
         self._rules = rules
         self._reports = reports
+        self._clocks = clocks
 
     def try_acquire_slot(self, customer: str, meter_id: str) -> bool:
         """Stripe allows one concurrent meter event call per customer per meter."""
@@ -66,7 +70,8 @@ class MeterEvents:
             return _meter_event_object(params, event.received_at, event)
 
     def cancel(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Adjustments can only cancel, and only within 24 h of Stripe receiving the event."""
+        """Adjustments can only cancel, and only within 24 h of Stripe receiving the event
+        (on the customer's clock, which is the one its arrival was stamped with)."""
         if params.get("type", "cancel") != "cancel":
             raise invalid("Invalid type: must be cancel", param="type")
         event_name = params.get("event_name")
@@ -77,7 +82,6 @@ class MeterEvents:
             raise missing_param("cancel[identifier]")
         store = self._store
         with store.lock:
-            now = store.clock.now()
             event = next(
                 (
                     e
@@ -92,6 +96,7 @@ class MeterEvents:
                     f"'{event_name}'.",
                     param="cancel[identifier]",
                 )
+            now = self._clocks.now_for(event.customer)
             if now - event.received_at >= CANCEL_WINDOW_S:
                 raise invalid(
                     "Meter events can only be cancelled within 24 hours of being received.",

@@ -119,7 +119,64 @@ def register_routes(app: Flask, runtime: Runtime) -> None:
 
     @app.delete("/v1/subscriptions/<subscription_id>")
     def cancel_subscription(subscription_id: str) -> Response:
-        return json_response(state.subscriptions.cancel(subscription_id, params(), _request()))
+        return json_response(state.billing.cancel_now(subscription_id, params(), _request()))
+
+    @app.post("/v1/products")
+    def create_product() -> Response:
+        return json_response(state.catalog.create_product(params()))
+
+    @app.get("/v1/products")
+    def list_products() -> Response:
+        return json_response(state.catalog.list_products(params()))
+
+    @app.get("/v1/products/<product_id>")
+    def retrieve_product(product_id: str) -> Response:
+        return json_response(state.catalog.retrieve_product(product_id))
+
+    @app.post("/v1/prices")
+    def create_price() -> Response:
+        return json_response(state.catalog.create_price(params()))
+
+    @app.get("/v1/prices")
+    def list_prices() -> Response:
+        return json_response(state.catalog.list_prices(params()))
+
+    @app.get("/v1/prices/<price_id>")
+    def retrieve_price(price_id: str) -> Response:
+        return json_response(state.catalog.retrieve_price(price_id))
+
+    @app.get("/v1/invoices")
+    def list_invoices() -> Response:
+        return json_response(state.invoices.list_page(params()))
+
+    @app.get("/v1/invoices/<invoice_id>")
+    def retrieve_invoice(invoice_id: str) -> Response:
+        return json_response(state.invoices.retrieve(invoice_id))
+
+    @app.get("/v1/invoices/<invoice_id>/lines")
+    def list_invoice_lines(invoice_id: str) -> Response:
+        return json_response(state.invoices.lines_page(invoice_id, params()))
+
+    @app.post("/v1/test_helpers/test_clocks")
+    def create_test_clock() -> Response:
+        return json_response(state.test_clocks.create(params(), _request()))
+
+    @app.get("/v1/test_helpers/test_clocks")
+    def list_test_clocks() -> Response:
+        return json_response(state.test_clocks.list_page(params()))
+
+    @app.get("/v1/test_helpers/test_clocks/<clock_id>")
+    def retrieve_test_clock(clock_id: str) -> Response:
+        return json_response(state.test_clocks.retrieve(clock_id))
+
+    @app.post("/v1/test_helpers/test_clocks/<clock_id>/advance")
+    def advance_test_clock(clock_id: str) -> Response:
+        clocks = state.test_clocks
+        return json_response(clocks.advance(clock_id, params(), state.billing.run_due, _request()))
+
+    @app.delete("/v1/test_helpers/test_clocks/<clock_id>")
+    def delete_test_clock(clock_id: str) -> Response:
+        return json_response(state.test_clocks.delete(clock_id))
 
     @app.get("/v1/events")
     def list_events() -> Response:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from stripe_emulator.faults import Faults
 from stripe_emulator.state import EmulatorState
-from stripe_emulator.webhooks import WebhookDeliverer
+from stripe_emulator.webhooks import WebhookDeliverer, thin_notification
 
 
 @dataclass
@@ -24,3 +24,16 @@ class Runtime:
     def count(self, key: str) -> None:
         with self.counts_lock:
             self.counts[key] += 1
+
+    def hand_over_events(self) -> None:
+        """Queue the events produced so far for delivery: snapshot events for the webhook
+        endpoint (their outcome updates `pending_webhooks`), thin events for the event
+        destination. Called after each request and after billing ran on its own."""
+        state = self.state
+        endpoint, destination = state.settings.webhook_endpoint, state.settings.event_destination
+        for event in state.events.drain_outbox():
+            if endpoint:
+                self.deliverer.enqueue(endpoint, event, state.events.record_delivery)
+        for event in state.error_reports.drain_notifications():
+            if destination:
+                self.deliverer.enqueue(destination, thin_notification(event))

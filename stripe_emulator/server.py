@@ -27,6 +27,8 @@ from stripe_emulator.webhooks import WebhookDeliverer, generate_webhook_secret
 
 logger = logging.getLogger(__name__)
 SNAPSHOT_INTERVAL_S = 2.0
+# How often billing that falls due with no request around (a period ends at night) is run.
+BILLING_TICK_S = 1.0
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -89,7 +91,10 @@ class StripeEmulator:
         serve = threading.Thread(
             target=self._server.serve_forever, name="stripe-emulator", daemon=True
         )
-        self._threads = [serve]
+        billing = threading.Thread(
+            target=self._billing_loop, name="stripe-emulator-billing", daemon=True
+        )
+        self._threads = [serve, billing]
         if self.state_file is not None:
             self._threads.append(
                 threading.Thread(
@@ -123,6 +128,13 @@ class StripeEmulator:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _billing_loop(self) -> None:
+        """Stripe ends periods on its own: do so on the emulator clock, and deliver."""
+        while not self._stopping.wait(BILLING_TICK_S):
+            if self._runtime is not None:
+                self.state.billing.run_due()
+                self._runtime.hand_over_events()
 
     def _snapshot_loop(self) -> None:
         while not self._stopping.wait(SNAPSHOT_INTERVAL_S):

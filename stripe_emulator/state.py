@@ -11,33 +11,43 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripe_emulator.billing import Billing
 from stripe_emulator.customers import Customers
 from stripe_emulator.error_reports import ErrorReports
 from stripe_emulator.errors import invalid
 from stripe_emulator.events import Events
 from stripe_emulator.idempotency import IdempotencyKeys
+from stripe_emulator.invoices import MAX_GRACE_PERIOD_S, Invoices
 from stripe_emulator.meter_event_rules import MeterEventRules
 from stripe_emulator.meter_events import MeterEvents
 from stripe_emulator.meters import Meters
+from stripe_emulator.prices import Catalog
 from stripe_emulator.store import Settings, Store
 from stripe_emulator.subscriptions import Subscriptions
 from stripe_emulator.summaries import Summaries
+from stripe_emulator.test_clocks import TestClocks
 from stripe_emulator.v2_streams import MeterEventStream
 
 
 class EmulatorState:
     def __init__(self, defaults: Settings | None = None) -> None:
         self._store = store = Store(defaults)
+        self.events = Events(store)
+        self.test_clocks = TestClocks(store, self.events)
         self.customers = Customers(store)
         self.meters = Meters(store)
         self.error_reports = ErrorReports(store)
-        rules = MeterEventRules(store, self.meters, self.customers)
-        self.meter_events = MeterEvents(store, rules, self.error_reports)
+        rules = MeterEventRules(store, self.meters, self.customers, self.test_clocks)
+        self.meter_events = MeterEvents(store, rules, self.error_reports, self.test_clocks)
         self.stream = MeterEventStream(store, rules, self.error_reports)
         self.summaries = Summaries(store, self.meters, self.customers)
         self.idempotency = IdempotencyKeys(store)
-        self.events = Events(store)
-        self.subscriptions = Subscriptions(store, self.customers, self.events)
+        self.catalog = Catalog(store, self.meters)
+        self.subscriptions = Subscriptions(
+            store, self.customers, self.events, self.catalog, self.test_clocks
+        )
+        self.invoices = Invoices(store, self.events, self.summaries, self.catalog)
+        self.billing = Billing(store, self.subscriptions, self.invoices, self.test_clocks)
 
     @property
     def settings(self) -> Settings:
@@ -55,16 +65,28 @@ class EmulatorState:
             return self._store.clock.now()
 
     def advance_clock(self, seconds: float) -> int:
+        """Move the emulator clock and run the billing that fell due on the way (customers
+        without a test clock), so the demo's time can cross period ends too."""
         with self._store.lock:
             self._store.clock.advance(seconds)
             self._store.dirty = True
+            self.billing.run_due()
             return self._store.clock.now()
 
     def set_clock(self, unix_ts: float) -> int:
+        """Like `advance_clock`; moving back runs nothing and undoes nothing."""
         with self._store.lock:
             self._store.clock.set(unix_ts)
             self._store.dirty = True
+            self.billing.run_due()
             return self._store.clock.now()
+
+    def set_invoice_grace_period(self, seconds: int) -> None:
+        """The account's invoice finalization grace period, for drafts made from now on."""
+        if not 0 <= seconds <= MAX_GRACE_PERIOD_S:
+            raise invalid("The grace period must be between 0 and 72 hours.", param="seconds")
+        with self._store.lock:
+            self._store.settings.invoice_grace_period_s = seconds
 
     def set_last_mode(self, mode: str) -> None:
         if mode not in ("timestamp", "arrival"):
@@ -86,7 +108,7 @@ class EmulatorState:
             self._store.settings.unknown_customer_mode = mode  # type: ignore[assignment]
 
     def set_webhook_endpoint(self, url: str | None) -> None:
-        """Where snapshot events (`customer.subscription.*`) are delivered."""
+        """Where snapshot events (`customer.subscription.*`, `invoice.*`, …) are delivered."""
         with self._store.lock:
             self._store.settings.webhook_endpoint = url or None
 

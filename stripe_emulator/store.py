@@ -30,6 +30,8 @@ class Settings:
     # destination; the pipeline receives them on two URLs.
     webhook_endpoint: str | None = None
     event_destination: str | None = None
+    # Stripe's invoice finalization grace period: default 1 h, settable up to 72 h.
+    invoice_grace_period_s: int = 3600
 
 
 @dataclass
@@ -41,6 +43,10 @@ class Data:
     error_reports: list[ErrorReport] = field(default_factory=list)
     v2_events: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    products: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    test_clocks: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every snapshot event produced, oldest first, delivered or not (`GET /v1/events`).
     v1_events: list[dict[str, Any]] = field(default_factory=list)
     sessions: dict[str, int] = field(default_factory=dict)

@@ -1,28 +1,34 @@
 """`/v1/subscriptions`: a subscription's lifecycle, each change announced as an event.
 
 Objects follow Stripe's API version basil: the billing period lives on each item
-(`items.data[].current_period_start|end`), prices are referenced by id. Every change emits
+(`items.data[].current_period_start|end`) and each item embeds its price. Every change emits
 `customer.subscription.created|updated|deleted` (with `previous_attributes` on updates), so
 `GET /v1/subscriptions/{id}` and the event list always agree. Stripe never reactivates a
 canceled subscription; neither does this.
 
-Not emulated yet: price objects, invoices, trials, billing cycle anchors, test clocks and
-period roll-over (a period ends only when the clock is moved and something changes); the object
-shape leaves room for them.
+Periods come from the prices' interval and the billing cycle anchor (billing_periods.py); what
+happens when one ends (roll-over, scheduled cancellation, invoices) is billing.py's, which calls
+`renew` and `end` here. A customer on a test clock subscribes, changes and cancels at that
+clock's time. An item may still name a price id the emulator does not know: it is kept as a
+bare `{"id", "object"}` with a monthly interval and bills nothing (a real Stripe answers 404;
+kept so tests of the webhook flow need no catalog).
 """
 
 from __future__ import annotations
 
-import calendar
-from datetime import UTC, datetime
 from typing import Any
 
+from stripe_emulator.billing_periods import first_period
 from stripe_emulator.customers import Customers
 from stripe_emulator.errors import StripeAPIError, existing, invalid, missing_param
 from stripe_emulator.events import Events
 from stripe_emulator.ids import new_id
 from stripe_emulator.pagination import int_param, paginate
+from stripe_emulator.params import boolean, merged_metadata, reject_unknown
+from stripe_emulator.prices import Catalog
 from stripe_emulator.store import Store
+from stripe_emulator.subscription_objects import billing_interval, subscription_object
+from stripe_emulator.test_clocks import TestClocks
 
 STATUSES = (
     "incomplete",
@@ -34,58 +40,43 @@ STATUSES = (
     "unpaid",
     "paused",
 )
-_CREATE_PARAMS = {"customer", "items", "metadata", "payment_behavior", "description", "expand"}
+_CREATE_PARAMS = {
+    "customer",
+    "items",
+    "metadata",
+    "payment_behavior",
+    "description",
+    "billing_cycle_anchor",
+    "billing_cycle_anchor_config",
+    "cancel_at",
+    "cancel_at_period_end",
+    "expand",
+}
 _UPDATE_PARAMS = {"metadata", "cancel_at_period_end", "cancel_at", "description", "expand"}
 _CANCELED_UPDATE_PARAMS = {"metadata", "expand"}
 _CANCEL_PARAMS = {"invoice_now", "prorate", "expand"}
-
-
-def add_month(timestamp: int) -> int:
-    """One calendar month later, the day clamped to the month's length (Jan 31 → Feb 28)."""
-    start = datetime.fromtimestamp(timestamp, UTC)
-    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
-    day = min(start.day, calendar.monthrange(year, month)[1])
-    return int(start.replace(year=year, month=month, day=day).timestamp())
-
-
-def _boolean(params: dict[str, Any], name: str) -> bool:
-    raw = params[name]
-    if raw not in ("true", "false", True, False):
-        raise invalid(f"Invalid boolean: {raw}", param=name)
-    return raw in ("true", True)
-
-
-def _unknown(params: dict[str, Any], allowed: set[str]) -> None:
-    for name in params:
-        if name not in allowed:
-            raise invalid(f"Received unknown parameter: {name}", param=name)
-
-
-def _merged_metadata(current: dict[str, str], update: Any) -> dict[str, str]:
-    """Stripe merges metadata keys; an empty value deletes its key, an empty string all keys."""
-    if update == "":
-        return {}
-    if not isinstance(update, dict):
-        raise invalid("Invalid object", param="metadata")
-    merged = dict(current)
-    for key, value in update.items():
-        if value == "":
-            merged.pop(key, None)
-        else:
-            merged[key] = str(value)
-    return merged
+_REQUESTED = {"comment": None, "feedback": None, "reason": "cancellation_requested"}
 
 
 class Subscriptions:
-    def __init__(self, store: Store, customers: Customers, events: Events) -> None:
+    def __init__(
+        self,
+        store: Store,
+        customers: Customers,
+        events: Events,
+        catalog: Catalog,
+        clocks: TestClocks,
+    ) -> None:
         self._store = store
         self._customers = customers
         self._events = events
+        self._catalog = catalog
+        self._clocks = clocks
 
     def create(self, params: dict[str, Any], request: dict[str, str | None]) -> dict[str, Any]:
         """`payment_behavior=default_incomplete` starts `incomplete` until a payment settles
         (control plane); otherwise the first payment is taken to succeed at once: `active`."""
-        _unknown(params, _CREATE_PARAMS)
+        reject_unknown(params, _CREATE_PARAMS)
         customer = params.get("customer")
         if not customer:
             raise missing_param("customer")
@@ -96,75 +87,35 @@ class Subscriptions:
         items = params.get("items")
         if not isinstance(items, list) or not items:
             raise missing_param("items")
+        prices = [self._price(item, index) for index, item in enumerate(items)]
+        interval, interval_count = billing_interval(prices)
         store = self._store
         with store.lock:
-            now = store.clock.now()
-            subscription_id = new_id("sub_", 24)
-            period_end = add_month(now)
-            incomplete = params.get("payment_behavior") == "default_incomplete"
-            subscription: dict[str, Any] = {
-                "id": subscription_id,
-                "object": "subscription",
-                "application": None,
-                "billing_cycle_anchor": now,
-                "billing_mode": {"type": "classic"},
-                "cancel_at": None,
-                "cancel_at_period_end": False,
-                "canceled_at": None,
-                "cancellation_details": {"comment": None, "feedback": None, "reason": None},
-                "collection_method": "charge_automatically",
-                "created": now,
-                "currency": "usd",
-                "customer": str(customer),
-                "days_until_due": None,
-                "default_payment_method": None,
-                "description": params.get("description"),
-                "discounts": [],
-                "ended_at": None,
-                "items": {
-                    "object": "list",
-                    "data": [
-                        self._item(subscription_id, item, index, now, period_end)
-                        for index, item in enumerate(items)
-                    ],
-                    "has_more": False,
-                    "total_count": len(items),
-                    "url": f"/v1/subscription_items?subscription={subscription_id}",
-                },
-                "latest_invoice": None,
-                "livemode": False,
-                "metadata": _merged_metadata({}, params.get("metadata") or {}),
-                "pending_update": None,
-                "schedule": None,
-                "start_date": now,
-                "status": "incomplete" if incomplete else "active",
-                "test_clock": None,
-                "trial_end": None,
-                "trial_start": None,
-            }
-            store.data.subscriptions[subscription_id] = subscription
+            now = self._clocks.now_for(str(customer))
+            anchor, period_end, anchor_config = first_period(now, params, interval, interval_count)
+            subscription = subscription_object(
+                new_id("sub_", 24),
+                params,
+                list(zip(items, prices, strict=True)),
+                (now, period_end),
+                anchor,
+                anchor_config,
+                self._clocks.clock_of(str(customer)),
+            )
+            subscription.update(self._cancellation(subscription, params, now))
+            store.data.subscriptions[subscription["id"]] = subscription
             store.dirty = True
             self._events.emit("customer.subscription.created", subscription, request=request)
             return subscription
 
-    @staticmethod
-    def _item(subscription_id: str, item: Any, index: int, start: int, end: int) -> dict[str, Any]:
+    def _price(self, item: Any, index: int) -> dict[str, Any]:
+        """The item's price: an emulated one, or a bare id billed monthly for nothing."""
         if not isinstance(item, dict) or not item.get("price"):
             raise missing_param(f"items[{index}][price]")
-        quantity = int_param(item, "quantity", required=False)
-        return {
-            "id": new_id("si_", 14),
-            "object": "subscription_item",
-            "created": start,
-            "current_period_end": end,
-            "current_period_start": start,
-            "discounts": [],
-            "metadata": _merged_metadata({}, item.get("metadata") or {}),
-            "price": {"id": str(item["price"]), "object": "price"},
-            "quantity": quantity,
-            "subscription": subscription_id,
-            "tax_rates": [],
-        }
+        price = self._catalog.find_price(str(item["price"]))
+        if price is None:
+            return {"id": str(item["price"]), "object": "price"}
+        return price
 
     def retrieve(self, subscription_id: str) -> dict[str, Any]:
         with self._store.lock:
@@ -195,55 +146,104 @@ class Subscriptions:
         with self._store.lock:
             subscription = self.retrieve(subscription_id)
             canceled = subscription["status"] == "canceled"
-            _unknown(params, _CANCELED_UPDATE_PARAMS if canceled else _UPDATE_PARAMS)
+            reject_unknown(params, _CANCELED_UPDATE_PARAMS if canceled else _UPDATE_PARAMS)
             changes: dict[str, Any] = {}
             if "metadata" in params:
-                changes["metadata"] = _merged_metadata(subscription["metadata"], params["metadata"])
+                changes["metadata"] = merged_metadata(subscription["metadata"], params["metadata"])
             if "description" in params:
                 changes["description"] = params["description"] or None
-            if "cancel_at_period_end" in params:
-                at_period_end = _boolean(params, "cancel_at_period_end")
-                period_end = subscription["items"]["data"][0]["current_period_end"]
-                changes["cancel_at_period_end"] = at_period_end
-                changes["cancel_at"] = period_end if at_period_end else None
-                changes["canceled_at"] = self._store.clock.now() if at_period_end else None
-            if "cancel_at" in params:
-                cancel_at = int_param(params, "cancel_at", required=False)
-                changes["cancel_at"] = cancel_at
-                changes["canceled_at"] = None if cancel_at is None else self._store.clock.now()
+            now = self._clocks.now_for(subscription["customer"])
+            changes.update(self._cancellation(subscription, params, now))
             return self._change(subscription, changes, request)
 
-    def cancel(
-        self, subscription_id: str, params: dict[str, Any], request: dict[str, str | None]
+    @staticmethod
+    def _cancellation(
+        subscription: dict[str, Any], params: dict[str, Any], now: int
     ) -> dict[str, Any]:
-        """Cancel now (`DELETE`): `canceled`, ended, and `customer.subscription.deleted`."""
-        _unknown(params, _CANCEL_PARAMS)
+        """`cancel_at_period_end` (cancel at the current period's end) or `cancel_at`."""
+        changes: dict[str, Any] = {}
+        if "cancel_at_period_end" in params:
+            at_period_end = boolean(params, "cancel_at_period_end")
+            period_end = subscription["items"]["data"][0]["current_period_end"]
+            changes["cancel_at_period_end"] = at_period_end
+            changes["cancel_at"] = period_end if at_period_end else None
+            changes["canceled_at"] = now if at_period_end else None
+        if "cancel_at" in params:
+            cancel_at = int_param(params, "cancel_at", required=False)
+            if cancel_at is not None and cancel_at <= now:
+                raise invalid("cancel_at must be in the future.", param="cancel_at")
+            changes["cancel_at"] = cancel_at
+            changes["canceled_at"] = None if cancel_at is None else now
+        return changes
+
+    def cancel(
+        self,
+        subscription_id: str,
+        params: dict[str, Any],
+        request: dict[str, str | None],
+        final_invoice: str | None = None,
+    ) -> dict[str, Any]:
+        """Cancel now (`DELETE`): `canceled`, ended, and `customer.subscription.deleted`.
+
+        Its final invoice (`invoice_now=true`) is billing.py's, which wraps this call."""
+        reject_unknown(params, _CANCEL_PARAMS)
         with self._store.lock:
             subscription = self.retrieve(subscription_id)
             if subscription["status"] == "canceled":
                 raise StripeAPIError(
                     400, f"This subscription ({subscription_id}) has already been canceled."
                 )
-            now = self._store.clock.now()
-            changes = {
-                "status": "canceled",
-                "canceled_at": subscription["canceled_at"] or now,
-                "ended_at": now,
-                "cancel_at_period_end": False,
-                "cancellation_details": {
-                    "comment": None,
-                    "feedback": None,
-                    "reason": "cancellation_requested",
-                },
-            }
-            return self._change(
-                subscription, changes, request, event_type="customer.subscription.deleted"
-            )
+            now = self._clocks.now_for(subscription["customer"])
+            latest = final_invoice or subscription["latest_invoice"]
+            return self.end(subscription, now, latest, request=request)
+
+    def end(
+        self,
+        subscription: dict[str, Any],
+        at: int,
+        latest_invoice: str | None,
+        *,
+        request: dict[str, str | None] | None = None,
+        created: int | None = None,
+    ) -> dict[str, Any]:
+        """End the subscription at `at` (now, a scheduled `cancel_at` or its period end)."""
+        changes = {
+            "status": "canceled",
+            "canceled_at": subscription["canceled_at"] or at,
+            "ended_at": at,
+            "cancel_at_period_end": False,
+            "cancellation_details": dict(_REQUESTED),
+            "latest_invoice": latest_invoice,
+        }
+        return self._change(
+            subscription,
+            changes,
+            request,
+            event_type="customer.subscription.deleted",
+            created=created,
+        )
+
+    def renew(
+        self,
+        subscription: dict[str, Any],
+        period: tuple[int, int],
+        latest_invoice: str,
+        created: int | None,
+    ) -> dict[str, Any]:
+        """Start the next period on every item (Stripe's renewal `.updated` event)."""
+        items = dict(subscription["items"])
+        items["data"] = [
+            {**item, "current_period_start": period[0], "current_period_end": period[1]}
+            for item in items["data"]
+        ]
+        changes = {"items": items, "latest_invoice": latest_invoice}
+        return self._change(subscription, changes, None, created=created)
 
     def settle_payment(self, subscription_id: str, succeeded: bool) -> dict[str, Any]:
-        """The control plane's stand-in for an invoice payment (no invoices are emulated yet):
-        success makes an `incomplete` or `past_due` subscription `active`, failure makes an
-        `active` one `past_due`. Stripe makes such changes itself, so the event has no request.
+        """The control plane's stand-in for a failed or late payment (invoices here are always
+        paid at once): success makes an `incomplete` or `past_due` subscription `active`,
+        failure makes an `active` one `past_due`. Stripe makes such changes itself, so the
+        event has no request.
         """
         with self._store.lock:
             subscription = self.retrieve(subscription_id)
@@ -260,6 +260,7 @@ class Subscriptions:
         changes: dict[str, Any],
         request: dict[str, str | None] | None,
         event_type: str = "customer.subscription.updated",
+        created: int | None = None,
     ) -> dict[str, Any]:
         """Apply `changes`; emit the event only if something changed, with the old values."""
         previous = {k: subscription[k] for k, v in changes.items() if subscription[k] != v}
@@ -272,5 +273,6 @@ class Subscriptions:
             subscription,
             previous_attributes=previous if event_type.endswith(".updated") else None,
             request=request,
+            created=created,
         )
         return subscription

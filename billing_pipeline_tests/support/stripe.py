@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,13 +59,12 @@ class WebhookRecorder:
 
     url: str = ""
     received: list[Delivery] = field(default_factory=list)
-    arrived: threading.Event = field(default_factory=threading.Event)
 
     def wait(self, count: int = 1, timeout: float = 5.0) -> list[Delivery]:
-        for _ in range(int(timeout * 20)):
-            if len(self.received) >= count:
-                break
-            self.arrived.wait(0.05)
+        """Wait until `count` deliveries arrived (or fail after `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert len(self.received) >= count, f"expected {count} deliveries, got {self.received}"
         return self.received
 
@@ -78,7 +78,6 @@ def recording_endpoint() -> Iterator[WebhookRecorder]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.received.append(Delivery(body, dict(self.headers.items())))
-            state.arrived.set()
             self.send_response(200)
             self.end_headers()
 
