@@ -133,24 +133,31 @@ def unsent_rows(
     arrive after an older one, which is what `last` by arrival and pre-aggregated meters need.
     """
     with engine.connect() as connection:
-        result = connection.execute(
-            text(
-                f"""
-                SELECT {_COLUMNS}
-                FROM billing.meter_ledger
-                WHERE status = ANY(:unsent) AND meter = ANY(:meters)
-                  AND day >= :first_day AND day < :end_day
-                ORDER BY stripe_customer_id, day, revision
-                """
-            ),
-            {
-                "unsent": list(UNSENT_STATUSES),
-                "meters": list(meters),
-                "first_day": first_day,
-                "end_day": end_day,
-            },
-        )
-        return [LedgerRow(**row._mapping) for row in result]
+        return unsent_rows_on(connection, meters, first_day, end_day)
+
+
+def unsent_rows_on(
+    connection: Connection, meters: Sequence[str], first_day: date, end_day: date
+) -> list[LedgerRow]:
+    """`unsent_rows` inside the caller's transaction (the dry run reads its own plan)."""
+    result = connection.execute(
+        text(
+            f"""
+            SELECT {_COLUMNS}
+            FROM billing.meter_ledger
+            WHERE status = ANY(:unsent) AND meter = ANY(:meters)
+              AND day >= :first_day AND day < :end_day
+            ORDER BY stripe_customer_id, day, revision
+            """
+        ),
+        {
+            "unsent": list(UNSENT_STATUSES),
+            "meters": list(meters),
+            "first_day": first_day,
+            "end_day": end_day,
+        },
+    )
+    return [LedgerRow(**row._mapping) for row in result]
 
 
 def status_counts(engine: Engine, first_day: date, end_day: date) -> dict[str, int]:
