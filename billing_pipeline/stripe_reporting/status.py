@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+import stripe as stripe_sdk
 from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import LedgerStatus
@@ -109,7 +110,7 @@ def billing_status(
     views = ledger_views(engine, meters, windows, first_day, end_day, datetime.now(UTC))
     for (meter_name, _, day), view in views.items():
         line(day, meter_name).billed += view.held
-    known = [m for m in meters if any(key[0] == m.name for key in lines)]
+    known = [m for m in meters if any(key[1] == m.name for key in lines)]
     if stripe is not None:
         for entry in lines.values():
             entry.stripe = 0.0
@@ -131,9 +132,14 @@ def _add_stripe(
         if meter.event_name not in remote:
             continue
         for customer in sorted(c for m, c in pairs if m == meter.name):
-            totals = stripe.daily_totals(
-                remote[meter.event_name].id, customer, day_start(first_day), day_start(end_day)
-            )
+            try:
+                totals = stripe.daily_totals(
+                    remote[meter.event_name].id, customer, day_start(first_day), day_start(end_day)
+                )
+            except stripe_sdk.InvalidRequestError as error:
+                if error.code != "resource_missing":
+                    raise
+                continue  # a customer Stripe does not know holds nothing (its events failed)
             for day, value in totals.items():
                 if value:
                     entry = lines.setdefault(
@@ -158,8 +164,8 @@ def totals(lines: Sequence[StatusLine]) -> list[StatusLine]:
 
 def verdict(lines: Sequence[StatusLine]) -> str:
     """ "healthy", or each day and meter that needs attention and why."""
-    issues = [f"{e.day} {e.meter}: {', '.join(p)}" for e in lines if (p := e.problems())]
-    return "healthy" if not issues else "needs attention: " + "; ".join(issues)
+    issues = [f"- {e.day} {e.meter}: {', '.join(p)}" for e in lines if (p := e.problems())]
+    return "healthy" if not issues else "\n".join(["needs attention:", *issues])
 
 
 def render_text(lines: Sequence[StatusLine], first_day: date, end_day: date) -> str:

@@ -5,8 +5,6 @@ the last days: the per-day table, the verdict, and a few numbers (failed, in dou
 that Dagster plots over time.
 """
 
-from __future__ import annotations
-
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
