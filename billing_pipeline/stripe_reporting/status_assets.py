@@ -13,7 +13,13 @@ import dagster as dg
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_reporting.assets import REPORTING_KEY
-from billing_pipeline.stripe_reporting.status import HEADER, billing_status, totals, verdict
+from billing_pipeline.stripe_reporting.status import (
+    HEADER,
+    WATCHED,
+    billing_status,
+    totals,
+    verdict,
+)
 from billing_pipeline.usage.meters import METERS
 
 STATUS_KEY = dg.AssetKey(["billing", "status"])
@@ -51,9 +57,12 @@ def billing_status_asset(
             numeric=numeric,
         ),
     }
-    for status in ("failed", "in_doubt", "pending", "rejected", "expired"):
-        metadata[status] = sum(e.rows[status] for e in lines)
-    metadata["unbilled"] = sum(e.unbilled for e in lines)
+    for status in WATCHED:
+        metadata[str(status)] = sum(e.rows[status] for e in lines)
+    for total in totals(lines):
+        # Usage is in each meter's own unit, so it is plotted per meter.
+        metadata[f"unbilled/{total.meter}"] = total.unbilled
+        metadata[f"usage/{total.meter}"] = total.usage
     return dg.MaterializeResult(metadata=metadata)
 
 

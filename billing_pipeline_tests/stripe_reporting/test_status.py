@@ -209,5 +209,8 @@ def test_dry_run_config_sends_nothing_and_billing_status_asset_reports(
     figures = report.metadata
     assert figures["verdict"].value == "healthy"
     assert figures["failed"].value == 0
-    assert figures["unbilled"].value == 5 + 1  # organization 3's readings and its sensor
+    # Organization 3 is free: its 5 readings and its one sensor are unbilled.
+    assert figures["unbilled/temperature_readings"].value == 5
+    assert figures["unbilled/active_sensors"].value == 1
+    assert figures["usage/temperature_readings"].value == 7 + 5
     assert "| day | meter |" in figures["status"].value  # type: ignore[operator]
