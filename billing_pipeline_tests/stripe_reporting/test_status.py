@@ -122,6 +122,13 @@ def test_status_shows_usage_billed_unbilled_failed_and_stripe_per_day_and_meter(
     assert main(["status", "--from", D0.isoformat(), "--to", D1.isoformat()]) == 0
     assert "not reconciled" in capsys.readouterr().out
 
+    # The dry run shows that the next run retries the unknown customer's three failed rows.
+    assert main(["stripe", "dry-run", "--from", D0.isoformat(), "--to", D1.isoformat()]) == 0
+    output = capsys.readouterr().out
+    assert output.count("cus_unknown") == 3
+    assert output.count("retry after a failure") == 3
+    assert "would send 3 meter events" in output
+
 
 def test_dry_run_lists_exactly_what_the_next_run_sends_and_writes_nothing(
     engine: Engine,
