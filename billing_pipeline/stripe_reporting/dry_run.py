@@ -1,9 +1,9 @@
 """The dry run: what the next real run would send, per meter, customer and day, and why.
 
-It runs the very planning a real run runs (`planning.plan_on`) inside one transaction, reads the
-rows a run would then send (`ledger.unsent_rows_on`), and rolls the transaction back: the ledger
-is unchanged and no meter event reaches Stripe. Only the reason is worked out here, by comparing
-each row with the ledger as it stood before the plan.
+It runs the very planning a real run runs (`planning.plan_window`) and reads the rows a run
+would then send (`ledger.unsent_rows`), both on one connection whose transaction it then rolls
+back: the ledger is unchanged and no meter event reaches Stripe. Only the reason is worked out
+here, by comparing each row with the ledger as it stood before the plan.
 
 Raw `sum` rows a real run would first mark in doubt (attempted more than 23 h ago, unconfirmed)
 are not listed as sent: a real run settles them against Stripe's summaries instead, which the
@@ -21,8 +21,8 @@ from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.stripe_reporting.in_doubt import DEDUPE_SAFE
-from billing_pipeline.stripe_reporting.ledger import REASSERT, LedgerRow, unsent_rows_on
-from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_on
+from billing_pipeline.stripe_reporting.ledger import REASSERT, LedgerRow, unsent_rows
+from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
 
 Key = tuple[str, str, date]  # (meter, customer, day)
 
@@ -88,11 +88,11 @@ def dry_run(
             differences = [t.meter.name for t in targets if not t.sends_whole_values]
             settle = _to_settle(connection, differences, now)
             planned = [
-                row for t in targets for row in plan_on(connection, t, first_day, end_day, now)
+                row for t in targets for row in plan_window(connection, t, first_day, end_day, now)
             ]
             unsent = [
                 row
-                for row in unsent_rows_on(connection, names, first_day, end_day)
+                for row in unsent_rows(connection, names, first_day, end_day)
                 if row.identifier not in settle
             ]
         finally:

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.db.schema import meter_ledger
 from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
+from billing_pipeline.db.transactions import in_transaction
 from billing_pipeline.stripe_reporting.identifiers import event_identifier, event_timestamp
 from billing_pipeline.usage.meters import Meter
 
@@ -125,39 +126,32 @@ def supersede_unsent(connection: Connection, meter: str, rows: Sequence[LedgerRo
 
 
 def unsent_rows(
-    engine: Engine, meters: Sequence[str], first_day: date, end_day: date
+    engine: Engine | Connection, meters: Sequence[str], first_day: date, end_day: date
 ) -> list[LedgerRow]:
     """Rows still owed to Stripe in the window, in the order they must arrive.
 
     Per customer, days ascending and revisions ascending: a newer revision, and a later day,
     arrive after an older one, which is what `last` by arrival and pre-aggregated meters need.
     """
-    with engine.connect() as connection:
-        return unsent_rows_on(connection, meters, first_day, end_day)
-
-
-def unsent_rows_on(
-    connection: Connection, meters: Sequence[str], first_day: date, end_day: date
-) -> list[LedgerRow]:
-    """`unsent_rows` inside the caller's transaction (the dry run reads its own plan)."""
-    result = connection.execute(
-        text(
-            f"""
-            SELECT {_COLUMNS}
-            FROM billing.meter_ledger
-            WHERE status = ANY(:unsent) AND meter = ANY(:meters)
-              AND day >= :first_day AND day < :end_day
-            ORDER BY stripe_customer_id, day, revision
-            """
-        ),
-        {
-            "unsent": list(UNSENT_STATUSES),
-            "meters": list(meters),
-            "first_day": first_day,
-            "end_day": end_day,
-        },
-    )
-    return [LedgerRow(**row._mapping) for row in result]
+    with in_transaction(engine) as connection:
+        result = connection.execute(
+            text(
+                f"""
+                SELECT {_COLUMNS}
+                FROM billing.meter_ledger
+                WHERE status = ANY(:unsent) AND meter = ANY(:meters)
+                  AND day >= :first_day AND day < :end_day
+                ORDER BY stripe_customer_id, day, revision
+                """
+            ),
+            {
+                "unsent": list(UNSENT_STATUSES),
+                "meters": list(meters),
+                "first_day": first_day,
+                "end_day": end_day,
+            },
+        )
+        return [LedgerRow(**row._mapping) for row in result]
 
 
 def status_counts(engine: Engine, first_day: date, end_day: date) -> dict[str, int]:

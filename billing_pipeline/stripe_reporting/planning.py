@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.db.statuses import COUNTED_STATUSES
+from billing_pipeline.db.transactions import in_transaction
 from billing_pipeline.stripe_reporting.attribution import BILLABLE_STATUSES, CUSTOMER_DAYS_CTE
 from billing_pipeline.stripe_reporting.ledger import (
     LedgerRow,
@@ -88,7 +89,7 @@ ORDER BY 1, 2
 
 
 def plan_window(
-    engine: Engine,
+    engine: Engine | Connection,
     target: MeterTarget,
     first_day: date,
     end_day: date,
@@ -98,47 +99,37 @@ def plan_window(
 
     Serialised per meter with a transaction-scoped advisory lock, so two plans of overlapping
     days write one revision, not two: the second sees the first's rows and finds nothing left.
+    Given a connection, it plans inside the caller's transaction (the dry run rolls it back).
     """
-    with engine.begin() as connection:
-        return plan_on(connection, target, first_day, end_day, now)
-
-
-def plan_on(
-    connection: Connection,
-    target: MeterTarget,
-    first_day: date,
-    end_day: date,
-    now: datetime | None = None,
-) -> list[LedgerRow]:
-    """`plan_window` inside the caller's transaction: the dry run plans and rolls back."""
     now = now or datetime.now(UTC)
     meter = target.meter
-    connection.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext('billing.plan'), hashtext(:meter))"),
-        {"meter": meter.name},
-    )
-    states = [
-        _CustomerDay(**row._mapping)
-        for row in connection.execute(
-            text(_STATE_SQL),
-            {
-                "meter": meter.name,
-                "event_name": meter.event_name,
-                "first_day": first_day,
-                "end_day": end_day,
-                "billable": list(BILLABLE_STATUSES),
-                "counted": list(COUNTED_STATUSES),
-            },
+    with in_transaction(engine) as connection:
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('billing.plan'), hashtext(:meter))"),
+            {"meter": meter.name},
         )
-    ]
-    planned = [row for state in states if (row := _next_revision(target, state, now))]
-    if target.sends_whole_values:
-        supersede_unsent(connection, meter.name, planned)
-    insert_rows(connection, planned)
-    if target.window is None and meter.aggregation == "last":
-        reassert = reassert_rows(connection, meter, first_day, end_day, now)
-        insert_rows(connection, reassert)
-        planned += reassert
+        states = [
+            _CustomerDay(**row._mapping)
+            for row in connection.execute(
+                text(_STATE_SQL),
+                {
+                    "meter": meter.name,
+                    "event_name": meter.event_name,
+                    "first_day": first_day,
+                    "end_day": end_day,
+                    "billable": list(BILLABLE_STATUSES),
+                    "counted": list(COUNTED_STATUSES),
+                },
+            )
+        ]
+        planned = [row for state in states if (row := _next_revision(target, state, now))]
+        if target.sends_whole_values:
+            supersede_unsent(connection, meter.name, planned)
+        insert_rows(connection, planned)
+        if target.window is None and meter.aggregation == "last":
+            reassert = reassert_rows(connection, meter, first_day, end_day, now)
+            insert_rows(connection, reassert)
+            planned += reassert
     return planned
 
 
