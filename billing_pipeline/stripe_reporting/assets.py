@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import RemoteMeter, StripeBilling
+from billing_pipeline.stripe_reporting.dry_run_report import ReportingConfig, dry_run_result
 from billing_pipeline.stripe_reporting.in_doubt import mark_in_doubt, settle_in_doubt
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, status_counts, unsent_rows
 from billing_pipeline.stripe_reporting.locking import ReportingLockTimeoutError, reporting_lock
@@ -66,7 +67,10 @@ def build_reporting_asset(
         ),
     )
     def stripe_meter_events(
-        context: dg.AssetExecutionContext, postgres: PostgresResource, stripe: StripeResource
+        context: dg.AssetExecutionContext,
+        config: ReportingConfig,
+        postgres: PostgresResource,
+        stripe: StripeResource,
     ) -> dg.MaterializeResult:
         start, end = context.partition_time_window
         first_day, end_day = start.date(), end.date()
@@ -98,6 +102,9 @@ def build_reporting_asset(
             raise dg.Failure(description=str(error), allow_retries=False) from error
         targets = [MeterTarget(meter, remote[meter.name].event_time_window) for meter in meters]
         engine = postgres.engine()
+        if config.dry_run:
+            plan = planned_days(first_day, end_day, datetime.now(UTC))
+            return dry_run_result(engine, targets, *plan)
         try:
             with reporting_lock(engine, context.log.info):
                 return _report(

@@ -23,6 +23,9 @@ def register(subparsers: Any) -> None:
         "Stripe does not know (seeded demo data), and store the new ids.",
     )
     customers.set_defaults(handler=_demo_customers)
+    from billing_pipeline.stripe_reporting import status_cli
+
+    status_cli.register(subparsers, commands)
 
 
 def _client() -> Any:

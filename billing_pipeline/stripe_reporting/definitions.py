@@ -14,11 +14,20 @@ from billing_pipeline.stripe_reporting.schedules import (
     trailing_recompute_schedule,
 )
 from billing_pipeline.stripe_reporting.sensors import late_readings_sensor
+from billing_pipeline.stripe_reporting.status_assets import (
+    billing_status_asset,
+    billing_status_schedule,
+)
 
 defs = dg.Definitions(
-    assets=[build_reporting_asset()],
+    assets=[build_reporting_asset(), billing_status_asset],
     asset_checks=reporting_checks,
     jobs=[daily_billing_job, reconciliation_job],
-    schedules=[daily_billing_schedule, trailing_recompute_schedule, reconciliation_schedule],
+    schedules=[
+        daily_billing_schedule,
+        trailing_recompute_schedule,
+        reconciliation_schedule,
+        billing_status_schedule,
+    ],
     sensors=[late_readings_sensor],
 )

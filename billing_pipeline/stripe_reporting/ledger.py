@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.db.schema import meter_ledger
 from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
+from billing_pipeline.db.transactions import in_transaction
 from billing_pipeline.stripe_reporting.identifiers import event_identifier, event_timestamp
 from billing_pipeline.usage.meters import Meter
 
@@ -125,14 +126,14 @@ def supersede_unsent(connection: Connection, meter: str, rows: Sequence[LedgerRo
 
 
 def unsent_rows(
-    engine: Engine, meters: Sequence[str], first_day: date, end_day: date
+    engine: Engine | Connection, meters: Sequence[str], first_day: date, end_day: date
 ) -> list[LedgerRow]:
     """Rows still owed to Stripe in the window, in the order they must arrive.
 
     Per customer, days ascending and revisions ascending: a newer revision, and a later day,
     arrive after an older one, which is what `last` by arrival and pre-aggregated meters need.
     """
-    with engine.connect() as connection:
+    with in_transaction(engine) as connection:
         result = connection.execute(
             text(
                 f"""

@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.db.statuses import COUNTED_STATUSES
+from billing_pipeline.db.transactions import in_transaction
 from billing_pipeline.stripe_reporting.attribution import BILLABLE_STATUSES, CUSTOMER_DAYS_CTE
 from billing_pipeline.stripe_reporting.ledger import (
     LedgerRow,
@@ -88,7 +89,7 @@ ORDER BY 1, 2
 
 
 def plan_window(
-    engine: Engine,
+    engine: Engine | Connection,
     target: MeterTarget,
     first_day: date,
     end_day: date,
@@ -98,10 +99,11 @@ def plan_window(
 
     Serialised per meter with a transaction-scoped advisory lock, so two plans of overlapping
     days write one revision, not two: the second sees the first's rows and finds nothing left.
+    Given a connection, it plans inside the caller's transaction (the dry run rolls it back).
     """
     now = now or datetime.now(UTC)
     meter = target.meter
-    with engine.begin() as connection:
+    with in_transaction(engine) as connection:
         connection.execute(
             text("SELECT pg_advisory_xact_lock(hashtext('billing.plan'), hashtext(:meter))"),
             {"meter": meter.name},

@@ -1,0 +1,222 @@
+"""`billing-pipeline status`, the dry run (CLI and run config) and `billing/status`, end to end.
+
+Real Postgres, a real Dagster instance, the emulator over HTTP; every expected number is written
+out from the seeded rows below, not read back from the pipeline's own SQL.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pytest
+from sqlalchemy import Engine, text
+
+from billing_pipeline.cli import main
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.assets import planned_days
+from billing_pipeline.stripe_reporting.dry_run import dry_run
+from billing_pipeline.stripe_reporting.meter_sync import verify_meters
+from billing_pipeline.stripe_reporting.planning import MeterTarget
+from billing_pipeline.stripe_reporting.status_assets import billing_status_asset
+from billing_pipeline.usage.assets import build_usage_assets
+from billing_pipeline.usage.meters import METERS
+from billing_pipeline_tests.support.builders import (
+    add_organization,
+    add_readings,
+    add_sensor,
+    midnight,
+)
+from billing_pipeline_tests.support.reporting import (
+    ASSETS,
+    days_before,
+    move_subscriptions,
+    reporting_resources,
+    run_days,
+)
+from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
+from stripe_emulator.control import EmulatorControl
+from stripe_emulator.server import StripeEmulator
+
+D0, D1 = days_before(3), days_before(2)
+
+
+@pytest.fixture
+def cli_env(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, emulator_server: StripeEmulator
+) -> None:
+    """The environment the `billing-pipeline` command reads: this database and the emulator."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("STRIPE_SECRET_KEY", TEST_KEY)
+    monkeypatch.setenv("STRIPE_API_BASE", emulator_server.url)
+
+
+def seed(engine: Engine, paying: dict[int, str], readings: dict[int, dict[date, int]]) -> None:
+    """Organizations (paying ones with a customer, others free), one sensor each, readings."""
+    for organization in readings:
+        add_organization(engine, organization, customer=paying.get(organization))
+        add_sensor(engine, organization * 10, organization, midnight(D0) - timedelta(days=10))
+        for day, count in readings[organization].items():
+            add_readings(engine, organization * 10, day, count)
+
+
+def ledger_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(text("SELECT count(*) FROM billing.meter_ledger")).scalar_one()
+        )
+
+
+def table(output: str) -> dict[tuple[str, str], list[str]]:
+    """The status table's day lines, keyed by (day, meter)."""
+    lines = [line.split() for line in output.splitlines()]
+    return {
+        (cells[0], cells[1]): cells[2:]
+        for cells in lines
+        if cells[:1] in ([D0.isoformat()], [D1.isoformat()])
+    }
+
+
+def test_status_shows_usage_billed_unbilled_failed_and_stripe_per_day_and_meter(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    alpha = new_customer(stripe_billing, "Alpha")
+    # 1 pays, 2's customer is unknown to Stripe (its events fail), 3 is on the free tier.
+    readings = {1: {D0: 10, D1: 4}, 2: {D0: 3}, 3: {D0: 5, D1: 2}}
+    seed(engine, {1: alpha, 2: "cus_unknown"}, readings)
+    emulator_control.set_unknown_customer_mode("reject")
+    result = run_days(dagster_instance, database_url, emulator_server.url, D0, D1)
+    assert not result.success  # the unknown customer's events failed
+
+    assert main(["status", "--from", D0.isoformat(), "--to", D1.isoformat(), "--stripe"]) == 0
+    output = capsys.readouterr().out
+    # usage, billed, unbilled, failed, rejected, in_doubt, pending, expired, stripe
+    expected = {}
+    for day in (D0, D1):
+        usage = sum(r.get(day, 0) for r in readings.values())
+        free, paid = readings[3].get(day, 0), readings[1][day]
+        failed = 1 if readings[2].get(day) else 0
+        expected[(day.isoformat(), "temperature_readings")] = [usage, paid, free, failed]
+        # One sensor per organization, active every day: 3 in all, 1 free, 1 paid, 1 failing.
+        expected[(day.isoformat(), "active_sensors")] = [3, 1, 1, 1]
+    shown = table(output)
+    assert {key: [int(c) for c in cells[:4]] for key, cells in shown.items()} == expected
+    assert all(cells[4:8] == ["0", "0", "0", "0"] for cells in shown.values())
+    assert {key: float(cells[8]) for key, cells in shown.items()} == {
+        key: float(values[1]) for key, values in expected.items()
+    }
+    assert "needs attention:\n" in output
+    assert f"- {D0} temperature_readings: 1 failed, billed 10 ≠ billable 13\n" in output
+    assert f"- {D1} temperature_readings" not in output  # fully billed
+
+    # Without --stripe nothing is asked of Stripe.
+    assert main(["status", "--from", D0.isoformat(), "--to", D1.isoformat()]) == 0
+    assert "not reconciled" in capsys.readouterr().out
+
+    # The dry run shows that the next run retries the unknown customer's three failed rows.
+    assert main(["stripe", "dry-run", "--from", D0.isoformat(), "--to", D1.isoformat()]) == 0
+    output = capsys.readouterr().out
+    assert output.count("cus_unknown") == 3
+    assert output.count("retry after a failure") == 3
+    assert "would send 3 meter events" in output
+
+
+def test_dry_run_lists_exactly_what_the_next_run_sends_and_writes_nothing(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    alpha, beta = new_customer(stripe_billing, "Alpha"), new_customer(stripe_billing, "Beta")
+    seed(engine, {1: alpha, 2: beta}, {1: {D0: 6, D1: 2}, 2: {D0: 4}, 3: {D0: 9}})
+    usage_only = build_usage_assets()
+    assert run_days(dagster_instance, database_url, None, D0, D1, assets=usage_only).success
+    remote = verify_meters(stripe_billing, METERS)
+    targets = [MeterTarget(m, remote[m.name].event_time_window) for m in METERS]
+
+    def check_phase(reasons: Counter[str]) -> None:
+        before_rows, before_events = ledger_count(engine), len(emulator_control.meter_events())
+        plan = planned_days(D0, D1 + timedelta(days=1), datetime.now(UTC))
+        planned = dry_run(engine, targets, *plan)
+        assert main(["stripe", "dry-run", "--from", D0.isoformat(), "--to", D1.isoformat()]) == 0
+        output = capsys.readouterr().out
+        assert ledger_count(engine) == before_rows
+        assert len(emulator_control.meter_events()) == before_events
+        assert Counter(w.why for w in planned.would_send) == reasons
+        assert f"would send {len(planned.would_send)} meter events" in output
+        for would in planned.would_send:
+            assert f"{would.row.stripe_customer_id}" in output and would.why in output
+        assert run_days(dagster_instance, database_url, emulator_server.url, D0, D1).success
+        sent = emulator_control.meter_events()[before_events:]
+        assert sorted((e["identifier"], e["customer"], e["value"]) for e in sent) == sorted(
+            (w.row.identifier, w.row.stripe_customer_id, w.row.value) for w in planned.would_send
+        )
+
+    # First run, each a new day (org 3 is free): readings of 1 on D0, D1 and of 2 on D0; the
+    # sensors of 1 and 2 on both days.
+    check_phase(Counter({"new day": 7}))
+    # Organization 1 moves to Beta: Alpha's days are reversed on both meters; Beta's readings
+    # grow on D0 (4 → 10) and start on D1 (a move), its sensors count 2 instead of 1.
+    move_subscriptions(engine, 1, beta)
+    check_phase(
+        Counter(
+            {
+                f"reversal: customer move to {beta}": 4,
+                "correction: source 4 → 10": 1,
+                "correction: source 1 → 2": 2,
+                f"customer move from {alpha}": 1,
+            }
+        )
+    )
+
+
+def test_dry_run_config_sends_nothing_and_billing_status_asset_reports(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+) -> None:
+    alpha = new_customer(stripe_billing, "Alpha")
+    seed(engine, {1: alpha}, {1: {D0: 7}, 3: {D0: 5}})
+    resources = reporting_resources(database_url, emulator_server.url)
+    partition = D0.isoformat()
+    dry = dg.materialize(
+        ASSETS,
+        partition_key=partition,
+        instance=dagster_instance,
+        resources=resources,
+        run_config=dg.RunConfig({"stripe__meter_events": {"config": {"dry_run": True}}}),
+    )
+    [materialization] = [m for m in dry.asset_materializations_for_node("stripe__meter_events")]
+    metadata = materialization.metadata
+    assert metadata["dry_run"].value is True
+    assert metadata["would_send"].value == 2  # both meters, organization 1, D0
+    assert "new day" in metadata["would_send_details"].value  # type: ignore[operator]
+    assert ledger_count(engine) == 0
+    assert emulator_control.meter_events() == []
+
+    assert run_days(dagster_instance, database_url, emulator_server.url, D0).success
+    status = dg.materialize([billing_status_asset], instance=dagster_instance, resources=resources)
+    [report] = status.asset_materializations_for_node("billing__status")
+    figures = report.metadata
+    assert figures["verdict"].value == "healthy"
+    assert figures["failed"].value == 0
+    # Organization 3 is free: its 5 readings and its one sensor are unbilled.
+    assert figures["unbilled/temperature_readings"].value == 5
+    assert figures["unbilled/active_sensors"].value == 1
+    assert figures["usage/temperature_readings"].value == 7 + 5
+    assert "| day | meter |" in figures["status"].value  # type: ignore[operator]
