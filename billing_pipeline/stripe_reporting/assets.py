@@ -13,7 +13,11 @@ from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import RemoteMeter, StripeBilling
 from billing_pipeline.stripe_reporting.dry_run_report import ReportingConfig, dry_run_result
 from billing_pipeline.stripe_reporting.in_doubt import mark_in_doubt, settle_in_doubt
-from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, status_counts, unsent_rows
+from billing_pipeline.stripe_reporting.ledger import (
+    STRIPE_WINDOW,
+    status_counts_by_day,
+    unsent_rows,
+)
 from billing_pipeline.stripe_reporting.locking import ReportingLockTimeoutError, reporting_lock
 from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError, verify_meters
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
@@ -145,55 +149,75 @@ def _report(
     )
     rows = unsent_rows(engine, [t.meter.name for t in targets], plan_first, plan_end)
     report = send_rows(engine, client, rows, concurrency=concurrency, differences=differences)
-    metadata = _metadata(engine, targets, first_day, end_day, planned_counts, report)
-    metadata["settled_sent"] = settled["sent"]
-    metadata["settled_absent"] = settled["absent"]
+    planned_by_day = Counter((row.day, row.status) for row in planned)
+    by_day = _metadata_by_day(engine, targets, first_day, end_day, planned_by_day, report)
+    # A range run materializes every day of its window at once: each day's materialization
+    # carries that day's own figures, so the UI's plots over partitions are the daily series.
+    for key in context.partition_keys:
+        day = daily_partitions.time_window_for_partition_key(key).start.date()
+        context.add_asset_metadata(by_day[day], partition_key=key)
+    # What the run as a whole did (it also plans the rest of Stripe's window), named as such.
+    run_metadata: dict[str, Any] = {
+        "run window": f"{first_day}..{end_day - timedelta(days=1)}",
+        "run/planned": planned_counts.total(),
+        "run/sent": report.counts["sent"],
+        "run/failed": report.counts["failed"],
+        "settled_sent": settled["sent"],
+        "settled_absent": settled["absent"],
+    }
     if report.failures:
         raise dg.Failure(
             description=_failure_description(report),
-            metadata=metadata,
+            metadata=run_metadata,
             allow_retries=report.transient_failures > 0,
         )
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=run_metadata)
 
 
-def _metadata(
+def _metadata_by_day(
     engine: Engine,
     targets: Sequence[MeterTarget],
     first_day: date,
     end_day: date,
-    planned_counts: Counter[str],
+    planned: Counter[tuple[date, str]],
     report: SendReport,
-) -> dict[str, Any]:
-    in_window = status_counts(engine, first_day, end_day)
-    metadata: dict[str, Any] = {
-        "planned": planned_counts.total(),
-        "sent": report.counts["sent"],
-        "already_sent": report.counts["already_sent"],
-        "failed": report.counts["failed"],
-        "expired": planned_counts["expired"] + report.counts["expired"],
-        "in_doubt": report.counts["in_doubt"],
-        **{f"ledger_{status}": count for status, count in sorted(in_window.items())},
-    }
+) -> dict[date, dict[str, Any]]:
+    """Each day's figures: what this run planned and sent for it, and where its ledger stands."""
     meters = [t.meter for t in targets]
     windows = {t.meter.name: t.window for t in targets}
-    for t in targets:
-        metadata[f"stripe_meter_window/{t.meter.name}"] = t.window or "raw"
-    source: Counter[str] = Counter()
-    for (name, _, _), (value, _) in source_targets(engine, meters, first_day, end_day).items():
-        source[name] += value
-    held: Counter[str] = Counter()
+    source: Counter[tuple[str, date]] = Counter()
+    for (name, _, day), (value, _) in source_targets(engine, meters, first_day, end_day).items():
+        source[(name, day)] += value
+    held: Counter[tuple[str, date]] = Counter()
     settled_before = datetime.now(UTC) + timedelta(seconds=1)
-    for (name, _, _), view in ledger_views(
+    for (name, _, day), view in ledger_views(
         engine, meters, windows, first_day, end_day, settled_before
     ).items():
-        held[name] += view.held
-    for meter in meters:
-        # What the source bills for the partition, and what the ledger says Stripe holds: the
-        # reconciliation check compares the first with Stripe's own summaries.
-        metadata[f"source_total/{meter.name}"] = source[meter.name]
-        metadata[f"ledger_total/{meter.name}"] = held[meter.name]
-    return metadata
+        held[(name, day)] += view.held
+    statuses = status_counts_by_day(engine, first_day, end_day)
+    by_day: dict[date, dict[str, Any]] = {}
+    day = first_day
+    while day < end_day:
+        sent = report.counts_by_day
+        metadata: dict[str, Any] = {
+            "planned": sum(n for (d, _), n in planned.items() if d == day),
+            "sent": sent[(day, "sent")],
+            "already_sent": sent[(day, "already_sent")],
+            "failed": sent[(day, "failed")],
+            "expired": planned[(day, "expired")] + sent[(day, "expired")],
+            "in_doubt": sent[(day, "in_doubt")],
+            **{f"ledger_{s}": n for (d, s), n in sorted(statuses.items()) if d == day},
+        }
+        for target in targets:
+            name = target.meter.name
+            metadata[f"stripe_meter_window/{name}"] = target.window or "raw"
+            # What the source bills for the day, and what the ledger says Stripe holds: the
+            # reconciliation check compares the first with Stripe's own summaries.
+            metadata[f"source_total/{name}"] = source[(name, day)]
+            metadata[f"ledger_total/{name}"] = held[(name, day)]
+        by_day[day] = metadata
+        day += timedelta(days=1)
+    return by_day
 
 
 def _failure_description(report: SendReport) -> str:

@@ -154,13 +154,16 @@ def unsent_rows(
         return [LedgerRow(**row._mapping) for row in result]
 
 
-def status_counts(engine: Engine, first_day: date, end_day: date) -> dict[str, int]:
+def status_counts_by_day(
+    engine: Engine, first_day: date, end_day: date
+) -> dict[tuple[date, str], int]:
+    """How many ledger rows of each day in [first_day, end_day) are in each status."""
     with engine.connect() as connection:
         rows = connection.execute(
             text(
-                "SELECT status, count(*) AS n FROM billing.meter_ledger "
-                "WHERE day >= :first_day AND day < :end_day GROUP BY status"
+                "SELECT day, status, count(*) AS n FROM billing.meter_ledger "
+                "WHERE day >= :first_day AND day < :end_day GROUP BY day, status"
             ),
             {"first_day": first_day, "end_day": end_day},
         )
-        return {row.status: int(row.n) for row in rows}
+        return {(row.day, row.status): int(row.n) for row in rows}

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import stripe
 from sqlalchemy import Connection, Engine, text
@@ -37,6 +37,8 @@ class SendReport:
     """What one delivery pass did, for the asset's metadata and its pass/fail decision."""
 
     counts: Counter[str] = field(default_factory=Counter)
+    # The same outcomes per UTC day, so each partition of a range run shows its own.
+    counts_by_day: Counter[tuple[date, str]] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     transient_failures: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -46,6 +48,7 @@ class SendReport:
     ) -> None:
         with self._lock:
             self.counts[outcome] += 1
+            self.counts_by_day[(row.day, outcome)] += 1
             if error is not None:
                 self.failures.append((row.identifier, error))
             if transient:
