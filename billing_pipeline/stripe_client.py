@@ -146,19 +146,7 @@ class StripeBilling:
         self, meter_id: str, customer: str, start: datetime, end: datetime
     ) -> float:
         """Stripe's aggregated value for one customer over [start, end), in day windows."""
-        params: stripe.params.billing.MeterEventSummaryListParams = {
-            "customer": customer,
-            "start_time": int(start.timestamp()),
-            "end_time": int(end.timestamp()),
-            "value_grouping_window": "day",
-            "limit": 100,
-        }
-
-        def total() -> float:
-            summaries = self.client.v1.billing.meters.event_summaries.list(meter_id, params)
-            return sum(float(s.aggregated_value) for s in summaries.auto_paging_iter())
-
-        return self._with_retries(total, f"summaries of {meter_id}")
+        return sum(self.daily_totals(meter_id, customer, start, end).values())
 
     def daily_totals(
         self, meter_id: str, customer: str, start: datetime, end: datetime
