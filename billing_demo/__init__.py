@@ -1,0 +1,1 @@
+"""Demo tooling beside the product: seed data, the `dev` supervisor, demo customers."""
