@@ -55,7 +55,7 @@ class Drift:
 
 @dataclass
 class Reconciliation:
-    """The outcome for a window: how much was compared, what is settling, what drifted."""
+    """The outcome for one day: how much was compared, what is settling, what drifted."""
 
     compared: int = 0
     settling: int = 0
@@ -148,11 +148,15 @@ def reconcile(
     *,
     settle_window: timedelta = SETTLE_WINDOW,
     now: datetime | None = None,
-) -> Reconciliation:
-    """Compare the source with Stripe for [first_day, end_day), one summary call per customer
-    and meter for the whole window."""
+) -> dict[date, Reconciliation]:
+    """Compare the source with Stripe for [first_day, end_day), one outcome per day (every day
+    of the window, also one with nothing to compare), one summary call per customer and meter
+    for the whole window. A meter missing in Stripe fails every day: none of its days can be
+    compared."""
     now = now or datetime.now(UTC)
-    result = Reconciliation()
+    outcomes = {
+        first_day + timedelta(days=n): Reconciliation() for n in range((end_day - first_day).days)
+    }
     remote = {m.event_name: m for m in billing.list_meters() if m.status == "active"}
     windows = {
         m.name: remote[m.event_name].event_time_window for m in meters if m.event_name in remote
@@ -166,7 +170,8 @@ def reconcile(
         if not customers[meter.name]:
             continue
         if meter.event_name not in remote:
-            result.missing_meters.append(meter.name)
+            for outcome in outcomes.values():
+                outcome.missing_meters.append(meter.name)
             continue
         for customer in sorted(customers[meter.name]):
             stripe_days = billing.daily_totals(
@@ -175,8 +180,8 @@ def reconcile(
             days = {d for (m, c, d) in (*targets, *ledger) if m == meter.name and c == customer}
             days |= {day for day, value in stripe_days.items() if value}
             for day in sorted(days):
-                _compare(result, (meter.name, customer, day), targets, ledger, stripe_days)
-    return result
+                _compare(outcomes[day], (meter.name, customer, day), targets, ledger, stripe_days)
+    return outcomes
 
 
 def _compare(

@@ -3,13 +3,26 @@
 It runs after every billing run (jobs over the asset include its checks) and from the
 `stripe_reconciliation_schedule`, which re-checks the last week once Stripe's summaries settled:
 the billing run itself can only report fresh differences as "settling".
+
+A run over a range of days (the single-run backfill policy, the schedule) has no single
+partition key, and an `AssetCheckResult` returned from such a step is recorded without a
+partition, while the run had planned one evaluation per day: those planned rows would end as
+"Skipped". So the check yields one `AssetCheckEvaluation` per day of the run, each with that
+day's partition, figures and target materialization; Dagster records each against its planned
+row, and the check's history shows a result per day whatever the shape of the run.
 """
 
-from collections.abc import Sequence
-from datetime import date, timedelta
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
+
+# Not exported by `dagster`, but the field is public on `AssetCheckEvaluation`: without it the UI
+# cannot tell a day's result is about that day's latest materialization.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.partitions import daily_partitions
@@ -22,13 +35,13 @@ from billing_pipeline.stripe_reporting.reconciliation import (
 )
 from billing_pipeline.usage.meters import METERS, Meter
 
+CHECK_NAME = "stripe_reconciliation"
 ROWS_SHOWN = 50
 
 
-def _reconciliation_metadata(outcome: Reconciliation, first: date, end: date) -> dict[str, Any]:
+def _reconciliation_metadata(outcome: Reconciliation) -> dict[str, Any]:
     drifts = outcome.drifts[:ROWS_SHOWN]
     return {
-        "window": f"{first}..{end - timedelta(days=1)}",
         "compared": outcome.compared,
         "drifts": len(outcome.drifts),
         "settling": outcome.settling,
@@ -52,23 +65,59 @@ def _reconciliation_metadata(outcome: Reconciliation, first: date, end: date) ->
     }
 
 
+def _evaluation(
+    context: dg.AssetCheckExecutionContext,
+    day: str,
+    passed: bool,
+    severity: dg.AssetCheckSeverity,
+    metadata: dict[str, Any] | None = None,
+    description: str | None = None,
+) -> dg.AssetCheckEvaluation:
+    """One day's evaluation, pointing at that day's latest materialization as Dagster does for a
+    single-partition `AssetCheckResult` (the UI compares the two to tell a stale result)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=REPORTING_KEY, asset_partitions=[day]), limit=1
+    ).records
+    target = (
+        AssetCheckEvaluationTargetMaterializationData(
+            storage_id=records[0].storage_id,
+            run_id=records[0].run_id,
+            timestamp=records[0].timestamp,
+        )
+        if records
+        else None
+    )
+    return dg.AssetCheckEvaluation(
+        asset_key=REPORTING_KEY,
+        check_name=CHECK_NAME,
+        passed=passed,
+        severity=severity,
+        metadata=metadata or {},
+        description=description,
+        partition=day,
+        target_materialization_data=target,
+    )
+
+
 def build_reconciliation_check(
     meters: Sequence[Meter] = METERS, settle_window: timedelta = SETTLE_WINDOW
 ) -> dg.AssetChecksDefinition:
     """The per-day reconciliation check; `settle_window` is a parameter for tests only."""
     meters = tuple(meters)
 
-    @dg.asset_check(
+    # `asset_check` is typed for a returned `AssetCheckResult`; Dagster runs a generator check
+    # too and records each yielded `AssetCheckEvaluation` (execute_step.py), which a range needs.
+    @dg.asset_check(  # type: ignore[arg-type]
         asset=REPORTING_KEY,
-        name="stripe_reconciliation",
+        name=CHECK_NAME,
         partitions_def=daily_partitions,
         description=(
-            "Compares, per meter, Stripe customer and UTC day of the partition (or range), the "
-            "source (daily usage attributed to the customer that held the subscription that "
-            "day, summed over its organizations) with Stripe's meter event summaries "
-            "(value_grouping_window=day). Fails listing every drift with its customer, "
-            "organizations, the source value, the ledger's view and Stripe's. Days with rows "
-            "unsent, in doubt or changed in the last "
+            "Compares, per meter, Stripe customer and UTC day, the source (daily usage "
+            "attributed to the customer that held the subscription that day, summed over its "
+            "organizations) with Stripe's meter event summaries (value_grouping_window=day), "
+            "and records one result per day, also when a run covers a range of days. A day "
+            "fails listing every drift with its customer, organizations, the source value, the "
+            "ledger's view and Stripe's. Days with rows unsent, in doubt or changed in the last "
             f"{int(settle_window.total_seconds() // 60)} minutes count as settling (Stripe's "
             "summaries lag), not as drift; stripe_reconciliation_schedule checks again later."
         ),
@@ -77,28 +126,37 @@ def build_reconciliation_check(
         context: dg.AssetCheckExecutionContext,
         postgres: PostgresResource,
         stripe: StripeResource,
-    ) -> dg.AssetCheckResult:
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output[None]]:
         start, end = context.partition_time_window
         first_day, end_day = start.date(), end.date()
         client = stripe.client()
         if client is None:
-            return dg.AssetCheckResult(
-                passed=False,
-                severity=dg.AssetCheckSeverity.WARN,
-                description="STRIPE_SECRET_KEY is not set: nothing to reconcile against.",
+            for day in context.partition_keys:
+                yield _evaluation(
+                    context,
+                    day,
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description="STRIPE_SECRET_KEY is not set: nothing to reconcile against.",
+                )
+        else:
+            outcomes = reconcile(
+                postgres.engine(), client, meters, first_day, end_day, settle_window=settle_window
             )
-        outcome = reconcile(
-            postgres.engine(), client, meters, first_day, end_day, settle_window=settle_window
-        )
-        context.log.info(
-            f"reconciled {first_day}..{end_day}: {outcome.compared} compared, "
-            f"{len(outcome.drifts)} drifts, {outcome.settling} settling"
-        )
-        return dg.AssetCheckResult(
-            passed=outcome.ok,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata=_reconciliation_metadata(outcome, first_day, end_day),
-        )
+            for day, outcome in outcomes.items():
+                context.log.info(
+                    f"reconciled {day}: {outcome.compared} compared, "
+                    f"{len(outcome.drifts)} drifts, {outcome.settling} settling"
+                )
+                yield _evaluation(
+                    context,
+                    day.isoformat(),
+                    passed=outcome.ok,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata=_reconciliation_metadata(outcome),
+                )
+        # The check's own output, as Dagster emits it beside an AssetCheckResult's evaluation.
+        yield dg.Output(None)
 
     return stripe_reconciliation
 

@@ -221,9 +221,9 @@ def test_after_a_ledger_restore_a_replanned_revision_is_never_taken_for_delivere
         # A raw meter adds the restored ledger's difference to the one it forgot: Stripe holds
         # 11, and reconciliation names the day instead of reporting it billed.
         assert readings == 5 + 2 + 4
-        evaluation = reconcile_days(
+        [evaluation] = reconcile_days(
             dagster_instance, database_url, emulator_server.url, D1, D1, SETTLED
-        )
+        ).values()
         assert not evaluation.passed
         assert f"| temperature_readings | {D1} | {alpha} | 1 | 9 | 9 | 11" in str(
             evaluation.metadata["drift_details"].value

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import Engine
 
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.assets import build_reporting_asset
 from billing_pipeline.stripe_reporting.reconciliation import ledger_views
 from billing_pipeline.stripe_reporting.reconciliation_check import build_reconciliation_check
 from billing_pipeline.stripe_reporting.schedules import reconciliation_schedule
@@ -27,6 +26,7 @@ from billing_pipeline_tests.support.builders import (
     midnight,
 )
 from billing_pipeline_tests.support.dagster_runs import BILLING_ASSETS, Billing
+from billing_pipeline_tests.support.reporting import reconcile_days
 from billing_pipeline_tests.support.stripe import new_customer
 
 TODAY = datetime.now(UTC).date()
@@ -59,27 +59,11 @@ def reconcile_range(
     first: date,
     last: date,
     check: dg.AssetChecksDefinition = SETTLED,
-) -> dg.AssetCheckEvaluation:
+) -> dict[date, dg.AssetCheckEvaluation]:
     """Launch the check alone over a partition range, as the schedule and a backfill do."""
-    job = dg.define_asset_job(
-        "reconcile", selection=dg.AssetSelection.checks(check), partitions_def=check.partitions_def
+    return reconcile_days(
+        billing.instance, billing.database_url, billing.api_base, first, last, check
     )
-    defs = dg.Definitions(
-        assets=[build_reporting_asset()],
-        asset_checks=[check],
-        jobs=[job],
-        resources=billing.resources(),
-    )
-    result = defs.resolve_job_def("reconcile").execute_in_process(
-        instance=billing.instance,
-        tags={
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        },
-        raise_on_error=False,
-    )
-    [evaluation] = result.get_asset_check_evaluations()
-    return evaluation
 
 
 def send_directly(
@@ -106,20 +90,24 @@ def test_tampered_totals_are_reported_as_drift_with_the_customers_involved(
     late_in_d2 = midnight(D2) + timedelta(hours=23, minutes=59)
     send_directly(billing.stripe_billing, "active_sensors", beta, 9, late_in_d2)
 
-    evaluation = reconcile_range(billing, D1, D2)
+    evaluations = reconcile_range(billing, D1, D2)
 
-    # The ledger is untouched; the check names each drifting (meter, day, customer, organization)
-    # with the source's value, the ledger's and Stripe's (pre-aggregated meters, as sync-meters
-    # creates them: the newer event replaced the day's value).
-    assert not evaluation.passed
-    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
-    metadata = evaluation.metadata
-    assert metadata["compared"].value == 8
-    assert metadata["drifts"].value == 2
-    assert metadata["customers_with_drift"].value == 2
-    details = str(metadata["drift_details"].value)
-    assert f"| temperature_readings | {D1} | {alpha} | 1 | 4 | 4 | 3.0 |" in details
-    assert f"| active_sensors | {D2} | {beta} | 2 | 1 | 1 | 9.0 |" in details
+    # The ledger is untouched; each day's result names its drifting (meter, day, customer,
+    # organization) with the source's value, the ledger's and Stripe's (pre-aggregated meters,
+    # as sync-meters creates them: the newer event replaced the day's value).
+    assert set(evaluations) == {D1, D2}
+    for day, drift in (
+        (D1, f"| temperature_readings | {D1} | {alpha} | 1 | 4 | 4 | 3.0 |"),
+        (D2, f"| active_sensors | {D2} | {beta} | 2 | 1 | 1 | 9.0 |"),
+    ):
+        evaluation = evaluations[day]
+        assert not evaluation.passed
+        assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+        metadata = evaluation.metadata
+        assert metadata["compared"].value == 4  # 2 meters x 2 customers
+        assert metadata["drifts"].value == 1
+        assert metadata["customers_with_drift"].value == 1
+        assert drift in str(metadata["drift_details"].value)
 
 
 def test_stripe_usage_on_a_day_the_ledger_never_billed_is_drift(
@@ -130,9 +118,14 @@ def test_stripe_usage_on_a_day_the_ledger_never_billed_is_drift(
     day_before = D1 - timedelta(days=1)
     send_directly(billing.stripe_billing, "temperature_readings", alpha, 5, midnight(day_before))
 
-    evaluation = reconcile_range(billing, day_before, D2)
+    evaluations = reconcile_range(billing, day_before, D2)
 
-    assert not evaluation.passed
+    assert {day: e.passed for day, e in evaluations.items()} == {
+        day_before: False,
+        D1: True,
+        D2: True,
+    }
+    evaluation = evaluations[day_before]
     details = str(evaluation.metadata["drift_details"].value)
     assert f"| temperature_readings | {day_before} | {alpha} |" in details
     assert "| 0 | 0 | 5.0 |" in details
@@ -146,7 +139,7 @@ def test_fresh_differences_count_as_settling_not_drift(
     send_directly(billing.stripe_billing, "temperature_readings", alpha, 3, midnight(D2))
     default_window = build_reconciliation_check()
 
-    evaluation = reconcile_range(billing, D1, D2, default_window)
+    evaluation = reconcile_range(billing, D1, D2, default_window)[D2]
 
     # The rows were sent seconds ago, so Stripe may simply not have caught up yet.
     assert evaluation.passed

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecord
 from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
@@ -83,6 +84,29 @@ def evaluate_checks(
         raise_on_error=False,
     )
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def check_history_of_run(
+    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, run_id: str
+) -> dict[str | None, AssetCheckExecutionRecord]:
+    """The rows the instance holds for `check_key` from one run, by partition (None for an
+    unpartitioned row): what the check's history in the UI lists, planned or skipped included."""
+    history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=1000)
+    return {record.partition: record for record in history if record.run_id == run_id}
+
+
+def day_evaluations(
+    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, run_id: str
+) -> dict[date, dg.AssetCheckEvaluation]:
+    """Each day's evaluation of a partitioned check in one run, read back from the instance;
+    fails if the run left a row without a partition or without an evaluation (planned,
+    skipped)."""
+    rows = check_history_of_run(instance, check_key, run_id)
+    assert None not in rows, "an unpartitioned row"
+    evaluations = {date.fromisoformat(str(day)): row.evaluation for day, row in rows.items()}
+    unevaluated = {day: rows[day.isoformat()].status for day, e in evaluations.items() if not e}
+    assert not unevaluated, unevaluated
+    return {day: e for day, e in evaluations.items() if e is not None}
 
 
 def evaluate_sensor(

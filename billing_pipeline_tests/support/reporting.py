@@ -15,6 +15,7 @@ from billing_pipeline.usage.meters import METERS
 from billing_pipeline_tests.support.builders import midnight
 from billing_pipeline_tests.support.dagster_runs import (
     BILLING_ASSETS,
+    day_evaluations,
     emulator_stripe,
     pipeline_resources,
 )
@@ -143,8 +144,9 @@ def reconcile_days(
     first: date,
     last: date,
     check: dg.AssetChecksDefinition,
-) -> dg.AssetCheckEvaluation:
-    """Launch the reconciliation check alone over a partition range, as its schedule does."""
+) -> dict[date, dg.AssetCheckEvaluation]:
+    """Launch the reconciliation check alone over a partition range, as its schedule does; each
+    day's evaluation as the instance recorded it."""
     job = dg.define_asset_job(
         "reconcile", selection=dg.AssetSelection.checks(check), partitions_def=check.partitions_def
     )
@@ -162,5 +164,4 @@ def reconcile_days(
         },
         raise_on_error=False,
     )
-    [evaluation] = result.get_asset_check_evaluations()
-    return evaluation
+    return day_evaluations(instance, check.check_key, result.run_id)
