@@ -10,6 +10,18 @@ from stripe_emulator.ids import new_id
 from stripe_emulator.pagination import int_param
 from stripe_emulator.params import merged_metadata
 
+# Every status Stripe documents for a subscription.
+SUBSCRIPTION_STATUSES = (
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "active",
+    "past_due",
+    "canceled",
+    "unpaid",
+    "paused",
+)
+
 # A price id the emulator does not know bills nothing, monthly (see subscriptions.py).
 _MONTHLY = {"interval": "month", "interval_count": 1}
 # Subscription fields for features the emulator has none of (taxes, Connect, pauses, …).

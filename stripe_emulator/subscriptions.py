@@ -27,19 +27,13 @@ from stripe_emulator.pagination import int_param, paginate
 from stripe_emulator.params import boolean, merged_metadata, reject_unknown
 from stripe_emulator.prices import Catalog
 from stripe_emulator.store import Store
-from stripe_emulator.subscription_objects import billing_interval, subscription_object
+from stripe_emulator.subscription_objects import (
+    SUBSCRIPTION_STATUSES,
+    billing_interval,
+    subscription_object,
+)
 from stripe_emulator.test_clocks import TestClocks
 
-STATUSES = (
-    "incomplete",
-    "incomplete_expired",
-    "trialing",
-    "active",
-    "past_due",
-    "canceled",
-    "unpaid",
-    "paused",
-)
 _CREATE_PARAMS = {
     "customer",
     "items",
@@ -124,7 +118,7 @@ class Subscriptions:
     def list_page(self, params: dict[str, Any]) -> dict[str, Any]:
         """Newest first; like Stripe, canceled ones only with `status=canceled` or `all`."""
         status = params.get("status")
-        if status is not None and status not in (*STATUSES, "all", "ended"):
+        if status is not None and status not in (*SUBSCRIPTION_STATUSES, "all", "ended"):
             raise invalid(f"Invalid status: {status}", param="status")
         with self._store.lock:
             items = list(reversed(self._store.data.subscriptions.values()))

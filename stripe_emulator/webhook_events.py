@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stripe_emulator.ids import new_id
+from stripe_emulator.subscription_objects import SUBSCRIPTION_STATUSES
 
 API_VERSION = "2025-03-31.basil"
 EVENT_TYPES = (
@@ -21,16 +22,6 @@ EVENT_TYPES = (
     "customer.subscription.deleted",
     "invoice.paid",
     "invoice.payment_failed",
-)
-SUBSCRIPTION_STATUSES = (
-    "incomplete",
-    "incomplete_expired",
-    "trialing",
-    "active",
-    "past_due",
-    "canceled",
-    "unpaid",
-    "paused",
 )
 _PERIOD_S = 30 * 86400
 
