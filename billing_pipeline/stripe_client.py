@@ -111,8 +111,9 @@ class StripeBilling:
         meters = self.client.v1.billing.meters.list({"limit": 100})
         return [_remote_meter(m) for m in meters.auto_paging_iter()]
 
-    def create_meter(self, meter: Meter, event_time_window: str | None = "day") -> RemoteMeter:
-        """Create the Stripe meter for `meter`: pre-aggregated per UTC day unless told not to."""
+    def create_meter(self, meter: Meter, event_time_window: str | None = "hour") -> RemoteMeter:
+        """Create the Stripe meter for `meter`: pre-aggregated per hour (as `sync-meters` does)
+        unless told otherwise."""
         params: stripe.params.billing.MeterCreateParams = {
             "display_name": meter.display_name,
             "event_name": meter.event_name,
@@ -207,6 +208,16 @@ class StripeBilling:
             f"subscription {subscription_id}",
         )
         return subscription.to_dict()
+
+    def price_meter(self, price_id: str) -> str | None:
+        """The meter a price bills (`recurring.meter`), None for a price that is not metered:
+        how an invoice line is tied back to a declared meter."""
+        price = self._with_retries(
+            lambda: self.client.v1.prices.retrieve(price_id), f"price {price_id}"
+        ).to_dict()
+        recurring = price.get("recurring") or {}
+        meter = recurring.get("meter")
+        return meter if isinstance(meter, str) else None
 
 
 def _remote_meter(meter: stripe.billing.Meter) -> RemoteMeter:

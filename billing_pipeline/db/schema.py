@@ -45,11 +45,14 @@ app_metadata = MetaData(naming_convention=NAMING_CONVENTION)
 billing_metadata = MetaData(schema=BILLING_SCHEMA, naming_convention=NAMING_CONVENTION)
 
 
-def _timestamp(name: str, *, nullable: bool = True, default_now: bool = False) -> Column[object]:
+def _timestamp(
+    name: str, *, nullable: bool = True, default_now: bool = False, primary_key: bool = False
+) -> Column[object]:
     return Column(
         name,
         DateTime(timezone=True),
         nullable=nullable,
+        primary_key=primary_key,
         server_default=func.now() if default_now else None,
     )
 
@@ -160,6 +163,10 @@ meter_ledger = Table(
     Column("meter", Text, nullable=False),
     Column("stripe_customer_id", Text, nullable=False),
     Column("day", Date, nullable=False),
+    # Where the row's part of the day starts: the day's start, or a billing boundary inside it
+    # (a period end, a subscription's start or end), so each period's usage is stamped inside it.
+    _timestamp("part_start", nullable=False),
+    _timestamp("part_end", nullable=False),
     Column("revision", Integer, nullable=False),
     Column("event_name", Text, nullable=False),
     # The organizations whose usage the row sums (the customer's organizations on that day).
@@ -187,7 +194,12 @@ meter_ledger = Table(
         "status IN (" + ", ".join(f"'{s}'" for s in LEDGER_STATUSES) + ")", name="status"
     ),
     UniqueConstraint(
-        "meter", "stripe_customer_id", "day", "revision", name="uq_meter_ledger_revision"
+        "meter",
+        "stripe_customer_id",
+        "day",
+        "part_start",
+        "revision",
+        name="uq_meter_ledger_revision",
     ),
     Index("ix_meter_ledger_day_meter", "day", "meter"),
     Index(
@@ -195,6 +207,36 @@ meter_ledger = Table(
         "status",
         postgresql_where=text("status IN ('pending', 'failed')"),
     ),
+)
+
+billing_periods = Table(
+    "billing_periods",
+    billing_metadata,
+    # Every billing period the webhook flow has seen, kept after the subscription moves on: the
+    # boundaries of days still inside Stripe's window must stay known to split those days.
+    Column("stripe_subscription_id", Text, primary_key=True),
+    _timestamp("period_start", nullable=False, primary_key=True),
+    _timestamp("period_end", nullable=False),
+    Column("stripe_customer_id", Text, nullable=True),
+    _timestamp("first_seen_at", nullable=False, default_now=True),
+    Index("ix_billing_periods_period_end", "period_end"),
+)
+
+invoices = Table(
+    "invoices",
+    billing_metadata,
+    # Stripe's invoices as the webhook flow last saw them: which usage each finalized invoice
+    # billed, so usage that reached Stripe too late is found and shown.
+    Column("id", Text, primary_key=True),
+    Column("stripe_customer_id", Text, nullable=True),
+    Column("stripe_subscription_id", Text, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("billing_reason", Text, nullable=True),
+    # One entry per line: {"price": id, "quantity": n, "start": unix, "end": unix}.
+    Column("lines", JSONB, nullable=False),
+    _timestamp("finalized_at"),
+    _timestamp("event_created", nullable=False),
+    _timestamp("updated_at", nullable=False, default_now=True),
 )
 
 INBOX_STATUSES = tuple(InboxStatus)

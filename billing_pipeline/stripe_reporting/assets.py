@@ -20,6 +20,7 @@ from billing_pipeline.stripe_reporting.ledger import (
 )
 from billing_pipeline.stripe_reporting.locking import ReportingLockTimeoutError, reporting_lock
 from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError, verify_meters
+from billing_pipeline.stripe_reporting.period_close import PERIOD_CLOSE_TAG
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
 from billing_pipeline.stripe_reporting.reconciliation import ledger_views, source_targets
 from billing_pipeline.stripe_reporting.sender import SendReport, send_rows
@@ -141,7 +142,11 @@ def _report(
     differences = frozenset(t.meter.name for t in targets if not t.sends_whole_values)
     newly_in_doubt = mark_in_doubt(engine, sorted(differences), now)
     settled = settle_in_doubt(engine, client, {name: remote[name].id for name in differences})
-    planned = [row for t in targets for row in plan_window(engine, t, plan_first, plan_end, now)]
+    closing = context.run.tags.get(PERIOD_CLOSE_TAG)
+    until = datetime.fromisoformat(closing) if closing else None
+    planned = [
+        row for t in targets for row in plan_window(engine, t, plan_first, plan_end, now, until)
+    ]
     planned_counts = Counter(row.status for row in planned)
     context.log.info(
         f"planned {len(planned)} ledger rows for {plan_first}..{plan_end}: "
@@ -186,7 +191,9 @@ def _metadata_by_day(
     meters = [t.meter for t in targets]
     windows = {t.meter.name: t.window for t in targets}
     source: Counter[tuple[str, date]] = Counter()
-    for (name, _, day), (value, _) in source_targets(engine, meters, first_day, end_day).items():
+    for (name, _, day), (value, _) in source_targets(
+        engine, meters, windows, first_day, end_day
+    ).items():
         source[(name, day)] += value
     held: Counter[tuple[str, date]] = Counter()
     settled_before = datetime.now(UTC) + timedelta(seconds=1)

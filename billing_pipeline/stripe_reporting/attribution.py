@@ -1,14 +1,23 @@
-"""Which Stripe customer pays for an organization's usage on a UTC day: one SQL definition.
+"""Which Stripe customer pays for an organization's usage, per part of a UTC day: one SQL.
 
-Planning and reconciliation read the same CTE, so what the pipeline sends and what it checks
-Stripe against can never disagree about the customer.
+Planning, reconciliation, status and the checks read the same SQL, so what the pipeline sends and
+what it checks Stripe against can never disagree about the customer or the period.
 
-A subscription bills a day when it has a Stripe customer, has started before the day ends, has
-not ended by the day's start (one ending exactly at midnight does not bill the next day) and its
-status is billable:
+Parts: Stripe invoices a customer's meter over each billing period, by event timestamp, so a day
+that contains a billing boundary of the customer's subscriptions (a period's start or end, a
+subscription's start or end) is cut there; each part is measured on its own (the meter's
+`part_sql`) and stamped inside itself. A day without a boundary is one part, valued from
+`billing.daily_usage`. Boundaries are the union over every subscription of the customer, so all
+of a customer's organizations are cut at the same instants. Only Stripe meters that can hold
+several events of one day apart split days (`splits_days`): raw `sum` meters and hourly
+pre-aggregated meters. A part shorter than its hour window's remainder (two boundaries inside
+one hour) cannot be told apart from its neighbour there and is not billed, with that reason.
+
+A subscription bills a part when it has a Stripe customer, has started before the part ends, has
+not ended by the part's start and its status is billable:
 
 - billable: `active`, `trialing`, `past_due`, `unpaid` (Stripe keeps invoicing these), and
-  `canceled` for the days before `ended_at` (a canceled row without `ended_at` bills nothing);
+  `canceled` for the time before `ended_at` (a canceled row without `ended_at` bills nothing);
 - not billable: `incomplete`, `incomplete_expired` (the first payment never succeeded) and
   `paused` (Stripe creates no invoices while paused).
 
@@ -20,45 +29,155 @@ never paid. Several organizations on one customer are summed, for `last` gauges 
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Any
+
+from billing_pipeline.usage.meters import Meter
+
 BILLABLE_STATUSES = ("active", "trialing", "past_due", "unpaid", "canceled")
 
-# Rows: (day, organization_id, value, customer, reason). `customer` is NULL when no subscription
-# bills that day; `reason` says why. Parameters: :meter, :first_day, :end_day, :billable.
-ORGANIZATION_DAYS_SQL = """
-SELECT u.day, u.organization_id, u.value, c.stripe_customer_id AS customer,
+AFTER_END = "after the subscription ended: Stripe bills no usage past a subscription's end"
+SHORT_PART = (
+    "less than the Stripe meter's hour window between two billing boundaries: it cannot be "
+    "reported apart from its neighbour"
+)
+
+
+def splits_days(meter: Meter, window: str | None) -> bool:
+    """Whether the Stripe meter can bill the parts of a day apart.
+
+    A `day` window keeps one event a day, and a raw `last` meter's daily order is kept by
+    `ordering.py` per whole day: those bill whole days (README, "Billing periods").
+    """
+    return window == "hour" or (window is None and meter.aggregation == "sum")
+
+
+def attribution_params(
+    meter: Meter, window: str | None, first_day: date, end_day: date
+) -> dict[str, Any]:
+    """The parameters of `organization_parts_sql` / `customer_parts_cte` for one meter."""
+    return {
+        "meter": meter.name,
+        "first_day": first_day,
+        "end_day": end_day,
+        "billable": list(BILLABLE_STATUSES),
+        "split": splits_days(meter, window),
+        "hour_windows": window == "hour",
+        "short_part": SHORT_PART,
+        "after_end": AFTER_END,
+    }
+
+
+def organization_parts_sql(meter: Meter) -> str:
+    """Rows `(day, part_start, part_end, organization_id, value, customer, reason)`.
+
+    `customer` is NULL when no subscription bills the part; `reason` says why.
+    """
+    return f"""
+WITH usage_days AS (
+    SELECT u.day, u.organization_id, u.value
+    FROM billing.daily_usage u
+    WHERE u.meter = :meter AND u.day >= :first_day AND u.day < :end_day
+),
+customer_subscriptions AS (
+    SELECT DISTINCT s.organization_id, t.id, t.stripe_subscription_id, t.started_at, t.ended_at
+    FROM subscriptions s
+    JOIN subscriptions t ON t.id = s.id OR t.stripe_customer_id = s.stripe_customer_id
+    WHERE CAST(:split AS boolean)
+),
+boundaries AS (
+    SELECT DISTINCT c.organization_id, b.at, CAST(b.at AT TIME ZONE 'UTC' AS date) AS day
+    FROM customer_subscriptions c
+    CROSS JOIN LATERAL (
+        SELECT c.started_at UNION ALL SELECT c.ended_at
+        UNION ALL SELECT p.period_start FROM billing.billing_periods p
+            WHERE p.stripe_subscription_id = c.stripe_subscription_id
+        UNION ALL SELECT p.period_end FROM billing.billing_periods p
+            WHERE p.stripe_subscription_id = c.stripe_subscription_id
+    ) AS b (at)
+    WHERE b.at >= CAST(:first_day AS timestamptz) AND b.at < CAST(:end_day AS timestamptz)
+      AND CAST(b.at AT TIME ZONE 'UTC' AS time) <> time '00:00'
+),
+parts AS (
+    SELECT u.organization_id, u.day, p.part_start,
+           lead(p.part_start, 1, CAST(u.day AS timestamptz) + interval '1 day')
+               OVER (PARTITION BY u.organization_id, u.day ORDER BY p.part_start) AS part_end
+    FROM usage_days u
+    CROSS JOIN LATERAL (
+        SELECT CAST(u.day AS timestamptz)
+        UNION ALL
+        SELECT b.at FROM boundaries b
+        WHERE b.organization_id = u.organization_id AND b.day = u.day
+    ) AS p (part_start)
+    WHERE EXISTS (
+        SELECT 1 FROM boundaries b WHERE b.organization_id = u.organization_id AND b.day = u.day)
+),
+part_values AS ({meter.part_sql}),
+organization_parts AS (
+    SELECT u.day, CAST(u.day AS timestamptz) AS part_start,
+           CAST(u.day AS timestamptz) + interval '1 day' AS part_end, u.organization_id, u.value
+    FROM usage_days u
+    WHERE NOT EXISTS (
+        SELECT 1 FROM boundaries b WHERE b.organization_id = u.organization_id AND b.day = u.day)
+    UNION ALL
+    SELECT p.day, p.part_start, p.part_end, p.organization_id, coalesce(v.value, 0)
+    FROM parts p
+    LEFT JOIN part_values v
+        ON v.organization_id = p.organization_id AND v.part_start = p.part_start
+),
+measured AS (
+    SELECT o.*,
+           NOT CAST(:hour_windows AS boolean) OR o.part_start = date_trunc('hour', o.part_start)
+               OR date_trunc('hour', o.part_start) + interval '1 hour' < o.part_end
+               AS reportable
+    FROM organization_parts o
+)
+SELECT o.day, o.part_start, o.part_end, o.organization_id, o.value,
+       CASE WHEN o.reportable THEN c.stripe_customer_id END AS customer,
        CASE
-           WHEN c.stripe_customer_id IS NOT NULL THEN NULL
+           WHEN c.stripe_customer_id IS NOT NULL AND o.reportable THEN NULL
            WHEN NOT EXISTS (
-               SELECT 1 FROM subscriptions s WHERE s.organization_id = u.organization_id)
+               SELECT 1 FROM subscriptions s WHERE s.organization_id = o.organization_id)
                THEN 'no subscription (free tier)'
-           ELSE 'no billable subscription on this day (not started, ended, no Stripe customer, '
+           WHEN c.stripe_customer_id IS NOT NULL THEN CAST(:short_part AS text)
+           WHEN EXISTS (
+               SELECT 1 FROM subscriptions s
+               WHERE s.organization_id = o.organization_id AND s.ended_at <= o.part_start
+                 AND NOT EXISTS (
+                     SELECT 1 FROM subscriptions l
+                     WHERE l.organization_id = o.organization_id
+                       AND (l.ended_at IS NULL OR l.ended_at > o.part_start)))
+               THEN CAST(:after_end AS text)
+           ELSE 'no billable subscription at this time (not started, ended, no Stripe customer, '
                 || 'or status not billable)'
        END AS reason
-FROM billing.daily_usage u
+FROM measured o
 LEFT JOIN LATERAL (
     SELECT s.stripe_customer_id
     FROM subscriptions s
-    WHERE s.organization_id = u.organization_id
+    WHERE s.organization_id = o.organization_id
       AND s.stripe_customer_id IS NOT NULL
       AND s.started_at IS NOT NULL
-      AND s.started_at < CAST(u.day AS timestamptz) + interval '1 day'
-      AND (s.ended_at IS NULL OR s.ended_at > CAST(u.day AS timestamptz))
+      AND s.started_at < o.part_end
+      AND (s.ended_at IS NULL OR s.ended_at > o.part_start)
       AND s.status = ANY(CAST(:billable AS text[]))
       AND (s.status <> 'canceled' OR s.ended_at IS NOT NULL)
     ORDER BY s.started_at DESC, s.id DESC
     LIMIT 1
 ) c ON true
-WHERE u.meter = :meter AND u.day >= :first_day AND u.day < :end_day
 """
 
-# One row per (customer, day): the source's total for that customer, with its organizations.
-CUSTOMER_DAYS_CTE = f"""
-organization_days AS ({ORGANIZATION_DAYS_SQL}),
-customer_days AS (
-    SELECT customer, day, sum(value)::bigint AS target,
+
+def customer_parts_cte(meter: Meter) -> str:
+    """CTEs `organization_parts` and `customer_parts`: one row per (customer, day, part) with
+    the source's total for that customer and its organizations."""
+    return f"""
+organization_parts AS ({organization_parts_sql(meter)}),
+customer_parts AS (
+    SELECT customer, day, part_start, min(part_end) AS part_end, sum(value)::bigint AS target,
            array_agg(organization_id ORDER BY organization_id) AS organization_ids
-    FROM organization_days
+    FROM organization_parts
     WHERE customer IS NOT NULL
-    GROUP BY customer, day
+    GROUP BY customer, day, part_start
 )
 """

@@ -16,10 +16,11 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import LedgerStatus
 from billing_pipeline.metadata_tables import markdown_table
-from billing_pipeline.resources import PostgresResource
+from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_reporting.assets import REPORTING_KEY
-from billing_pipeline.stripe_reporting.attribution import BILLABLE_STATUSES, ORGANIZATION_DAYS_SQL
-from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW
+from billing_pipeline.stripe_reporting.attribution import attribution_params, organization_parts_sql
+from billing_pipeline.stripe_reporting.invoice_usage import invoice_gaps
+from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, planned_windows
 from billing_pipeline.stripe_reporting.reconciliation_check import stripe_reconciliation
 from billing_pipeline.usage.meters import METERS
 
@@ -211,18 +212,20 @@ def unbilled_usage(postgres: PostgresResource) -> dg.AssetCheckResult:
     now = datetime.now(UTC)
     rows: list[Any] = []
     with postgres.engine().connect() as connection:
+        windows = planned_windows(connection)
         for meter in METERS:
             rows += connection.execute(
                 text(
-                    f"SELECT :meter AS meter, * FROM ({ORGANIZATION_DAYS_SQL}) AS o "
-                    "WHERE customer IS NULL AND value <> 0 ORDER BY day DESC, organization_id"
+                    f"SELECT :meter AS meter, * FROM ({organization_parts_sql(meter)}) AS o "
+                    "WHERE customer IS NULL AND value <> 0 "
+                    "ORDER BY part_start DESC, organization_id"
                 ),
-                {
-                    "meter": meter.name,
-                    "first_day": (now - STRIPE_WINDOW).date(),
-                    "end_day": now.date() + timedelta(days=1),
-                    "billable": list(BILLABLE_STATUSES),
-                },
+                attribution_params(
+                    meter,
+                    windows.get(meter.name),
+                    (now - STRIPE_WINDOW).date(),
+                    now.date() + timedelta(days=1),
+                ),
             ).all()
     with_subscription = [row for row in rows if not row.reason.startswith("no subscription")]
     return dg.AssetCheckResult(
@@ -233,12 +236,81 @@ def unbilled_usage(postgres: PostgresResource) -> dg.AssetCheckResult:
             "with_a_subscription": len(with_subscription),
             "organization_ids": dg.MetadataValue.json(sorted({r.organization_id for r in rows})),
             "details": markdown_table(
-                ("meter", "day", "organization", "value", "reason"),
+                ("meter", "day", "from", "until", "organization", "value", "reason"),
                 [
-                    (r.meter, r.day, r.organization_id, r.value, r.reason)
+                    (
+                        r.meter,
+                        r.day,
+                        f"{r.part_start:%H:%M:%S}",
+                        f"{r.part_end:%H:%M:%S}",
+                        r.organization_id,
+                        r.value,
+                        r.reason,
+                    )
                     for r in sorted(rows, key=lambda r: (r.reason, r.day))[:ROWS_SHOWN]
                 ],
                 numeric=("organization", "value"),
+            ),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=REPORTING_KEY,
+    name="usage_after_invoice_finalized",
+    description=(
+        "Compares every invoice line finalized inside Stripe's window (from the webhook flow's "
+        "`invoice.finalized`) with the attributed source for that customer, meter and billing "
+        "period, and lists each line that bills other units than the source holds, with the "
+        "ledger rows of that period that reached Stripe after the invoice was finalized. Stripe "
+        "cannot add metered usage to a finalized invoice: see docs/operations.md, 'Usage after "
+        "an invoice was finalized'."
+    ),
+)
+def usage_after_invoice_finalized(
+    postgres: PostgresResource, stripe: StripeResource
+) -> dg.AssetCheckResult:
+    client = stripe.client()
+    if client is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="STRIPE_SECRET_KEY is not set: invoice lines cannot be tied to meters",
+        )
+    compared, gaps = invoice_gaps(postgres.engine(), client, METERS)
+    return dg.AssetCheckResult(
+        passed=not gaps,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "lines_compared": compared,
+            "lines_with_gap": len(gaps),
+            "units_missing": sum(g.units for g in gaps if g.units > 0),
+            "units_overbilled": -sum(g.units for g in gaps if g.units < 0),
+            "details": markdown_table(
+                (
+                    "customer",
+                    "period",
+                    "meter",
+                    "invoice",
+                    "invoiced",
+                    "source",
+                    "units",
+                    "rows sent after finalization",
+                ),
+                [
+                    (
+                        g.customer,
+                        f"{g.period_start:%Y-%m-%d %H:%M}..{g.period_end:%Y-%m-%d %H:%M}",
+                        g.meter,
+                        g.invoice,
+                        g.invoiced,
+                        g.source,
+                        g.units,
+                        g.rows_sent_after_finalization,
+                    )
+                    for g in gaps[:ROWS_SHOWN]
+                ],
+                numeric=("invoiced", "source", "units", "rows sent after finalization"),
             ),
         },
     )
@@ -251,4 +323,4 @@ ledger_checks = [
     ledger_expired_rows,
     unbilled_usage,
 ]
-reporting_checks = [stripe_reconciliation, *ledger_checks]
+reporting_checks = [stripe_reconciliation, usage_after_invoice_finalized, *ledger_checks]

@@ -1,5 +1,5 @@
 """The reporting flow's Dagster definitions: `stripe/meter_events`, its checks, jobs, schedules
-and the late-data sensor, merged into the code location by definitions.py."""
+the late-data and period-close sensors, merged into the code location by definitions.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from billing_pipeline.stripe_reporting.schedules import (
     reconciliation_schedule,
     trailing_recompute_schedule,
 )
-from billing_pipeline.stripe_reporting.sensors import late_readings_sensor
+from billing_pipeline.stripe_reporting.sensors import late_readings_sensor, period_close_sensor
 from billing_pipeline.stripe_reporting.status_assets import (
     billing_status_asset,
     billing_status_schedule,
@@ -29,5 +29,5 @@ defs = dg.Definitions(
         reconciliation_schedule,
         billing_status_schedule,
     ],
-    sensors=[late_readings_sensor],
+    sensors=[late_readings_sensor, period_close_sensor],
 )

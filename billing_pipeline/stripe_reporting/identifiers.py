@@ -1,13 +1,17 @@
 """Deterministic meter-event identifiers and timestamps.
 
-An identifier is derived from meter, customer, day, revision and the value the event carries, so
+An identifier is derived from meter, customer, day (and the part of the day, when a billing
+boundary cuts it), revision and the value the event carries, so
 any rerun on any machine sends the same identifier for the same event, and Stripe's "duplicate"
 answer means Stripe holds this very value: after a ledger restored from a backup, a re-planned
 revision with another value is another identifier, never mistaken for delivered.
 
-Timestamps sit inside the event's own UTC day (Stripe aggregates by timestamp) and grow with
-the wall-clock time of planning, so a later revision is newer under both readings of "newer"
-(later timestamp, later arrival), even when a restored ledger reuses a revision number.
+Timestamps sit inside the event's own part of its UTC day (Stripe aggregates by timestamp, so
+this is what puts usage in the right billing period) and grow with the wall-clock time of
+planning, so a later revision is newer under both readings of "newer" (later timestamp, later
+arrival), even when a restored ledger reuses a revision number. On an hourly pre-aggregated
+meter every revision of a part stays in one hour window (the first that starts inside the part):
+a revision in another window would be counted beside the old one instead of replacing it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ MAX_IDENTIFIER_LENGTH = 100
 DIGEST_LENGTH = 10
 # Planning times from the day's end over this span map onto the day's seconds, in order.
 TIMESTAMP_SPAN = timedelta(days=40)
-_DAY_SECONDS = 86_400
+_HOUR = timedelta(hours=1)
 
 
 def _digest(*parts: object) -> str:
@@ -27,13 +31,28 @@ def _digest(*parts: object) -> str:
 
 
 def event_identifier(
-    meter: str, event_name: str, customer: str, day: date, revision: int, value: int
+    meter: str,
+    event_name: str,
+    customer: str,
+    part_start: datetime,
+    revision: int,
+    value: int,
 ) -> str:
-    digest = _digest(event_name, customer, day.isoformat(), revision, value)
-    identifier = f"bp-{meter}-{customer}-{day:%Y%m%d}-r{revision}-{digest}"
+    """`bp-<meter>-<customer>-<yyyymmdd>[t<hhmmss>]-r<revision>-<digest>`.
+
+    A whole day (its part starts at midnight) keeps the form it had before days were cut.
+    """
+    part_start = part_start.astimezone(UTC)
+    day = part_start.date()
+    part = f"{day:%Y%m%d}" + ("" if part_start == day_start(day) else f"t{part_start:%H%M%S}")
+    digest_parts: list[object] = [event_name, customer, day.isoformat(), revision, value]
+    if part != f"{day:%Y%m%d}":
+        digest_parts.append(part_start.isoformat())
+    digest = _digest(*digest_parts)
+    identifier = f"bp-{meter}-{customer}-{part}-r{revision}-{digest}"
     if len(identifier) > MAX_IDENTIFIER_LENGTH:
         # Customer ids are usually short; a long one is replaced by its digest.
-        identifier = f"bp-{meter}-c{_digest(customer)}-{day:%Y%m%d}-r{revision}-{digest}"
+        identifier = f"bp-{meter}-c{_digest(customer)}-{part}-r{revision}-{digest}"
     return identifier
 
 
@@ -41,15 +60,34 @@ def day_start(day: date) -> datetime:
     return datetime.combine(day, time(0, tzinfo=UTC))
 
 
-def event_timestamp(day: date, planned_at: datetime, after: datetime | None = None) -> datetime:
-    """A second of `day` that grows with `planned_at`, strictly after `after` if given.
+def stamp_range(
+    part_start: datetime, part_end: datetime, window: str | None
+) -> tuple[datetime, datetime]:
+    """The seconds a part's events may carry: the part, or on an hourly meter its first window.
 
-    Planning at the day's end maps to 00:00:01 and planning TIMESTAMP_SPAN later to 23:59:58,
-    so two revisions planned more than a minute apart are ordered by wall-clock time alone.
+    `part_start` must be followed by an hour start inside the part unless it is one (attribution
+    does not bill such a part).
     """
-    elapsed = (planned_at - day_start(day + timedelta(days=1))) / TIMESTAMP_SPAN
-    second = 1 + int(max(0.0, min(1.0, elapsed)) * (_DAY_SECONDS - 3))
-    stamp = day_start(day) + timedelta(seconds=second)
+    if window != "hour":
+        return part_start, part_end
+    hour = part_start.replace(minute=0, second=0, microsecond=0)
+    first = hour if hour == part_start else hour + _HOUR
+    return first, min(first + _HOUR, part_end)
+
+
+def event_timestamp(
+    start: datetime, end: datetime, planned_at: datetime, after: datetime | None = None
+) -> datetime:
+    """A second of [start, end) that grows with `planned_at`, strictly after `after` if given.
+
+    Planning at `end` maps to the range's second second and planning TIMESTAMP_SPAN later to
+    its last but one, so on a whole day two revisions planned more than a minute apart are
+    ordered by wall-clock time alone.
+    """
+    seconds = int((end - start).total_seconds())
+    elapsed = (planned_at - end) / TIMESTAMP_SPAN
+    second = min(1, seconds - 1) + int(max(0.0, min(1.0, elapsed)) * max(0, seconds - 3))
+    stamp = start + timedelta(seconds=second)
     if after is not None and stamp <= after:
         stamp = after + timedelta(seconds=1)
-    return min(stamp, day_start(day) + timedelta(seconds=_DAY_SECONDS - 1))
+    return min(stamp, end - timedelta(seconds=1))

@@ -1,6 +1,7 @@
 """The meter-event ledger: the pipeline's record of what Stripe has been told, and the outbox.
 
-One row is one revision of a (meter, Stripe customer, UTC day). Stripe remembers identifiers for
+One row is one revision of a (meter, Stripe customer, UTC day, part of the day); a day is one
+part unless a billing boundary cuts it (`attribution.py`). Stripe remembers identifiers for
 about 24 hours; this table remembers them forever. A row is written (pending, with its
 deterministic identifier) before the Stripe call and marked afterwards, so a crash in between
 resends the same identifier within the day, and is settled against Stripe's totals after it
@@ -15,14 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.db.schema import meter_ledger
 from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.db.transactions import in_transaction
-from billing_pipeline.stripe_reporting.identifiers import event_identifier, event_timestamp
+from billing_pipeline.stripe_reporting.identifiers import (
+    event_identifier,
+    event_timestamp,
+    stamp_range,
+)
 from billing_pipeline.usage.meters import Meter
 
 # Stripe accepts timestamps up to 35 days old; an hour's margin keeps a row planned just inside
@@ -40,6 +45,8 @@ class LedgerRow:
     meter: str
     stripe_customer_id: str
     day: date
+    part_start: datetime
+    part_end: datetime
     revision: int
     event_name: str
     organization_ids: list[int]
@@ -55,7 +62,7 @@ def new_row(
     meter: Meter,
     window: str | None,
     customer: str,
-    day: date,
+    part: tuple[datetime, datetime],
     revision: int,
     value: int,
     target: int,
@@ -64,14 +71,20 @@ def new_row(
     after: datetime | None,
     reason: str | None = None,
 ) -> LedgerRow:
-    """A pending revision, or an expired one when its day is outside Stripe's window."""
-    stamp = event_timestamp(day, now, after)
+    """A pending revision of the part [start, end), or an expired one when the part is outside
+    Stripe's window."""
+    part_start, part_end = part
+    stamp = event_timestamp(*stamp_range(*part, window), now, after)
     expired = stamp < now - STRIPE_WINDOW
     return LedgerRow(
-        identifier=event_identifier(meter.name, meter.event_name, customer, day, revision, value),
+        identifier=event_identifier(
+            meter.name, meter.event_name, customer, part_start, revision, value
+        ),
         meter=meter.name,
         stripe_customer_id=customer,
-        day=day,
+        day=part_start.astimezone(UTC).date(),
+        part_start=part_start,
+        part_end=part_end,
         revision=revision,
         event_name=meter.event_name,
         organization_ids=list(organization_ids),
@@ -107,9 +120,10 @@ def supersede_unsent(connection: Connection, meter: str, rows: Sequence[LedgerRo
             """
             UPDATE billing.meter_ledger l
             SET status = :superseded, status_reason = :reason, updated_at = now()
-            FROM unnest(CAST(:customers AS text[]), CAST(:days AS date[]),
-                        CAST(:revisions AS int[])) AS n(customer, day, revision)
-            WHERE l.meter = :meter AND l.stripe_customer_id = n.customer AND l.day = n.day
+            FROM unnest(CAST(:customers AS text[]), CAST(:parts AS timestamptz[]),
+                        CAST(:revisions AS int[])) AS n(customer, part_start, revision)
+            WHERE l.meter = :meter AND l.stripe_customer_id = n.customer
+              AND l.part_start = n.part_start
               AND l.revision < n.revision AND l.status = ANY(:unsent)
             """
         ),
@@ -118,7 +132,7 @@ def supersede_unsent(connection: Connection, meter: str, rows: Sequence[LedgerRo
             "reason": SUPERSEDED,
             "meter": meter,
             "customers": [row.stripe_customer_id for row in rows],
-            "days": [row.day for row in rows],
+            "parts": [row.part_start for row in rows],
             "revisions": [row.revision for row in rows],
             "unsent": list(UNSENT_STATUSES),
         },
@@ -130,7 +144,7 @@ def unsent_rows(
 ) -> list[LedgerRow]:
     """Rows still owed to Stripe in the window, in the order they must arrive.
 
-    Per customer, days ascending and revisions ascending: a newer revision, and a later day,
+    Per customer, parts ascending and revisions ascending: a newer revision, and a later part,
     arrive after an older one, which is what `last` by arrival and pre-aggregated meters need.
     """
     with in_transaction(engine) as connection:
@@ -141,7 +155,7 @@ def unsent_rows(
                 FROM billing.meter_ledger
                 WHERE status = ANY(:unsent) AND meter = ANY(:meters)
                   AND day >= :first_day AND day < :end_day
-                ORDER BY stripe_customer_id, day, revision
+                ORDER BY stripe_customer_id, part_start, revision
                 """
             ),
             {
@@ -167,3 +181,17 @@ def status_counts_by_day(
             {"first_day": first_day, "end_day": end_day},
         )
         return {(row.day, row.status): int(row.n) for row in rows}
+
+
+def planned_windows(connection: Connection) -> dict[str, str | None]:
+    """The Stripe meter kind each meter's rows were last planned for (newest row wins).
+
+    Lets views that do not ask Stripe (status, checks) cut days exactly as planning did.
+    """
+    rows = connection.execute(
+        text(
+            "SELECT DISTINCT ON (meter) meter, aggregation_window FROM billing.meter_ledger "
+            "ORDER BY meter, created_at DESC"
+        )
+    )
+    return {row.meter: row.aggregation_window for row in rows}

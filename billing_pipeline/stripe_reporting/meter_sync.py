@@ -4,11 +4,12 @@ A Stripe meter cannot change its aggregation after creation, and a meter with th
 bills every customer wrongly, so a mismatch is an error for a person to resolve, never something
 to paper over.
 
-New meters are created pre-aggregated (`event_time_window=day`: Stripe keeps the newest event per
-customer and UTC day), which makes every resend harmless. Existing raw meters
-(`event_time_window` null) keep working: the pipeline reads the kind from Stripe and plans
-differences for them. An hourly window is refused: a day's revisions would fall into different
-hours and all count.
+New meters are created pre-aggregated per hour (`event_time_window=hour`: Stripe keeps the
+newest event per customer and hour), which makes every resend harmless (each revision of a part
+of a day stays in one hour window) and lets a day be cut at a billing period's end: the part
+before it and the part after it sit in different windows. Existing meters keep working: daily
+pre-aggregated ones bill whole days (they cannot hold two parts of one day apart), raw ones get
+differences. The pipeline reads the kind from Stripe.
 """
 
 from __future__ import annotations
@@ -34,16 +35,17 @@ def _active_by_event_name(remote: Sequence[RemoteMeter]) -> dict[str, RemoteMete
     return {m.event_name: m for m in remote if m.status == "active"}
 
 
-SUPPORTED_WINDOWS = (None, "day")
+SUPPORTED_WINDOWS = (None, "day", "hour")
+# What `sync-meters` creates.
+NEW_METER_WINDOW = "hour"
 
 
 def _mismatch(meter: Meter, remote: RemoteMeter) -> str | None:
     if remote.event_time_window not in SUPPORTED_WINDOWS:
         return (
             f"Stripe meter {remote.id} for event {meter.event_name!r} is pre-aggregated per "
-            f"{remote.event_time_window!r}; the pipeline sends one value per UTC day and needs "
-            "`event_time_window` day or none: deactivate it in Stripe and run "
-            "`billing-pipeline stripe sync-meters`"
+            f"{remote.event_time_window!r}, which the pipeline does not know: deactivate it in "
+            "Stripe and run `billing-pipeline stripe sync-meters`"
         )
     if remote.formula != meter.aggregation:
         return (
@@ -56,7 +58,7 @@ def _mismatch(meter: Meter, remote: RemoteMeter) -> str | None:
 
 
 def sync_meters(stripe_billing: StripeBilling, meters: Sequence[Meter]) -> SyncResult:
-    """Create the missing meters (pre-aggregated per day); refuse, changing nothing, if any
+    """Create the missing meters (pre-aggregated per hour); refuse, changing nothing, if any
     existing one differs from its declaration. Existing raw meters are left as they are."""
     remote = _active_by_event_name(stripe_billing.list_meters())
     problems = [
@@ -69,7 +71,7 @@ def sync_meters(stripe_billing: StripeBilling, meters: Sequence[Meter]) -> SyncR
         if meter.event_name in remote:
             unchanged.append(meter.name)
         else:
-            stripe_billing.create_meter(meter)
+            stripe_billing.create_meter(meter, event_time_window=NEW_METER_WINDOW)
             created.append(meter.name)
     return SyncResult(created=created, unchanged=unchanged)
 

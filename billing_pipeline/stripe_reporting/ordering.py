@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import Connection, text
 
 from billing_pipeline.db.statuses import COUNTED_STATUSES, UNSENT_STATUSES, LedgerStatus
+from billing_pipeline.stripe_reporting.identifiers import day_start
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, LedgerRow, new_row
 from billing_pipeline.usage.meters import Meter
 
@@ -73,7 +74,7 @@ def reassert_rows(
                     meter,
                     None,
                     customer,
-                    day,
+                    (day_start(day), day_start(day + timedelta(days=1))),
                     newest.revision + 1,
                     newest.target_value,
                     newest.target_value,

@@ -1,10 +1,14 @@
-"""Planning: write the revisions that bring Stripe to the source, per customer, meter and day.
+"""Planning: write the revisions that bring Stripe to the source, per customer, meter and part.
+
+A part is a UTC day, or the piece of one between billing boundaries (`attribution.py`).
 
 Every run plans a whole range of days from the same attribution reconciliation checks against
 (`attribution.py`): a day whose organization moved to another customer gets a reversal for the
 old customer and the value for the new one, a day that had no customer is billed once one
 appears, and a day with nothing left to change plans nothing. Revisions are numbered past every
-row of the (meter, customer, day), whatever its status, so no earlier row can block a later one.
+row of the (meter, customer, part), whatever its status, so no earlier row can block a later one.
+A part that has not started yet (the rest of today after a period end) is left for a later run:
+its stamp would lie in the future, which Stripe refuses.
 
 - Raw `sum` meters (Stripe's `event_time_window` null) send differences.
 - Raw `last` meters and pre-aggregated meters (`event_time_window=day`) send the whole value;
@@ -20,7 +24,8 @@ from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.db.statuses import COUNTED_STATUSES
 from billing_pipeline.db.transactions import in_transaction
-from billing_pipeline.stripe_reporting.attribution import BILLABLE_STATUSES, CUSTOMER_DAYS_CTE
+from billing_pipeline.stripe_reporting.attribution import attribution_params, customer_parts_cte
+from billing_pipeline.stripe_reporting.identifiers import stamp_range
 from billing_pipeline.stripe_reporting.ledger import (
     LedgerRow,
     insert_rows,
@@ -45,9 +50,10 @@ class MeterTarget:
 
 
 @dataclass(frozen=True)
-class _CustomerDay:
+class _CustomerPart:
     customer: str
-    day: date
+    part_start: datetime
+    part_end: datetime
     target: int
     organization_ids: list[int]
     has_usage: bool
@@ -57,15 +63,16 @@ class _CustomerDay:
     last_timestamp: datetime | None
 
 
-_STATE_SQL = f"""
-WITH {CUSTOMER_DAYS_CTE},
+_STATE_SQL = """
+WITH {parts},
 ledger AS (
-    SELECT stripe_customer_id AS customer, day,
+    SELECT stripe_customer_id AS customer, part_start,
+           max(part_end) AS part_end,
            max(revision) AS last_revision,
            max(event_timestamp) AS last_timestamp,
            (SELECT n.organization_ids FROM billing.meter_ledger n
             WHERE n.meter = :meter AND n.stripe_customer_id = m.stripe_customer_id
-              AND n.day = m.day
+              AND n.part_start = m.part_start
             ORDER BY n.revision DESC LIMIT 1) AS organization_ids,
            coalesce(sum(value) FILTER (
                WHERE status = ANY(:counted) AND event_name = :event_name), 0)::bigint
@@ -74,16 +81,18 @@ ledger AS (
                WHERE status = ANY(:counted) AND event_name = :event_name))[1] AS counted_target
     FROM billing.meter_ledger m
     WHERE meter = :meter AND day >= :first_day AND day < :end_day
-    GROUP BY stripe_customer_id, day
+    GROUP BY stripe_customer_id, part_start
 )
-SELECT coalesce(c.customer, l.customer) AS customer, coalesce(c.day, l.day) AS day,
+SELECT coalesce(c.customer, l.customer) AS customer,
+       coalesce(c.part_start, l.part_start) AS part_start,
+       coalesce(c.part_end, l.part_end) AS part_end,
        coalesce(c.target, 0) AS target,
        coalesce(c.organization_ids, l.organization_ids) AS organization_ids,
        c.customer IS NOT NULL AS has_usage,
        coalesce(l.last_revision, 0) AS last_revision,
        coalesce(l.counted_sum, 0) AS counted_sum, l.counted_target, l.last_timestamp
-FROM customer_days c
-FULL JOIN ledger l ON l.customer = c.customer AND l.day = c.day
+FROM customer_parts c
+FULL JOIN ledger l ON l.customer = c.customer AND l.part_start = c.part_start
 ORDER BY 1, 2
 """
 
@@ -94,12 +103,15 @@ def plan_window(
     first_day: date,
     end_day: date,
     now: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[LedgerRow]:
     """Write the revisions that bring Stripe to the stored daily usage; return the new rows.
 
     Serialised per meter with a transaction-scoped advisory lock, so two plans of overlapping
     days write one revision, not two: the second sees the first's rows and finds nothing left.
     Given a connection, it plans inside the caller's transaction (the dry run rolls it back).
+    `until` (a period-close run) plans only the parts that end by then: the closing part of the
+    period goes out at once, the rest of its day is left to the daily run.
     """
     now = now or datetime.now(UTC)
     meter = target.meter
@@ -109,20 +121,23 @@ def plan_window(
             {"meter": meter.name},
         )
         states = [
-            _CustomerDay(**row._mapping)
+            _CustomerPart(**row._mapping)
             for row in connection.execute(
-                text(_STATE_SQL),
+                text(_STATE_SQL.format(parts=customer_parts_cte(meter))),
                 {
-                    "meter": meter.name,
+                    **attribution_params(meter, target.window, first_day, end_day),
                     "event_name": meter.event_name,
-                    "first_day": first_day,
-                    "end_day": end_day,
-                    "billable": list(BILLABLE_STATUSES),
                     "counted": list(COUNTED_STATUSES),
                 },
             )
         ]
-        planned = [row for state in states if (row := _next_revision(target, state, now))]
+        planned = [
+            row
+            for state in states
+            if stamp_range(state.part_start, state.part_end, target.window)[0] <= now
+            and (until is None or state.part_end <= until)
+            and (row := _next_revision(target, state, now))
+        ]
         if target.sends_whole_values:
             supersede_unsent(connection, meter.name, planned)
         insert_rows(connection, planned)
@@ -133,7 +148,7 @@ def plan_window(
     return planned
 
 
-def _next_revision(target: MeterTarget, state: _CustomerDay, now: datetime) -> LedgerRow | None:
+def _next_revision(target: MeterTarget, state: _CustomerPart, now: datetime) -> LedgerRow | None:
     if target.sends_whole_values:
         if state.counted_target is None:
             # Nothing sent yet: a 0 is worth sending only for a gauge that has usage rows (its
@@ -151,7 +166,7 @@ def _next_revision(target: MeterTarget, state: _CustomerDay, now: datetime) -> L
         target.meter,
         target.window,
         state.customer,
-        state.day,
+        (state.part_start, state.part_end),
         state.last_revision + 1,
         value,
         state.target,

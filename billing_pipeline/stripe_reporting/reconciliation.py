@@ -22,7 +22,7 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.attribution import BILLABLE_STATUSES, CUSTOMER_DAYS_CTE
+from billing_pipeline.stripe_reporting.attribution import attribution_params, customer_parts_cte
 from billing_pipeline.stripe_reporting.identifiers import day_start
 from billing_pipeline.usage.meters import Meter
 
@@ -67,20 +67,36 @@ class Reconciliation:
         return not self.drifts and not self.missing_meters
 
 
+# A customer's day from its parts, as Stripe's daily summary aggregates it: `sum` adds the
+# parts, `last` is the latest part's value.
+_CUSTOMER_DAYS_SQL = """
+WITH {parts}
+SELECT customer, day,
+       CASE WHEN :last THEN (array_agg(target ORDER BY part_start DESC))[1]
+            ELSE sum(target) END::bigint AS target,
+       array_agg(DISTINCT organization_id ORDER BY organization_id) AS organization_ids
+FROM customer_parts CROSS JOIN LATERAL unnest(organization_ids) AS o (organization_id)
+GROUP BY customer, day
+"""
+
+
 def source_targets(
-    engine: Engine, meters: Sequence[Meter], first_day: date, end_day: date
+    engine: Engine,
+    meters: Sequence[Meter],
+    windows: dict[str, str | None],
+    first_day: date,
+    end_day: date,
 ) -> dict[Key, tuple[int, tuple[int, ...]]]:
-    """The attributed source value of every (meter, customer, day) with usage in the window."""
+    """The attributed source value of every (meter, customer, day) with usage in the window;
+    `windows` is each meter's Stripe `event_time_window` (it decides whether days are cut)."""
     targets: dict[Key, tuple[int, tuple[int, ...]]] = {}
     with engine.connect() as connection:
         for meter in meters:
             rows = connection.execute(
-                text(f"WITH {CUSTOMER_DAYS_CTE} SELECT * FROM customer_days"),
+                text(_CUSTOMER_DAYS_SQL.format(parts=customer_parts_cte(meter))),
                 {
-                    "meter": meter.name,
-                    "first_day": first_day,
-                    "end_day": end_day,
-                    "billable": list(BILLABLE_STATUSES),
+                    **attribution_params(meter, windows.get(meter.name), first_day, end_day),
+                    "last": meter.aggregation == "last",
                 },
             )
             for row in rows:
@@ -91,19 +107,30 @@ def source_targets(
     return targets
 
 
+# Per part first (a whole-value revision replaces only its own part), then per day: `sum`
+# meters add the parts, `last` meters hold the latest part's value.
 _LEDGER_SQL = """
-SELECT meter, stripe_customer_id AS customer, day,
+WITH parts AS (
+    SELECT meter, stripe_customer_id AS customer, day, part_start,
+           coalesce(sum(value) FILTER (WHERE status = :sent), 0) AS sent_sum,
+           (array_agg(target_value ORDER BY revision DESC) FILTER (WHERE status = :sent))[1]
+               AS newest_sent_target,
+           bool_or(status = ANY(:unsettled)) OR max(updated_at) >= :settled_before AS settling
+    FROM billing.meter_ledger m
+    WHERE meter = ANY(:meters) AND day >= :first_day AND day < :end_day
+    GROUP BY meter, stripe_customer_id, day, part_start
+)
+SELECT meter, customer, day,
        (SELECT n.organization_ids FROM billing.meter_ledger n
-        WHERE n.meter = m.meter AND n.stripe_customer_id = m.stripe_customer_id
-          AND n.day = m.day
-        ORDER BY n.revision DESC LIMIT 1) AS organizations,
-       coalesce(sum(value) FILTER (WHERE status = :sent), 0) AS sent_sum,
-       (array_agg(target_value ORDER BY revision DESC) FILTER (WHERE status = :sent))[1]
-           AS newest_sent_target,
-       bool_or(status = ANY(:unsettled)) OR max(updated_at) >= :settled_before AS settling
-FROM billing.meter_ledger m
-WHERE meter = ANY(:meters) AND day >= :first_day AND day < :end_day
-GROUP BY meter, stripe_customer_id, day
+        WHERE n.meter = p.meter AND n.stripe_customer_id = p.customer AND n.day = p.day
+        ORDER BY n.part_start DESC, n.revision DESC LIMIT 1) AS organizations,
+       sum(sent_sum) AS sent_sum,
+       sum(coalesce(newest_sent_target, 0)) AS newest_sent_target,
+       (array_agg(coalesce(newest_sent_target, 0) ORDER BY part_start DESC))[1]
+           AS latest_part_target,
+       bool_or(settling) AS settling
+FROM parts p
+GROUP BY meter, customer, day
 """
 
 
@@ -117,6 +144,7 @@ def ledger_views(
 ) -> dict[Key, LedgerView]:
     """What the ledger says Stripe holds; `windows` is each meter's Stripe `event_time_window`."""
     whole = {m.name for m in meters if windows.get(m.name) is not None or m.aggregation == "last"}
+    last = {m.name for m in meters if m.aggregation == "last"}
     with engine.connect() as connection:
         rows = connection.execute(
             text(_LEDGER_SQL),
@@ -131,7 +159,13 @@ def ledger_views(
         ).all()
     return {
         (row.meter, row.customer, row.day): LedgerView(
-            held=int((row.newest_sent_target or 0) if row.meter in whole else row.sent_sum),
+            held=int(
+                row.latest_part_target
+                if row.meter in last
+                else row.newest_sent_target
+                if row.meter in whole
+                else row.sent_sum
+            ),
             organizations=tuple(row.organizations),
             settling=bool(row.settling),
         )
@@ -161,7 +195,7 @@ def reconcile(
     windows = {
         m.name: remote[m.event_name].event_time_window for m in meters if m.event_name in remote
     }
-    targets = source_targets(engine, meters, first_day, end_day)
+    targets = source_targets(engine, meters, windows, first_day, end_day)
     ledger = ledger_views(engine, meters, windows, first_day, end_day, now - settle_window)
     customers: dict[str, set[str]] = defaultdict(set)
     for meter_name, customer, _ in (*targets, *ledger):

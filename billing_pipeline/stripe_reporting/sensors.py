@@ -1,4 +1,6 @@
-"""Late readings: notice days whose readings arrived after the day was billed, and rebill them.
+"""The reporting flow's sensors: late readings, and billing periods that just ended.
+
+Late readings: notice days whose readings arrived after the day was billed, and rebill them.
 
 Readings can be ingested days after they were recorded (a gateway comes back online). A day's
 usage is a pure function of its rows, so the fix is to re-materialize that day's partition of
@@ -16,9 +18,10 @@ import dagster as dg
 from sqlalchemy import Engine, text
 
 from billing_pipeline.resources import PostgresResource
-from billing_pipeline.stripe_reporting.identifiers import event_timestamp
+from billing_pipeline.stripe_reporting.identifiers import day_start, event_timestamp
 from billing_pipeline.stripe_reporting.jobs import daily_billing_job
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW
+from billing_pipeline.stripe_reporting.period_close import PERIOD_CLOSE_TAG, closed_periods
 from billing_pipeline.usage.meters import METERS
 
 # `ingested_at` is the ingest transaction's start time, so a reading can become visible after a
@@ -65,7 +68,8 @@ class LateDay:
 
     def outside_stripe_window(self, now: datetime) -> bool:
         # The same test the ledger applies to a correction's event timestamp.
-        return event_timestamp(self.day, now) < now - STRIPE_WINDOW
+        start = day_start(self.day)
+        return event_timestamp(start, start + timedelta(days=1), now) < now - STRIPE_WINDOW
 
 
 def find_late_days(engine: Engine, since: datetime) -> tuple[list[LateDay], datetime | None]:
@@ -132,4 +136,34 @@ def late_readings_sensor(
             for day in late
         ],
         cursor=cursor,
+    )
+
+
+@dg.sensor(
+    job=daily_billing_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Reports the closing part of every billing period as soon as the period ends, well "
+        "inside Stripe's invoice finalization grace period (1 h by default): for each period "
+        "end in `billing.billing_periods` (from subscription events and `invoice.created`) and "
+        "each subscription end that has passed, one run of `daily_billing` for the day holding "
+        "it, which cuts the day at that instant. Run key: subscription and instant."
+    ),
+)
+def period_close_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource
+) -> dg.SensorResult:
+    closed = closed_periods(postgres.engine(), datetime.now(UTC))
+    if not closed:
+        return dg.SensorResult(skip_reason="no billing period ended in the last 72 hours")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=period.run_key,
+                partition_key=period.partition_key,
+                tags={PERIOD_CLOSE_TAG: period.ended_at.isoformat()},
+            )
+            for period in closed
+        ]
     )

@@ -20,8 +20,9 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.attribution import BILLABLE_STATUSES, ORGANIZATION_DAYS_SQL
+from billing_pipeline.stripe_reporting.attribution import attribution_params, organization_parts_sql
 from billing_pipeline.stripe_reporting.identifiers import day_start
+from billing_pipeline.stripe_reporting.ledger import planned_windows
 from billing_pipeline.stripe_reporting.reconciliation import TOLERANCE, ledger_views
 from billing_pipeline.usage.meters import Meter
 
@@ -62,22 +63,16 @@ class StatusLine:
         return found
 
 
-_USAGE_SQL = f"""
+_USAGE_SQL = """
 SELECT day, sum(value)::bigint AS usage,
        coalesce(sum(value) FILTER (WHERE customer IS NULL), 0)::bigint AS unbilled
-FROM ({ORGANIZATION_DAYS_SQL}) o
+FROM ({parts}) o
 GROUP BY day
 """
 
 _COUNTS_SQL = """
 SELECT meter, day, status, count(*) AS n FROM billing.meter_ledger
 WHERE day >= :first_day AND day < :end_day GROUP BY meter, day, status
-"""
-
-# The Stripe meter kind each meter's rows were planned for (newest row wins).
-_WINDOWS_SQL = """
-SELECT DISTINCT ON (meter) meter, aggregation_window FROM billing.meter_ledger
-ORDER BY meter, created_at DESC
 """
 
 
@@ -96,16 +91,15 @@ def billing_status(
 
     window = {"first_day": first_day, "end_day": end_day}
     with engine.connect() as connection:
+        windows = planned_windows(connection)
         for meter in meters:
-            params = {**window, "meter": meter.name, "billable": list(BILLABLE_STATUSES)}
-            for row in connection.execute(text(_USAGE_SQL), params):
+            params = attribution_params(meter, windows.get(meter.name), first_day, end_day)
+            sql = _USAGE_SQL.format(parts=organization_parts_sql(meter))
+            for row in connection.execute(text(sql), params):
                 entry = line(row.day, meter.name)
                 entry.usage, entry.unbilled = int(row.usage), int(row.unbilled)
         for row in connection.execute(text(_COUNTS_SQL), window):
             line(row.day, row.meter).rows[row.status] = int(row.n)
-        windows = {
-            row.meter: row.aggregation_window for row in connection.execute(text(_WINDOWS_SQL))
-        }
     # `settled_before` only decides the views' `settling` flag, which the status does not show.
     views = ledger_views(engine, meters, windows, first_day, end_day, datetime.now(UTC))
     for (meter_name, _, day), view in views.items():

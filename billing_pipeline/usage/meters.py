@@ -1,10 +1,14 @@
 """What the pipeline bills: one declaration per Stripe meter.
 
 A meter's SQL yields `(day, organization_id, value)` for every UTC day in `[:start, :end)`, so a
-range backfill is one query over the whole window instead of one per day. `:start` and `:end` are
-day-aligned `timestamptz` values and the session time zone is UTC. The SQL may only read source
-rows that belong to the days it reports (invariant 2: a backfill months later gives the same
-numbers); gauges are computed from created/deactivated history, never from a current flag.
+range backfill is one query over the whole window instead of one per day. Its `part_sql` measures
+the same thing over parts of days (a day cut at a billing period's end): it reads a relation
+`parts (organization_id, part_start, part_end)` and yields `(organization_id, part_start,
+value)`; over a whole day it must give the daily SQL's value (a test holds them equal). `:start`
+and `:end` are day-aligned `timestamptz` values and the session time zone is UTC. The SQL may
+only read source rows that belong to the days it reports (invariant 2: a backfill months later
+gives the same numbers); gauges are computed from created/deactivated history, never from a
+current flag.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Meter:
     display_name: str
     description: str
     sql: str
+    part_sql: str
 
     def __post_init__(self) -> None:
         # The name is part of every ledger identifier, which Stripe caps at 100 characters.
@@ -66,6 +71,16 @@ ACTIVE_SENSORS = Meter(
         JOIN sensors s ON s.created_at < d.day_start + interval '1 day'
         GROUP BY 1, 2
     """,
+    part_sql="""
+        SELECT p.organization_id, p.part_start,
+               count(s.id) FILTER (
+                   WHERE s.deactivated_at IS NULL OR s.deactivated_at >= p.part_end
+               ) AS value
+        FROM parts p
+        LEFT JOIN sensors s
+            ON s.organization_id = p.organization_id AND s.created_at < p.part_end
+        GROUP BY 1, 2
+    """,
 )
 
 TEMPERATURE_READINGS = Meter(
@@ -86,6 +101,14 @@ TEMPERATURE_READINGS = Meter(
             GROUP BY 1, 2
         ) AS per_sensor
         JOIN sensors s ON s.id = per_sensor.sensor_id
+        GROUP BY 1, 2
+    """,
+    part_sql="""
+        SELECT p.organization_id, p.part_start, count(r.id) AS value
+        FROM parts p
+        JOIN sensors s ON s.organization_id = p.organization_id
+        LEFT JOIN temperature_readings r
+            ON r.sensor_id = s.id AND r.recorded_at >= p.part_start AND r.recorded_at < p.part_end
         GROUP BY 1, 2
     """,
 )

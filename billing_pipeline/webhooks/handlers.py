@@ -14,6 +14,10 @@ from sqlalchemy import Connection
 from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.webhooks.inbox import ClaimedEvent
+from billing_pipeline.webhooks.invoice_records import (
+    INVOICE_RECORD_EVENT_TYPES,
+    apply_invoice_record,
+)
 from billing_pipeline.webhooks.invoices import INVOICE_EVENT_TYPES, apply_invoice_outcome
 from billing_pipeline.webhooks.linking import apply_checkout_completed
 from billing_pipeline.webhooks.subscriptions import (
@@ -27,6 +31,7 @@ Handler = Callable[[Connection, ClaimedEvent, StripeBilling | None], InboxStatus
 HANDLERS: Mapping[str, Handler] = {
     "checkout.session.completed": apply_checkout_completed,
     **dict.fromkeys(SUBSCRIPTION_EVENT_TYPES, apply_subscription_change),
+    **dict.fromkeys(INVOICE_RECORD_EVENT_TYPES, apply_invoice_record),
     **dict.fromkeys(INVOICE_EVENT_TYPES, apply_invoice_outcome),
     **dict.fromkeys(ERROR_REPORT_EVENT_TYPES, apply_thin_event),
 }

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, text
 from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.webhooks.inbox import ClaimedEvent
+from billing_pipeline.webhooks.invoice_records import record_invoice
 from billing_pipeline.webhooks.linking import fill_facts, row_for
 from billing_pipeline.webhooks.payloads import data_object, id_of
 
@@ -24,14 +25,14 @@ def apply_invoice_outcome(
 ) -> InboxStatus:
     """Record whether the subscription's latest invoice is paid.
 
-    Since basil the subscription is at `parent.subscription_details.subscription`; older versions
-    had `invoice.subscription`. An invoice outside any subscription is ignored.
+    The invoice itself is recorded first (`invoice_records.py`). An invoice outside any
+    subscription changes no subscription and is ignored.
     """
     invoice = data_object(event)
+    subscription_id = record_invoice(connection, event)
     parent = invoice.get("parent")
     details = parent.get("subscription_details") if isinstance(parent, dict) else None
     details = details if isinstance(details, dict) else {}
-    subscription_id = id_of(details.get("subscription")) or id_of(invoice.get("subscription"))
     if subscription_id is None:
         return InboxStatus.IGNORED
     customer_id = id_of(invoice.get("customer"))

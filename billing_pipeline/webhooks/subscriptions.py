@@ -25,6 +25,7 @@ from sqlalchemy import Connection, text
 from billing_pipeline.db.schema import SUBSCRIPTION_STATUSES
 from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.webhooks.billing_periods import record_period
 from billing_pipeline.webhooks.inbox import ClaimedEvent
 from billing_pipeline.webhooks.linking import fill_facts, row_for
 from billing_pipeline.webhooks.payloads import HandlerError, data_object, id_of, timestamp
@@ -134,4 +135,7 @@ def apply_subscription_change(
     if applied is not None and event.stripe_created == applied:
         state = _state(_current_from_stripe(stripe, subscription_id, event), subscription_id)
     _write_state(connection, row["id"], state, event.stripe_created)
+    record_period(
+        connection, subscription_id, customer_id, state["period_start"], state["period_end"]
+    )
     return InboxStatus.PROCESSED

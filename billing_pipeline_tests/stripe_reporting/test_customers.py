@@ -118,7 +118,8 @@ def test_only_billable_subscriptions_bill_and_only_on_their_days(
     stripe_billing: StripeBilling,
     meter_kind: str,
 ) -> None:
-    # Case 7: ended exactly at midnight, no start date, incomplete; and a canceled one.
+    # Case 7: ended exactly at midnight, no start date, incomplete; and one canceled at noon,
+    # which bills the readings before its end only (00:00 and 06:00 of D2's four).
     customers = [new_customer(stripe_billing, f"C{n}") for n in range(4)]
     ended_at_midnight, never_started, incomplete, canceled = customers
     for organization in range(1, len(customers) + 1):
@@ -139,7 +140,7 @@ def test_only_billable_subscriptions_bill_and_only_on_their_days(
         ("active_sensors", canceled, D1): 1,
         ("temperature_readings", canceled, D1): 4,
         ("active_sensors", canceled, D2): 1,
-        ("temperature_readings", canceled, D2): 4,
+        ("temperature_readings", canceled, D2): 2,
     }
 
 
@@ -187,7 +188,8 @@ def test_reconciliation_fails_on_a_day_whose_stripe_value_differs_from_the_sourc
         {
             "event_name": "temperature_readings",
             "identifier": "manual-entry-1",
-            "timestamp": int((midnight(D1) + timedelta(hours=23, minutes=59)).timestamp()),
+            # In the hour window of the pipeline's own event for the day.
+            "timestamp": int((midnight(D1) + timedelta(minutes=30)).timestamp()),
             "payload": {"stripe_customer_id": alpha, "value": "3"},
         }
     )

@@ -16,6 +16,7 @@ from billing_pipeline.stripe_reporting.identifiers import (
     MAX_IDENTIFIER_LENGTH,
     event_identifier,
     event_timestamp,
+    stamp_range,
 )
 from billing_pipeline.stripe_reporting.ledger import OUTSIDE_WINDOW, LedgerRow
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
@@ -107,21 +108,39 @@ def test_revisions_are_numbered_past_every_row_whatever_its_status(engine: Engin
 
 
 def test_identifiers_name_the_value_and_stay_within_stripes_limit() -> None:
-    same = event_identifier("temperature_readings", "temperature_readings", "cus_A", D1, 2, 7)
-    other = event_identifier("temperature_readings", "temperature_readings", "cus_A", D1, 2, 9)
-    long = event_identifier("m" * 40, "m" * 40, "cus_" + "x" * 90, D1, 12345, -7)
+    name = "temperature_readings"
+    same = event_identifier(name, name, "cus_A", midnight(D1), 2, 7)
+    other = event_identifier(name, name, "cus_A", midnight(D1), 2, 9)
+    part = event_identifier(name, name, "cus_A", midnight(D1) + timedelta(hours=14), 2, 7)
+    long = event_identifier("m" * 40, "m" * 40, "cus_" + "x" * 90, midnight(D1), 12345, -7)
 
     assert same != other  # a restored ledger's revision 2 with another value is another event
     assert same.startswith(f"bp-temperature_readings-cus_A-{D1:%Y%m%d}-r2-")
+    assert part.startswith(f"bp-temperature_readings-cus_A-{D1:%Y%m%d}t140000-r2-")
     assert len(long) <= MAX_IDENTIFIER_LENGTH
 
 
 def test_timestamps_stay_inside_the_day_and_grow_with_planning_time() -> None:
-    stamps = [event_timestamp(D1, midnight(D2) + timedelta(hours=h)) for h in (0, 1, 24, 900)]
+    day = (midnight(D1), midnight(D2))
+    stamps = [event_timestamp(*day, midnight(D2) + timedelta(hours=h)) for h in (0, 1, 24, 900)]
 
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     assert all(midnight(D1) < s < midnight(D2) for s in stamps)
-    assert event_timestamp(D1, NOW, after=midnight(D2) - timedelta(seconds=5)) > stamps[-1]
+    assert event_timestamp(*day, NOW, after=midnight(D2) - timedelta(seconds=5)) > stamps[-1]
+
+
+def test_a_part_of_a_day_is_stamped_inside_itself_and_an_hour_meter_inside_one_window() -> None:
+    closing = (midnight(D1), midnight(D1) + timedelta(hours=14, minutes=37))
+    opening = (closing[1], midnight(D2))
+    hour_window = stamp_range(*opening, "hour")
+    stamps = [
+        event_timestamp(*stamp_range(*closing, None), closing[1] + timedelta(minutes=m))
+        for m in (1, 20, 60 * 24 * 30)
+    ]
+
+    assert all(closing[0] <= s < closing[1] for s in stamps) and stamps == sorted(stamps)
+    assert hour_window == (midnight(D1) + timedelta(hours=15), midnight(D1) + timedelta(hours=16))
+    assert stamp_range(*closing, "hour") == (midnight(D1), midnight(D1) + timedelta(hours=1))
 
 
 def test_a_day_outside_stripes_window_is_recorded_expired_with_the_reason(engine: Engine) -> None:

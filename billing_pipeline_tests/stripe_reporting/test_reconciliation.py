@@ -83,9 +83,14 @@ def test_tampered_totals_are_reported_as_drift_with_the_customers_involved(
     billed: tuple[str, str],
 ) -> None:
     alpha, beta = billed
-    # An extra counter event for Alpha on D1, and a later gauge reading for Beta on D2.
+    # An extra counter event for Alpha on D1 (in the hour window the pipeline's own event of the
+    # day sits in), and a later gauge reading for Beta on D2.
     send_directly(
-        billing.stripe_billing, "temperature_readings", alpha, 3, midnight(D1) + timedelta(hours=1)
+        billing.stripe_billing,
+        "temperature_readings",
+        alpha,
+        3,
+        midnight(D1) + timedelta(minutes=30),
     )
     late_in_d2 = midnight(D2) + timedelta(hours=23, minutes=59)
     send_directly(billing.stripe_billing, "active_sensors", beta, 9, late_in_d2)

@@ -100,7 +100,8 @@ def test_a_range_run_records_one_reconciliation_per_day(billing: Billing) -> Non
     billing.stripe_billing.client.v1.billing.meter_events.create(
         {
             "event_name": "temperature_readings",
-            "timestamp": int((midnight(D2) + timedelta(hours=5)).timestamp()),
+            # In the hour window of the pipeline's own event for the day.
+            "timestamp": int((midnight(D2) + timedelta(minutes=30)).timestamp()),
             "payload": {"stripe_customer_id": alpha, "value": "7"},
         }
     )
@@ -113,7 +114,7 @@ def test_a_range_run_records_one_reconciliation_per_day(billing: Billing) -> Non
     assert failed["drifts"].value == 1
     assert failed["compared"].value == 4
     # D2: Alpha's sensor read 4 times; Stripe's pre-aggregated meter (as sync-meters creates
-    # it) took the foreign event's 7 as the day's value.
+    # it) took the foreign event's 7 as the value of the hour window holding the day's value.
     assert f"| temperature_readings | {D2} | {alpha} | 1 | 4 | 4 | 7.0 |" in str(
         failed["drift_details"].value
     )

@@ -14,7 +14,12 @@ from sqlalchemy import Engine, text
 from stripe.params.billing import MeterEventSummaryListParams
 
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.sensors import LATE_READINGS_TAG, late_readings_sensor
+from billing_pipeline.stripe_reporting.period_close import PERIOD_CLOSE_TAG
+from billing_pipeline.stripe_reporting.sensors import (
+    LATE_READINGS_TAG,
+    late_readings_sensor,
+    period_close_sensor,
+)
 from billing_pipeline.usage.meters import ACTIVE_SENSORS, TEMPERATURE_READINGS, Meter
 from billing_pipeline_tests.support.builders import (
     add_organization,
@@ -184,3 +189,41 @@ def test_late_readings_beyond_stripes_window_are_recorded_expired_and_shown(
         ).one()
     assert (correction.value, correction.status) == (5, "expired")
     assert "35-day window" in correction.status_reason
+
+
+def _period(engine: Engine, subscription: str, start: datetime, end: datetime) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO billing.billing_periods "
+                "(stripe_subscription_id, period_start, period_end) VALUES (:s, :start, :end)"
+            ),
+            {"s": subscription, "start": start, "end": end},
+        )
+
+
+def test_a_period_that_just_ended_gets_one_closing_run_of_its_day(billing: Billing) -> None:
+    ended = NOW.replace(microsecond=0) - timedelta(minutes=1)
+    _period(billing.engine, "sub_mid", ended - timedelta(days=30), ended)
+    _period(billing.engine, "sub_calendar", midnight(D0) - timedelta(days=30), midnight(D2))
+    _period(billing.engine, "sub_future", ended, ended + timedelta(days=30))  # not over yet
+    _period(
+        billing.engine,
+        "sub_old",
+        midnight(D0) - timedelta(days=40),
+        midnight(D0) - timedelta(days=4),
+    )
+
+    result = evaluate_sensor(period_close_sensor, billing.instance, billing.database_url, None)
+
+    requests = {str(r.run_key): r for r in result.run_requests or []}
+    # Within Stripe's longest grace period (72 h) only; a midnight end closes the day before.
+    assert sorted(requests) == [
+        f"period-close-sub_calendar-{midnight(D2).isoformat()}",
+        f"period-close-sub_mid-{ended.isoformat()}",
+    ]
+    mid = requests[f"period-close-sub_mid-{ended.isoformat()}"]
+    assert mid.partition_key == ended.date().isoformat()
+    assert mid.tags[PERIOD_CLOSE_TAG] == ended.isoformat()
+    calendar = requests[f"period-close-sub_calendar-{midnight(D2).isoformat()}"]
+    assert calendar.partition_key == D1.isoformat()

@@ -6,7 +6,11 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Engine, text
 
-from billing_pipeline.stripe_reporting.identifiers import event_identifier, event_timestamp
+from billing_pipeline.stripe_reporting.identifiers import (
+    day_start,
+    event_identifier,
+    event_timestamp,
+)
 
 
 def midnight(day: date) -> datetime:
@@ -102,17 +106,19 @@ def add_ledger_row(
     """
     now = datetime.now(UTC)
     day = day or now.date() - timedelta(days=3)
-    identifier = event_identifier(meter, meter, customer, day, revision, value)
+    start, end = day_start(day), day_start(day + timedelta(days=1))
+    identifier = event_identifier(meter, meter, customer, start, revision, value)
     at = now - age
     with engine.begin() as connection:
         connection.execute(
             text(
                 """
                 INSERT INTO billing.meter_ledger
-                    (identifier, meter, stripe_customer_id, day, revision, event_name,
+                    (identifier, meter, stripe_customer_id, day, part_start, part_end,
+                     revision, event_name,
                      organization_ids, value, target_value, event_timestamp, status,
                      status_reason, error_code, created_at, updated_at, sent_at)
-                VALUES (:identifier, :meter, :customer, :day, :revision, :meter,
+                VALUES (:identifier, :meter, :customer, :day, :start, :end, :revision, :meter,
                         ARRAY[CAST(:org AS bigint)], :value, :target, :ts, :status, :reason,
                         :code, :at, :at, CASE WHEN :sent THEN CAST(:at AS timestamptz) END)
                 """
@@ -126,7 +132,9 @@ def add_ledger_row(
                 "customer": customer,
                 "value": value,
                 "target": value if target is None else target,
-                "ts": event_timestamp(day, at),
+                "start": start,
+                "end": end,
+                "ts": event_timestamp(start, end, at),
                 "status": status,
                 "sent": status == "sent",
                 "reason": reason,

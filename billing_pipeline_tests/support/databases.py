@@ -8,14 +8,11 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from billing_pipeline.db.engine import make_engine, render_url
+from billing_pipeline.db.schema import billing_metadata
 
 APP_TABLES = ("temperature_readings", "sensors", "subscriptions", "organizations")
-BILLING_TABLES = (
-    "billing.daily_usage",
-    "billing.meter_ledger",
-    "billing.webhook_inbox",
-    "billing.webhook_recovery",
-)
+# Every table of the pipeline's schema, so a new one is emptied between tests too.
+BILLING_TABLES = tuple(f"{t.schema}.{t.name}" for t in billing_metadata.sorted_tables)
 
 
 def create_database(server_url: str, prefix: str) -> str:

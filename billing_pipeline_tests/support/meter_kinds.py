@@ -2,7 +2,7 @@
 
 `raw`: meters created without `event_time_window` (every event counts), as older accounts have.
 `pre_aggregated`: meters created as `billing-pipeline stripe sync-meters` does
-(`event_time_window=day`: per customer and UTC day only the newest event counts).
+(`event_time_window=hour`: per customer and hour only the newest event counts).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.usage.meters import METERS
 from stripe_emulator.control import EmulatorControl
 
-KINDS = {"raw": None, "pre_aggregated": "day"}
+KINDS = {"raw": None, "pre_aggregated": "hour"}
 
 
 def recreate_meters(control: EmulatorControl, billing: StripeBilling, kind: str) -> None:

@@ -33,6 +33,15 @@ COLD_READINGS = Meter(
           AND r.recorded_at < CAST(:end AS timestamptz) AND r.celsius < 0
         GROUP BY 1, 2
     """,
+    part_sql="""
+        SELECT p.organization_id, p.part_start, count(r.id) AS value
+        FROM parts p
+        JOIN sensors s ON s.organization_id = p.organization_id
+        LEFT JOIN temperature_readings r
+            ON r.sensor_id = s.id AND r.celsius < 0
+           AND r.recorded_at >= p.part_start AND r.recorded_at < p.part_end
+        GROUP BY 1, 2
+    """,
 )
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
 from billing_pipeline.usage.daily_usage import refresh_daily_usage
-from billing_pipeline.usage.meters import ACTIVE_SENSORS, TEMPERATURE_READINGS
+from billing_pipeline.usage.meters import ACTIVE_SENSORS, METERS, TEMPERATURE_READINGS
 from billing_pipeline_tests.support.builders import (
     add_organization,
     add_readings,
@@ -104,3 +104,33 @@ def test_a_range_is_one_query_and_rerunning_replaces_only_its_window(engine: Eng
         (NEXT, 1): 6,
         (DAY + timedelta(days=2), 1): 5,
     }
+
+
+def test_each_meters_part_sql_gives_its_daily_value_over_a_whole_day(engine: Engine) -> None:
+    # A day cut at a billing boundary is measured by `part_sql`; over the whole day it must
+    # agree with the daily SQL, or a day would bill differently once a period ends in it.
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    for organization in (1, 2):
+        add_organization(engine, organization)
+    add_sensor(engine, 11, 1, midnight(day) - timedelta(days=3))
+    add_sensor(
+        engine, 12, 1, midnight(day) + timedelta(hours=5), midnight(day) + timedelta(hours=20)
+    )
+    add_sensor(engine, 21, 2, midnight(day) - timedelta(days=1), midnight(day) + timedelta(days=1))
+    for sensor, count in ((11, 7), (12, 3), (21, 5)):
+        add_readings(engine, sensor, day, count)
+    for meter in METERS:
+        daily = refresh_daily_usage(
+            engine, meter, midnight(day), midnight(day + timedelta(days=1))
+        )[day]
+        with engine.connect() as connection:
+            parts = connection.execute(
+                text(
+                    "WITH parts AS (SELECT o.id AS organization_id, "
+                    "CAST(:start AS timestamptz) AS part_start, "
+                    "CAST(:end AS timestamptz) AS part_end FROM organizations o) "
+                    f"SELECT coalesce(sum(value), 0) FROM ({meter.part_sql}) AS p"
+                ),
+                {"start": midnight(day), "end": midnight(day + timedelta(days=1))},
+            ).scalar_one()
+        assert int(parts) == daily.total, meter.name
