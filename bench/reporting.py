@@ -111,10 +111,11 @@ def _seed(db_url: str, api_url: str, organizations: int, days: int) -> list[date
 
 
 def attach_customers(db_url: str, api_url: str) -> None:
-    """Create an emulator customer per subscription and point the subscription at it.
+    """Create an emulator customer per subscription and make the subscription bill it.
 
-    The seed invents `cus_...` ids; billing them would make every event an unknown-customer error
-    report in the emulator, which is not the path being measured.
+    The seed writes pre-checkout rows (no customer, `incomplete`); the demo subscribes them in
+    Stripe and lets the webhook flow fill them, which is not the path being measured, so this
+    sets what that flow would: the customer and `active`.
     """
     engine = make_engine(db_url, pool_size=1)
     with engine.connect() as connection:
@@ -132,7 +133,7 @@ def attach_customers(db_url: str, api_url: str) -> None:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "UPDATE subscriptions SET stripe_customer_id = :customer "
+                "UPDATE subscriptions SET stripe_customer_id = :customer, status = 'active' "
                 "WHERE organization_id = :org"
             ),
             [

@@ -1,1 +1,1 @@
-"""Demo tooling beside the product: seed data, the `dev` supervisor, demo customers."""
+"""Demo tooling beside the product: seed data, the `dev` supervisor, Stripe demo subscriptions."""

@@ -11,6 +11,13 @@ Rules (Stripe docs "Billing cycle" / "Set the billing cycle date", API reference
   month anchored on the 31st ends on Feb 28 and then again on Mar 31 (Stripe: "the last day of
   the month" for shorter months). `config` fields left out take the start's hour, minute and
   second (our reading: Stripe's reference does not say).
+- `backdate_start_date` (API reference: "a past timestamp to backdate the subscription's start
+  date to"; docs "Backdate subscriptions") moves `start_date` and the first period's start into
+  the past; the anchor is still computed from, and checked against, the creation time. Combined
+  with an anchor the first period runs from the backdated start to the anchor, so its invoice
+  bills that whole span ("a prorated item on the next invoice for the time between the
+  backdated start date and the billing cycle anchor"). Without an anchor Stripe invoices the
+  backdated time at once and anchors at creation: not emulated, a 400 says so.
 """
 
 from __future__ import annotations
@@ -134,3 +141,20 @@ def first_period(
             param="billing_cycle_anchor",
         )
     return anchor, anchor if anchor > start else natural_end, shown
+
+
+def backdated_start(params: dict[str, Any], now: int) -> int | None:
+    """The backdated start of a new subscription created at `now`, or None (it starts now)."""
+    start = int_param(params, "backdate_start_date", required=False)
+    if start is None:
+        return None
+    if start >= now:
+        raise invalid("backdate_start_date must be in the past.", param="backdate_start_date")
+    if params.get("billing_cycle_anchor") is None and not params.get("billing_cycle_anchor_config"):
+        raise invalid(
+            "The Stripe emulator does not emulate backdate_start_date without "
+            "billing_cycle_anchor or billing_cycle_anchor_config (Stripe invoices the "
+            "backdated time at once).",
+            param="backdate_start_date",
+        )
+    return start

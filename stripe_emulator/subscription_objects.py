@@ -63,14 +63,18 @@ def billing_interval(prices: list[dict[str, Any]]) -> tuple[str, int]:
 
 
 def subscription_item(
-    subscription_id: str, item: dict[str, Any], price: dict[str, Any], period: tuple[int, int]
+    subscription_id: str,
+    item: dict[str, Any],
+    price: dict[str, Any],
+    period: tuple[int, int],
+    created: int,
 ) -> dict[str, Any]:
     start, end = period
     return {
         "id": new_id("si_", 14),
         "object": "subscription_item",
         "billing_thresholds": None,
-        "created": start,
+        "created": created,
         "current_period_end": end,
         "current_period_start": start,
         "discounts": [],
@@ -90,9 +94,12 @@ def subscription_object(
     anchor: int,
     anchor_config: dict[str, Any] | None,
     test_clock: str | None,
+    *,
+    created: int,
 ) -> dict[str, Any]:
-    """`payment_behavior=default_incomplete` starts `incomplete`, anything else `active`."""
-    now = period[0]
+    """`payment_behavior=default_incomplete` starts `incomplete`, anything else `active`.
+
+    `period` starts at the subscription's start: `created`, or an earlier backdated start."""
     incomplete = params.get("payment_behavior") == "default_incomplete"
     return {
         **_EMPTY_FIELDS,
@@ -107,7 +114,7 @@ def subscription_object(
         "canceled_at": None,
         "cancellation_details": {"comment": None, "feedback": None, "reason": None},
         "collection_method": "charge_automatically",
-        "created": now,
+        "created": created,
         "currency": items[0][1].get("currency", "usd"),
         "customer": str(params["customer"]),
         "days_until_due": None,
@@ -118,7 +125,8 @@ def subscription_object(
         "items": {
             "object": "list",
             "data": [
-                subscription_item(subscription_id, item, price, period) for item, price in items
+                subscription_item(subscription_id, item, price, period, created)
+                for item, price in items
             ],
             "has_more": False,
             "total_count": len(items),
@@ -129,7 +137,7 @@ def subscription_object(
         "metadata": merged_metadata({}, params.get("metadata") or {}),
         "pending_update": None,
         "schedule": None,
-        "start_date": now,
+        "start_date": period[0],
         "status": "incomplete" if incomplete else "active",
         "test_clock": test_clock,
         "trial_end": None,

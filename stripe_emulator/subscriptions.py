@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripe_emulator.billing_periods import first_period
+from stripe_emulator.billing_periods import backdated_start, first_period
 from stripe_emulator.customers import Customers
 from stripe_emulator.errors import StripeAPIError, existing, invalid, missing_param
 from stripe_emulator.events import Events
@@ -36,6 +36,7 @@ from stripe_emulator.test_clocks import TestClocks
 
 _CREATE_PARAMS = {
     "customer",
+    "backdate_start_date",
     "items",
     "metadata",
     "payment_behavior",
@@ -87,14 +88,16 @@ class Subscriptions:
         with store.lock:
             now = self._clocks.now_for(str(customer))
             anchor, period_end, anchor_config = first_period(now, params, interval, interval_count)
+            start = backdated_start(params, now)
             subscription = subscription_object(
                 new_id("sub_", 24),
                 params,
                 list(zip(items, prices, strict=True)),
-                (now, period_end),
+                (now if start is None else start, period_end),
                 anchor,
                 anchor_config,
                 self._clocks.clock_of(str(customer)),
+                created=now,
             )
             subscription.update(self._cancellation(subscription, params, now))
             store.data.subscriptions[subscription["id"]] = subscription

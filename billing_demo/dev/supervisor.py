@@ -43,10 +43,13 @@ from billing_demo.dev.services import (
     stop_all,
 )
 from billing_demo.dev.state import SupervisorState
+from billing_demo.subscriptions import DemoSubscription, create_demo_subscriptions
 from billing_pipeline import config
 from billing_pipeline.db import migrate
 from billing_pipeline.db.database import database_url
 from billing_pipeline.db.engine import make_engine
+from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.usage.meters import METERS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A test-mode-looking key that only the emulator accepts; real Stripe rejects it.
@@ -121,15 +124,34 @@ def run_step(argv: list[str], env: Mapping[str, str], what: str, *, quiet: bool 
 def prepare_stripe(env: Mapping[str, str]) -> None:
     """Make the Stripe account (real or emulated) ready for the pipeline.
 
-    Runs before Dagster starts so the first scheduled run finds the meters it reports to. With a
-    test-mode key (the emulator's included) the seeded subscriptions also get real customers, so
-    the demo's events land on customers Stripe knows.
+    Runs before Dagster starts so the first scheduled run finds the meters it reports to.
     """
     if config.STRIPE_SECRET_KEY not in env:
         return
     run_step([*CLI, "stripe", "sync-meters"], env, "creating Stripe meters")
-    if env[config.STRIPE_SECRET_KEY].startswith("sk_test_"):
-        run_step([*CLI, "stripe", "demo-customers"], env, "creating demo customers")
+
+
+def subscribe_demo_organizations(url: str, env: Mapping[str, str]) -> DemoSubscription | None:
+    """With a test-mode key (the emulator's included), subscribe the seeded paying organizations
+    in Stripe; return the lowest one's subscription, the target of the printed test webhook.
+
+    Runs once the receiver is up and the emulator delivers to it, so Stripe's
+    `customer.subscription.created` events reach the webhook flow, which fills `subscriptions`.
+    """
+    key = env.get(config.STRIPE_SECRET_KEY, "")
+    if not key.startswith("sk_test_"):
+        return None
+    print("[dev] subscribing the paying demo organizations in Stripe…", flush=True)
+    engine = make_engine(url, pool_size=1)
+    try:
+        billing = StripeBilling(key, env.get(config.STRIPE_API_BASE))
+        result = create_demo_subscriptions(engine, billing, list(METERS))
+    except Exception as error:
+        raise ServiceError(f"subscribing the demo organizations failed: {error}") from error
+    finally:
+        engine.dispose()
+    everyone = result.all
+    return everyone[0] if everyone else None
 
 
 def webhook_service(options: Options) -> Service:
@@ -222,8 +244,11 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
         receiver = f"http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
         emulator.control.set_webhook_endpoint(receiver)
         emulator.control.set_event_destination(f"{receiver}/thin")
+    target = None
+    if not options.billing_only:
+        target = subscribe_demo_organizations(url, env)
 
-    _print_urls(options, url, env, emulator, receiving)
+    _print_urls(options, url, env, emulator, receiving, target)
     while True:
         for child in running:
             if (code := child.exited()) is not None:
@@ -254,7 +279,12 @@ def _start_emulator(options: Options, stack: ExitStack, data_dir: Path, env: dic
 
 
 def _print_urls(
-    options: Options, url: str, env: Mapping[str, str], emulator: Any, receiving: bool
+    options: Options,
+    url: str,
+    env: Mapping[str, str],
+    emulator: Any,
+    receiving: bool,
+    target: DemoSubscription | None,
 ) -> None:
     receiver_url = f"http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
     lines = [f"  Dagster UI        http://{options.host}:{options.dagster_port}"]
@@ -263,8 +293,13 @@ def _print_urls(
     if receiving:
         lines.append(f"  Webhook receiver  {receiver_url}")
     lines.append(f"  Database          {make_url(url).render_as_string(hide_password=True)}")
-    target = webhook_demo.demo_subscription(url) if emulator is not None and receiving else None
-    if target is not None:
+    if emulator is not None:
+        lines.append(
+            "\n  Stripe's invoices (the first ones at the end of each subscription's period):\n"
+            f"    {webhook_demo.invoices_command(emulator.url, EMULATOR_SECRET_KEY)}\n"
+            f"    or GET {emulator.url}/v1/invoices (key {EMULATOR_SECRET_KEY})"
+        )
+    if target is not None and emulator is not None and receiving:
         command = webhook_demo.trigger_command(
             target, receiver_url, env[config.STRIPE_WEBHOOK_SECRET]
         )

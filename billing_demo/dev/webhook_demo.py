@@ -2,8 +2,8 @@
 
 A secret generated per start would break every test-webhook command copied from an earlier
 terminal; it is created once under the data directory, readable by this user only. The printed
-test event targets a seeded subscription with the customer Stripe (the emulator) really holds,
-so sending it changes a row an operator can look at instead of inventing a new subscription.
+test event targets a demo subscription Stripe (the emulator) really holds, so sending it changes
+a row an operator can look at instead of inventing a new subscription.
 """
 
 from __future__ import annotations
@@ -11,13 +11,10 @@ from __future__ import annotations
 import os
 import shlex
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import text
-
 from billing_demo.dev.services import ServiceError
-from billing_pipeline.db.engine import make_engine
+from billing_demo.subscriptions import DemoSubscription
 from stripe_emulator.webhooks import generate_webhook_secret
 
 SECRET_FILE = "stripe_webhook_secret"
@@ -50,34 +47,6 @@ def persistent_webhook_secret(data_dir: Path) -> str:
     return secret
 
 
-@dataclass(frozen=True)
-class DemoSubscription:
-    organization_id: int
-    customer: str
-    subscription: str
-
-
-def demo_subscription(database_url: str) -> DemoSubscription | None:
-    """The lowest organization's live subscription that Stripe knows, if there is one."""
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        with engine.connect() as connection:
-            row = connection.execute(
-                text(
-                    """
-                    SELECT organization_id, stripe_customer_id, stripe_subscription_id
-                    FROM subscriptions
-                    WHERE stripe_customer_id IS NOT NULL AND stripe_subscription_id IS NOT NULL
-                      AND ended_at IS NULL
-                    ORDER BY organization_id, id LIMIT 1
-                    """
-                )
-            ).one_or_none()
-    finally:
-        engine.dispose()
-    return None if row is None else DemoSubscription(*row)
-
-
 def trigger_command(target: DemoSubscription, url: str, secret: str) -> str:
     """The shell command that sends the test event, wrapped for a terminal."""
     argv = [".venv/bin/billing-pipeline", "stripe-emulator", "trigger", TEST_EVENT]
@@ -88,3 +57,11 @@ def trigger_command(target: DemoSubscription, url: str, secret: str) -> str:
         f"--url {shlex.quote(url)} --secret {shlex.quote(secret)}",
     ]
     return " \\\n      ".join(lines)
+
+
+def invoices_command(api_base: str, key: str) -> str:
+    """The shell command that prints Stripe's invoices, pointed at the emulator."""
+    return (
+        f"STRIPE_API_BASE={shlex.quote(api_base)} STRIPE_SECRET_KEY={shlex.quote(key)} "
+        ".venv/bin/billing-pipeline stripe invoices [--customer cus_…]"
+    )

@@ -141,14 +141,12 @@ class Organization:
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
+    """A paying organization's subscription before Stripe knows it (see `subscriptions`)."""
+
     id: int
     organization_id: int
-    stripe_customer_id: str
-    stripe_subscription_id: str
     started_at: datetime
-    current_period_start: datetime
-    current_period_end: datetime
-    status: str = "active"
+    status: str = "incomplete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,34 +200,16 @@ def organizations(options: SeedOptions) -> Iterator[Organization]:
         yield Organization(org_id, name, created_at, org_id in paid)
 
 
-def add_months(anchor: datetime, months: int) -> datetime:
-    """Stripe-style monthly step: keep the anchor's day, clamped to the month's length."""
-    month_index = anchor.month - 1 + months
-    year, month = anchor.year + month_index // 12, month_index % 12 + 1
-    next_month = date(year + month // 12, month % 12 + 1, 1)
-    last_day = (next_month - timedelta(days=1)).day
-    return anchor.replace(year=year, month=month, day=min(anchor.day, last_day))
-
-
-def _current_period(started_at: datetime, moment: datetime) -> tuple[datetime, datetime]:
-    """The monthly billing period anchored at `started_at` that contains `moment`."""
-    months = (moment.year - started_at.year) * 12 + moment.month - started_at.month
-    start = add_months(started_at, months)
-    if start > moment:
-        months -= 1
-        start = add_months(started_at, months)
-    return start, add_months(started_at, months + 1)
-
-
 def subscriptions(options: SeedOptions, orgs: Iterator[Organization]) -> Iterator[Subscription]:
-    """One active subscription per paid organization, ids 1..P in organization order.
+    """One subscription row per paid organization, ids 1..P in organization order.
 
-    Customer and subscription ids are derived from the seed and organization so a later step
-    can create the same customers in a Stripe account or the emulator. The subscription starts
-    within two weeks of the organization (so before the range), and its current period is the
-    one containing the last seeded instant.
+    The rows are what an application writes before checkout: the organization and the day its
+    subscription starts, no Stripe ids, `incomplete`. Stripe holds the subscription itself:
+    `billing-pipeline stripe demo-subscriptions` creates it there, backdated to `started_at`, and
+    the webhook flow links this row and fills its status, customer and period from Stripe's
+    events. The start lies within two weeks of the organization's creation, so before the
+    seeded range: every seeded day of a paying organization is billable.
     """
-    last_instant = options.range_end - timedelta(microseconds=1)
     subscription_id = 0
     for org in orgs:
         if not org.paid:
@@ -237,17 +217,7 @@ def subscriptions(options: SeedOptions, orgs: Iterator[Organization]) -> Iterato
         subscription_id += 1
         rng = _rng(options, "subscription", org.id)
         started_at = _whole_seconds(org.created_at + timedelta(days=rng.uniform(0, 14)))
-        period_start, period_end = _current_period(started_at, last_instant)
-        suffix = f"demo{options.seed}x{org.id:05d}"
-        yield Subscription(
-            subscription_id,
-            org.id,
-            f"cus_{suffix}",
-            f"sub_{suffix}",
-            started_at,
-            period_start,
-            period_end,
-        )
+        yield Subscription(subscription_id, org.id, started_at)
 
 
 def _lifetime(

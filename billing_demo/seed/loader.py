@@ -231,31 +231,9 @@ def _load(cursor: Any, options: SeedOptions, replace: bool, progress: bool) -> S
     _copy(
         cursor,
         "subscriptions",
-        (
-            "id",
-            "organization_id",
-            "stripe_customer_id",
-            "stripe_subscription_id",
-            "status",
-            "started_at",
-            "current_period_start",
-            "current_period_end",
-            "created_at",
-            "updated_at",
-        ),
+        ("id", "organization_id", "status", "started_at", "created_at", "updated_at"),
         _copy_lines(
-            (
-                s.id,
-                s.organization_id,
-                s.stripe_customer_id,
-                s.stripe_subscription_id,
-                s.status,
-                s.started_at,
-                s.current_period_start,
-                s.current_period_end,
-                s.started_at,
-                s.started_at,
-            )
+            (s.id, s.organization_id, s.status, s.started_at, s.started_at, s.started_at)
             for s in subs
         ),
     )

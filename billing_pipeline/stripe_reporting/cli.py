@@ -17,12 +17,23 @@ def register(subparsers: Any) -> None:
         help="Create the Stripe meters the declarations need; change nothing that already matches.",
     )
     sync.set_defaults(handler=_sync_meters)
-    customers = commands.add_parser(
-        "demo-customers",
-        help="Test mode only: create a Stripe customer for every subscription whose customer "
-        "Stripe does not know (seeded demo data), and store the new ids.",
+    demo = commands.add_parser(
+        "demo-subscriptions",
+        help="Test mode only: subscribe every seeded paying organization that Stripe does not "
+        "know yet (a customer, metered prices, a backdated subscription); the webhook flow "
+        "then fills `subscriptions` from Stripe's events.",
     )
-    customers.set_defaults(handler=_demo_customers)
+    demo.set_defaults(handler=_demo_subscriptions)
+    invoices = commands.add_parser(
+        "invoices",
+        help="Print Stripe's invoices, newest first: number, customer, period, status, and each "
+        "line's quantity and amount.",
+    )
+    invoices.add_argument("--customer", metavar="CUS_ID", help="only this customer's invoices")
+    invoices.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="at most N invoices (default: 20)"
+    )
+    invoices.set_defaults(handler=_invoices)
     from billing_pipeline.stripe_reporting import status_cli
 
     status_cli.register(subparsers, commands)
@@ -59,18 +70,34 @@ def _sync_meters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_customers(args: argparse.Namespace) -> int:
-    from billing_demo.customers import create_missing_customers
+def _demo_subscriptions(args: argparse.Namespace) -> int:
+    from billing_demo.subscriptions import create_demo_subscriptions
     from billing_pipeline import config
     from billing_pipeline.db.database import database_url
     from billing_pipeline.db.engine import make_engine
+    from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError
+    from billing_pipeline.usage.meters import METERS
 
-    if (config.env(config.STRIPE_SECRET_KEY) or "").startswith("sk_live_"):
-        print("error: refusing to create demo customers with a live key", file=sys.stderr)
+    if not (config.env(config.STRIPE_SECRET_KEY) or "").startswith("sk_test_"):
+        print("error: demo subscriptions need a test-mode key (sk_test_…)", file=sys.stderr)
         return 1
     with database_url() as url:
         engine = make_engine(url)
-        created = create_missing_customers(engine, _client())
-        engine.dispose()
-    print(f"demo customers created: {created}")
+        try:
+            result = create_demo_subscriptions(engine, _client(), list(METERS))
+        except MeterMismatchError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        finally:
+            engine.dispose()
+    print(
+        f"demo subscriptions created: {len(result.created)}; already in Stripe: {len(result.kept)}"
+    )
+    return 0
+
+
+def _invoices(args: argparse.Namespace) -> int:
+    from billing_pipeline.stripe_reporting.invoice_list import format_invoices
+
+    print(format_invoices(_client(), args.customer, args.limit))
     return 0
