@@ -82,18 +82,28 @@ ledger AS (
     FROM billing.meter_ledger m
     WHERE meter = :meter AND day >= :first_day AND day < :end_day
     GROUP BY stripe_customer_id, part_start
+),
+states AS (
+    SELECT coalesce(c.customer, l.customer) AS customer,
+           coalesce(c.part_start, l.part_start) AS part_start,
+           coalesce(c.part_end, l.part_end) AS part_end,
+           coalesce(c.target, 0) AS target,
+           coalesce(c.organization_ids, l.organization_ids) AS organization_ids,
+           c.customer IS NOT NULL AS has_usage,
+           coalesce(l.last_revision, 0) AS last_revision,
+           coalesce(l.counted_sum, 0) AS counted_sum, l.counted_target, l.last_timestamp
+    FROM customer_parts c
+    FULL JOIN ledger l ON l.customer = c.customer AND l.part_start = c.part_start
 )
-SELECT coalesce(c.customer, l.customer) AS customer,
-       coalesce(c.part_start, l.part_start) AS part_start,
-       coalesce(c.part_end, l.part_end) AS part_end,
-       coalesce(c.target, 0) AS target,
-       coalesce(c.organization_ids, l.organization_ids) AS organization_ids,
-       c.customer IS NOT NULL AS has_usage,
-       coalesce(l.last_revision, 0) AS last_revision,
-       coalesce(l.counted_sum, 0) AS counted_sum, l.counted_target, l.last_timestamp
-FROM customer_parts c
-FULL JOIN ledger l ON l.customer = c.customer AND l.part_start = c.part_start
-ORDER BY 1, 2
+-- Only the parts that need a revision reach Python (the same rules as `_next_revision`), so
+-- a run that re-plans Stripe's whole window holds what changed, not every organization.
+SELECT * FROM states
+WHERE CASE WHEN CAST(:whole_values AS boolean) THEN
+          CASE WHEN counted_target IS NULL
+               THEN target <> 0 OR (has_usage AND CAST(:gauge AS boolean))
+               ELSE counted_target <> target END
+      ELSE target <> counted_sum END
+ORDER BY customer, part_start
 """
 
 
@@ -128,6 +138,8 @@ def plan_window(
                     **attribution_params(meter, target.window, first_day, end_day),
                     "event_name": meter.event_name,
                     "counted": list(COUNTED_STATUSES),
+                    "whole_values": target.sends_whole_values,
+                    "gauge": meter.aggregation == "last",
                 },
             )
         ]
