@@ -1,6 +1,7 @@
 """Benchmark 5: the Stripe emulator alone, v1 meter events against the v2 meter event stream.
 
     python -m bench.emulator_ceiling [--quick] [--repeats 3] [--seconds 8] [--profile]
+                                     [--baseline-ref COMMIT]
 
 The emulator is the yardstick of every reporting figure, so its own ceiling on this machine is
 measured with as little client work as possible: pre-built request bodies over keep-alive
@@ -15,7 +16,9 @@ measured with as little client work as possible: pre-built request bodies over k
 
 Each repeat runs v1 then v2 for `--seconds` each (alternating, so load from elsewhere hits
 both); events/s counts events in 200 answers; the emulator's own count of stored events is
-checked against it at the end. `--profile` runs the v2 path in this process through the
+checked against it at the end. `--baseline-ref` also runs `stripe_emulator/` as it was at an
+older commit (a `git archive` put first on PYTHONPATH) in a second process, alternating with
+this one, to measure an emulator change within one run. `--profile` runs the v2 path in this process through the
 Flask test client under cProfile (no HTTP server, one thread) and prints the top functions.
 """
 
@@ -27,13 +30,17 @@ import http.client
 import io
 import json
 import pstats
+import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from bench.common import Stats, record
+from bench.common import Stats, record, table
 from bench.emulator import API_KEY, control, emulator_process, sdk_client
 from stripe_emulator.clock import iso8601
 
@@ -207,56 +214,98 @@ def profile_v2(requests: int) -> str:
     return f"{requests} requests, {rate:.0f} events/s under cProfile\n{out.getvalue()}"
 
 
-def measure(repeats: int, seconds: float, log: Any) -> dict[str, Any]:
-    results: dict[str, Any] = {"v1": [], "v2": []}
-    with emulator_process() as url:
-        control(url).set_faults(latency_ms=0)
-        control(url).set_rate_limit(None)
-        customers = _setup(url, V1_CONNECTIONS)
+@contextmanager
+def baseline_copy(ref: str) -> Iterator[str]:
+    """`stripe_emulator/` as it was at `ref`, in a temporary folder to put first on PYTHONPATH."""
+    with tempfile.TemporaryDirectory(prefix="bench-emulator-") as folder:
+        archive = subprocess.run(
+            ["git", "archive", ref, "stripe_emulator"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        yield folder
+
+
+def measure(repeats: int, seconds: float, baseline: str | None, log: Any) -> dict[str, Any]:
+    """Each repeat: v1 then v2 on the current emulator, then the same on the baseline's."""
+    names = ["current", *(["baseline"] if baseline else [])]
+    results: dict[str, Any] = {name: {"v1": [], "v2": []} for name in names}
+    results["baseline_ref"] = baseline
+    with ExitStack() as stack:
+        urls = {"current": stack.enter_context(emulator_process())}
+        if baseline:
+            folder = stack.enter_context(baseline_copy(baseline))
+            urls["baseline"] = stack.enter_context(emulator_process(folder))
+        customers = {}
+        for name, url in urls.items():
+            control(url).set_faults(latency_ms=0)
+            control(url).set_rate_limit(None)
+            customers[name] = _setup(url, V1_CONNECTIONS)
         for repeat in range(repeats):
-            v1 = run_v1(url, customers, seconds, str(repeat))
-            log(f"repeat {repeat}: v1 {v1['events'] / v1['seconds']:.0f} events/s {v1['statuses']}")
-            v2 = run_v2(url, customers, seconds, str(repeat))
-            log(f"repeat {repeat}: v2 {v2['events'] / v2['seconds']:.0f} events/s {v2['statuses']}")
-            results["v1"].append(v1)
-            results["v2"].append(v2)
-        held = len(control(url).meter_events())
-        sent = sum(r["events"] for r in (*results["v1"], *results["v2"]))
-        results["held"], results["answered"] = held, sent
+            for name, url in urls.items():
+                for path, run in (("v1", run_v1), ("v2", run_v2)):
+                    sample = run(url, customers[name], seconds, str(repeat))
+                    rate = sample["events"] / sample["seconds"]
+                    log(f"repeat {repeat}: {name} {path} {rate:.0f} events/s {sample['statuses']}")
+                    results[name][path].append(sample)
+        for name, url in urls.items():
+            held = len(control(url).meter_events())
+            answered = sum(r["events"] for r in (*results[name]["v1"], *results[name]["v2"]))
+            results[name]["held"], results[name]["answered"] = held, answered
     return results
 
 
+def _rate(sample: dict[str, Any], per_request: int = 1) -> float:
+    return float(sample["events"]) / per_request / float(sample["seconds"])
+
+
+def _ratio(top: list[dict[str, Any]], bottom: list[dict[str, Any]]) -> Stats:
+    return Stats.of([_rate(a) / _rate(b) for a, b in zip(top, bottom, strict=True)])
+
+
 def section(results: dict[str, Any], repeats: int, seconds: float) -> str:
-    v1 = Stats.of([r["events"] / r["seconds"] for r in results["v1"]])
-    v2 = Stats.of([r["events"] / r["seconds"] for r in results["v2"]])
-    v1_requests = Stats.of([r["events"] / r["seconds"] for r in results["v1"]])
-    v2_requests = Stats.of([r["events"] / V2_BATCH / r["seconds"] for r in results["v2"]])
-    ratios = Stats.of(
-        [
-            (b["events"] / b["seconds"]) / (a["events"] / a["seconds"])
-            for a, b in zip(results["v1"], results["v2"], strict=True)
-        ]
-    )
-    return "\n".join(
-        [
-            "## 5. The emulator alone: v1 meter events against the v2 stream",
-            "",
-            f"`python -m bench.emulator_ceiling` — {repeats} repeats of {seconds:.0f} s each, v1 "
-            "and v2 alternating, pre-built bodies over keep-alive `http.client` connections "
-            "(no SDK, no database), emulator in its own process, no latency, no limit; median "
-            "(min-max). v2/v1 is the ratio within each repeat.",
-            "",
-            "| path | in flight | events/s | requests/s |",
-            "|---|---|---|---|",
-            f"| v1 `/v1/billing/meter_events` | {V1_CONNECTIONS} | {v1.show('{:.0f}')} | "
-            f"{v1_requests.show('{:.0f}')} |",
-            f"| v2 `/v2/billing/meter_event_stream`, {V2_BATCH} a request | {V2_IN_FLIGHT} | "
-            f"{v2.show('{:.0f}')} | {v2_requests.show('{:.0f}')} |",
-            "",
-            f"v2 / v1 events per second: {ratios.show('{:.1f}')}x. Events the emulator holds: "
-            f"{results['held']:,} of {results['answered']:,} answered 200.",
-        ]
-    )
+    baseline = results.get("baseline_ref")
+    rows = []
+    for name in ("current", "baseline") if baseline else ("current",):
+        label = "this commit" if name == "current" else f"baseline `{baseline}`"
+        for path, flight, per in (("v1", V1_CONNECTIONS, 1), ("v2", V2_IN_FLIGHT, V2_BATCH)):
+            samples = results[name][path]
+            rows.append(
+                (
+                    label,
+                    "v1 `/v1/billing/meter_events`"
+                    if path == "v1"
+                    else f"v2 `/v2/billing/meter_event_stream`, {V2_BATCH} a request",
+                    flight,
+                    Stats.of([_rate(r) for r in samples]).show("{:.0f}"),
+                    Stats.of([_rate(r, per) for r in samples]).show("{:.0f}"),
+                )
+            )
+    current = results["current"]
+    lines = [
+        "## 5. The emulator alone: v1 meter events against the v2 stream",
+        "",
+        f"`python -m bench.emulator_ceiling` — {repeats} repeats of {seconds:.0f} s per path and "
+        "emulator, alternating, pre-built bodies over keep-alive `http.client` connections "
+        "(no SDK, no database), each emulator in its own process, no latency, no limit; "
+        "median (min-max). Ratios are taken within each repeat.",
+        "",
+        table(("emulator", "path", "in flight", "events/s", "requests/s"), rows),
+        "",
+        "This commit, v2 / v1 events per second: "
+        f"{_ratio(current['v2'], current['v1']).show('{:.1f}')}x.",
+    ]
+    if baseline:
+        lines.append(
+            f"This commit / baseline `{baseline}`: v2 "
+            f"{_ratio(current['v2'], results['baseline']['v2']).show()}x, v1 "
+            f"{_ratio(current['v1'], results['baseline']['v1']).show()}x."
+        )
+    for name in ("current", "baseline") if baseline else ("current",):
+        lines.append(
+            f"Events the {name} emulator holds: {results[name]['held']:,} of "
+            f"{results[name]['answered']:,} answered 200."
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -265,12 +314,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--profile", action="store_true", help="cProfile the v2 path only")
+    parser.add_argument(
+        "--baseline-ref", help="also measure stripe_emulator/ as it was at this git commit"
+    )
     args = parser.parse_args()
     if args.profile:
         print(profile_v2(100 if args.quick else 500))
         return
     repeats, seconds = (1, 2.0) if args.quick else (args.repeats, args.seconds)
-    results = measure(repeats, seconds, print)
+    results = measure(repeats, seconds, args.baseline_ref, print)
     record("emulator_ceiling", results, section(results, repeats, seconds), quick=args.quick)
 
 
