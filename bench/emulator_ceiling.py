@@ -18,8 +18,9 @@ Each repeat runs v1 then v2 for `--seconds` each (alternating, so load from else
 both); events/s counts events in 200 answers; the emulator's own count of stored events is
 checked against it at the end. `--baseline-ref` also runs `stripe_emulator/` as it was at an
 older commit (a `git archive` put first on PYTHONPATH) in a second process, alternating with
-this one, to measure an emulator change within one run. `--profile` runs the v2 path in this process through the
-Flask test client under cProfile (no HTTP server, one thread) and prints the top functions.
+this one, to measure an emulator change within one run. `--profile` runs the v2 path in this
+process through the Flask test client under cProfile (no HTTP server, one thread) and prints
+the top functions.
 """
 
 from __future__ import annotations
