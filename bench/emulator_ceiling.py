@@ -30,6 +30,7 @@ import cProfile
 import http.client
 import io
 import json
+import os
 import pstats
 import subprocess
 import tempfile
@@ -285,6 +286,8 @@ def section(results: dict[str, Any], repeats: int, seconds: float) -> str:
     lines = [
         "## 5. The emulator alone: v1 meter events against the v2 stream",
         "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {os.cpu_count()} CPUs shared with other "
+        "sessions. "
         f"`python -m bench.emulator_ceiling` — {repeats} repeats of {seconds:.0f} s per path and "
         "emulator, alternating, pre-built bodies over keep-alive `http.client` connections "
         "(no SDK, no database), each emulator in its own process, no latency, no limit; "
