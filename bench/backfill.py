@@ -8,7 +8,7 @@ gives every subscription a customer in the Stripe emulator (own process), then m
 partition-range tags `dagster/asset_partition_range_start|end`, which is exactly the run a
 backfill launches under the assets' `BackfillPolicy.single_run()`. The instance is a real one on
 dagster-postgres (its own scratch database). Timed end to end; per-step durations come from
-Dagster's step events. Afterwards: every ledger row `sent`, `skipped` or `expired` (none pending
+Dagster's step events. Afterwards: every ledger row `sent` or `expired` (none pending
 or failed), and the emulator holds each sent identifier exactly once.
 
 Each repeat needs fresh identifiers, so it uses fresh databases and a fresh emulator.
@@ -91,8 +91,9 @@ def run_once(
                 [*build_usage_assets(), build_reporting_asset()],
                 instance=instance,
                 resources={
+                    # The asset refuses a pool (2 x pool_size) below concurrency + 3 connections.
                     "postgres": PostgresResource(
-                        database_url=db_url, pool_size=(concurrency + 3) // 2
+                        database_url=db_url, pool_size=(concurrency + 4) // 2
                     ),
                     "stripe": StripeResource(
                         secret_key=API_KEY, api_base=api_url, concurrency=concurrency

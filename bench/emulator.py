@@ -6,6 +6,7 @@ interpreter lock and the benchmark would measure the sum of both; Stripe is anot
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,12 +20,17 @@ API_KEY = "sk_test_bench"
 
 
 @contextmanager
-def emulator_process() -> Iterator[str]:
-    """Start `billing-pipeline stripe-emulator --port 0`; yield its base URL; stop it."""
+def emulator_process(pythonpath: str | None = None) -> Iterator[str]:
+    """Start `billing-pipeline stripe-emulator --port 0`; yield its base URL; stop it.
+
+    `pythonpath` puts another copy of `stripe_emulator` first (a baseline from an older commit).
+    """
+    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
     process = subprocess.Popen(
         [sys.executable, "-m", "billing_pipeline.cli", "stripe-emulator", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert process.stdout is not None

@@ -9,6 +9,10 @@ someone else sent for our customer, a correction that expired outside Stripe's w
 
 For a raw `sum` meter the ledger's own view is the sum of its sent values, for raw `last` and
 pre-aggregated meters the newest sent revision's value; both are shown beside each drift.
+
+Not every customer is asked about every run (one summaries call per customer and meter would grow
+with the customer base): `reconciliation_coverage.py` picks the customers with activity or a
+source change plus a rotating seventh of the rest, and the outcome says who was covered and why.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.attribution import attribution_params, customer_parts_cte
 from billing_pipeline.stripe_reporting.identifiers import day_start
+from billing_pipeline.stripe_reporting.reconciliation_coverage import Coverage, select_customers
 from billing_pipeline.usage.meters import Meter
 
 SETTLE_WINDOW = timedelta(minutes=30)
+# Ledger rows sent or changed this recently make their customer "active": checked on every run.
+# A day covers the gap between two daily schedule runs.
+ACTIVITY_WINDOW = timedelta(days=1)
 # Stripe reports float totals; our values are whole numbers.
 TOLERANCE = 1e-6
 
@@ -40,6 +48,7 @@ class LedgerView:
     held: int
     organizations: tuple[int, ...]
     settling: bool
+    last_change: datetime
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,8 @@ class Reconciliation:
     settling: int = 0
     drifts: list[Drift] = field(default_factory=list)
     missing_meters: list[str] = field(default_factory=list)
+    # Who the run asked Stripe about (shared by every day of one run).
+    coverage: Coverage = field(default_factory=lambda: Coverage(total=0))
 
     @property
     def ok(self) -> bool:
@@ -115,7 +126,8 @@ WITH parts AS (
            coalesce(sum(value) FILTER (WHERE status = :sent), 0) AS sent_sum,
            (array_agg(target_value ORDER BY revision DESC) FILTER (WHERE status = :sent))[1]
                AS newest_sent_target,
-           bool_or(status = ANY(:unsettled)) OR max(updated_at) >= :settled_before AS settling
+           bool_or(status = ANY(:unsettled)) OR max(updated_at) >= :settled_before AS settling,
+           max(updated_at) AS last_change
     FROM billing.meter_ledger m
     WHERE meter = ANY(:meters) AND day >= :first_day AND day < :end_day
     GROUP BY meter, stripe_customer_id, day, part_start
@@ -128,7 +140,8 @@ SELECT meter, customer, day,
        sum(coalesce(newest_sent_target, 0)) AS newest_sent_target,
        (array_agg(coalesce(newest_sent_target, 0) ORDER BY part_start DESC))[1]
            AS latest_part_target,
-       bool_or(settling) AS settling
+       bool_or(settling) AS settling,
+       max(last_change) AS last_change
 FROM parts p
 GROUP BY meter, customer, day
 """
@@ -168,6 +181,7 @@ def ledger_views(
             ),
             organizations=tuple(row.organizations),
             settling=bool(row.settling),
+            last_change=row.last_change,
         )
         for row in rows
     }
@@ -184,22 +198,25 @@ def reconcile(
     now: datetime | None = None,
 ) -> dict[date, Reconciliation]:
     """Compare the source with Stripe for [first_day, end_day), one outcome per day (every day
-    of the window, also one with nothing to compare), one summary call per customer and meter
-    for the whole window. A meter missing in Stripe fails every day: none of its days can be
-    compared."""
+    of the window, also one with nothing to compare), one summary call per covered customer and
+    meter for the whole window. A meter missing in Stripe fails every day: none of its days can
+    be compared. `now` decides what is settling, what is recent activity and the rotation day."""
     now = now or datetime.now(UTC)
-    outcomes = {
-        first_day + timedelta(days=n): Reconciliation() for n in range((end_day - first_day).days)
-    }
     remote = {m.event_name: m for m in billing.list_meters() if m.status == "active"}
     windows = {
         m.name: remote[m.event_name].event_time_window for m in meters if m.event_name in remote
     }
     targets = source_targets(engine, meters, windows, first_day, end_day)
     ledger = ledger_views(engine, meters, windows, first_day, end_day, now - settle_window)
+    coverage = _coverage(targets, ledger, now)
+    outcomes = {
+        first_day + timedelta(days=n): Reconciliation(coverage=coverage)
+        for n in range((end_day - first_day).days)
+    }
     customers: dict[str, set[str]] = defaultdict(set)
     for meter_name, customer, _ in (*targets, *ledger):
-        customers[meter_name].add(customer)
+        if customer in coverage.checked:
+            customers[meter_name].add(customer)
     for meter in meters:
         if not customers[meter.name]:
             continue
@@ -216,6 +233,26 @@ def reconcile(
             for day in sorted(days):
                 _compare(outcomes[day], (meter.name, customer, day), targets, ledger, stripe_days)
     return outcomes
+
+
+def _coverage(
+    targets: dict[Key, tuple[int, tuple[int, ...]]], ledger: dict[Key, LedgerView], now: datetime
+) -> Coverage:
+    """Active: ledger rows unsettled or changed within ACTIVITY_WINDOW. Source changed: a day
+    whose source value differs from what the ledger says Stripe holds (new, late or corrected
+    usage the next billing run will send)."""
+    active = {
+        customer
+        for (_, customer, _), view in ledger.items()
+        if view.settling or view.last_change >= now - ACTIVITY_WINDOW
+    }
+    changed = {
+        key[1]
+        for key in {*targets, *ledger}
+        if targets.get(key, (0, ()))[0] != (ledger[key].held if key in ledger else 0)
+    }
+    customers = {customer for _, customer, _ in (*targets, *ledger)}
+    return select_customers(customers, active, changed, now.date())
 
 
 def _compare(

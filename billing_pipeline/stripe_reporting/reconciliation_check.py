@@ -10,10 +10,13 @@ partition, while the run had planned one evaluation per day: those planned rows 
 "Skipped". So the check yields one `AssetCheckEvaluation` per day of the run, each with that
 day's partition, figures and target materialization; Dagster records each against its planned
 row, and the check's history shows a result per day whatever the shape of the run.
+
+Each day's metadata also shows the run's coverage (reconciliation_coverage.py): how many
+customers were asked about, of how many, by reason, and the oldest check age by rotation.
 """
 
-from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -41,7 +44,12 @@ ROWS_SHOWN = 50
 
 def _reconciliation_metadata(outcome: Reconciliation) -> dict[str, Any]:
     drifts = outcome.drifts[:ROWS_SHOWN]
+    coverage = outcome.coverage
     return {
+        "customers_checked": len(coverage.checked),
+        "customers_total": coverage.total,
+        "customers_checked_by_reason": dg.MetadataValue.json(coverage.by_reason()),
+        "oldest_check_age_days": coverage.oldest_check_age_days,
         "compared": outcome.compared,
         "drifts": len(outcome.drifts),
         "settling": outcome.settling,
@@ -99,10 +107,17 @@ def _evaluation(
     )
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def build_reconciliation_check(
-    meters: Sequence[Meter] = METERS, settle_window: timedelta = SETTLE_WINDOW
+    meters: Sequence[Meter] = METERS,
+    settle_window: timedelta = SETTLE_WINDOW,
+    clock: Callable[[], datetime] = _utc_now,
 ) -> dg.AssetChecksDefinition:
-    """The per-day reconciliation check; `settle_window` is a parameter for tests only."""
+    """The per-day reconciliation check; `settle_window` and `clock` are parameters for tests
+    only (`clock` decides what counts as recent and which share of idle customers is due)."""
     meters = tuple(meters)
 
     # `asset_check` is typed for a returned `AssetCheckResult`; Dagster runs a generator check
@@ -119,7 +134,10 @@ def build_reconciliation_check(
             "fails listing every drift with its customer, organizations, the source value, the "
             "ledger's view and Stripe's. Days with rows unsent, in doubt or changed in the last "
             f"{int(settle_window.total_seconds() // 60)} minutes count as settling (Stripe's "
-            "summaries lag), not as drift; stripe_reconciliation_schedule checks again later."
+            "summaries lag), not as drift; stripe_reconciliation_schedule checks again later. "
+            "Each run asks Stripe about the customers with ledger activity in the last day or a "
+            "source change, plus a rotating seventh of the others, so a daily run covers every "
+            "customer within a week; the metadata shows who was covered and why."
         ),
     )
     def stripe_reconciliation(
@@ -141,7 +159,13 @@ def build_reconciliation_check(
                 )
         else:
             outcomes = reconcile(
-                postgres.engine(), client, meters, first_day, end_day, settle_window=settle_window
+                postgres.engine(),
+                client,
+                meters,
+                first_day,
+                end_day,
+                settle_window=settle_window,
+                now=clock(),
             )
             for day, outcome in outcomes.items():
                 context.log.info(

@@ -1,0 +1,334 @@
+"""Benchmark 5: the Stripe emulator alone, v1 meter events against the v2 meter event stream.
+
+    python -m bench.emulator_ceiling [--quick] [--repeats 3] [--seconds 8] [--profile]
+                                     [--baseline-ref COMMIT]
+
+The emulator is the yardstick of every reporting figure, so its own ceiling on this machine is
+measured with as little client work as possible: pre-built request bodies over keep-alive
+`http.client` connections (no SDK, no database), the emulator in its own process
+(`billing-pipeline stripe-emulator --port 0`), no latency, no rate limit.
+
+- `v1`: one event per `POST /v1/billing/meter_events` (form-encoded, API key), 16 connections;
+  each connection has its own customers, so Stripe's one-call-per-customer-and-meter rule
+  never answers 429;
+- `v2`: `POST /v2/billing/meter_event_stream` (JSON, session token from
+  `/v2/billing/meter_event_session`), 100 events a request, 4 requests in flight.
+
+Each repeat runs v1 then v2 for `--seconds` each (alternating, so load from elsewhere hits
+both); events/s counts events in 200 answers; the emulator's own count of stored events is
+checked against it at the end. `--baseline-ref` also runs `stripe_emulator/` as it was at an
+older commit (a `git archive` put first on PYTHONPATH) in a second process, alternating with
+this one, to measure an emulator change within one run. `--profile` runs the v2 path in this
+process through the Flask test client under cProfile (no HTTP server, one thread) and prints
+the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import http.client
+import io
+import json
+import os
+import pstats
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from bench.common import Stats, record, table
+from bench.emulator import API_KEY, control, emulator_process, sdk_client
+from stripe_emulator.clock import iso8601
+
+V1_CONNECTIONS = 16
+V2_IN_FLIGHT = 4
+V2_BATCH = 100
+CUSTOMERS_PER_CONNECTION = 8
+EVENT_NAME = "bench_ceiling"
+
+
+def _setup(url: str, connections: int) -> list[list[str]]:
+    """One sum meter and a few customers per connection."""
+    client = sdk_client(url)
+    client.v1.billing.meters.create(
+        {
+            "display_name": "bench ceiling",
+            "event_name": EVENT_NAME,
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
+    return [
+        [client.v1.customers.create().id for _ in range(CUSTOMERS_PER_CONNECTION)]
+        for _ in range(connections)
+    ]
+
+
+class _Load:
+    """Threads posting pre-built bodies for a fixed time; counts events answered 200."""
+
+    def __init__(self, url: str, seconds: float) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.deadline = time.monotonic() + seconds
+        self.lock = threading.Lock()
+        self.events = 0
+        self.statuses: dict[int, int] = {}
+
+    def run(self, workers: list[threading.Thread]) -> float:
+        began = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return time.perf_counter() - began
+
+    def post(self, path: str, headers: dict[str, str], bodies: Any, per_request: int) -> None:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        events = 0
+        statuses: dict[int, int] = {}
+        while time.monotonic() < self.deadline:
+            connection.request("POST", path, body=next(bodies), headers=headers)
+            response = connection.getresponse()
+            response.read()
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            if response.status == 200:
+                events += per_request
+        connection.close()
+        with self.lock:
+            self.events += events
+            for status, n in statuses.items():
+                self.statuses[status] = self.statuses.get(status, 0) + n
+
+
+def _bodies(make: Any) -> Any:
+    n = 0
+    while True:
+        yield make(n)
+        n += 1
+
+
+def run_v1(url: str, customers: list[list[str]], seconds: float, tag: str) -> dict[str, Any]:
+    load = _Load(url, seconds)
+    ts = str(int(datetime.now(UTC).timestamp()) - 3600)
+    headers = {
+        "Authorization": f"Bearer {API_KEY}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+    def body_for(mine: list[str], worker: int) -> Any:
+        return lambda n: urlencode(
+            {
+                "event_name": EVENT_NAME,
+                "identifier": f"v1-{tag}-{worker}-{n}",
+                "timestamp": ts,
+                "payload[stripe_customer_id]": mine[n % len(mine)],
+                "payload[value]": "1",
+            }
+        ).encode()
+
+    workers = [
+        threading.Thread(
+            target=load.post,
+            args=("/v1/billing/meter_events", headers, _bodies(body_for(mine, i)), 1),
+        )
+        for i, mine in enumerate(customers[:V1_CONNECTIONS])
+    ]
+    seconds_taken = load.run(workers)
+    return {"events": load.events, "seconds": seconds_taken, "statuses": load.statuses}
+
+
+def stream_body(customers: list[str], tag: str, n: int) -> bytes:
+    ts = iso8601(int(datetime.now(UTC).timestamp()) - 3600)
+    return json.dumps(
+        {
+            "events": [
+                {
+                    "event_name": EVENT_NAME,
+                    "identifier": f"v2-{tag}-{n}-{i}",
+                    "timestamp": ts,
+                    "payload": {"stripe_customer_id": customers[i % len(customers)], "value": "1"},
+                }
+                for i in range(V2_BATCH)
+            ]
+        }
+    ).encode()
+
+
+def run_v2(url: str, customers: list[list[str]], seconds: float, tag: str) -> dict[str, Any]:
+    token = sdk_client(url).v2.billing.meter_event_session.create().authentication_token
+    load = _Load(url, seconds)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    everyone = [c for mine in customers for c in mine]
+    workers = [
+        threading.Thread(
+            target=load.post,
+            args=(
+                "/v2/billing/meter_event_stream",
+                headers,
+                _bodies(lambda n, w=w: stream_body(everyone, f"{tag}-{w}", n)),
+                V2_BATCH,
+            ),
+        )
+        for w in range(V2_IN_FLIGHT)
+    ]
+    seconds_taken = load.run(workers)
+    return {"events": load.events, "seconds": seconds_taken, "statuses": load.statuses}
+
+
+def profile_v2(requests: int) -> str:
+    """The v2 path through the Flask test client under cProfile: where the emulator's time goes
+    without the HTTP server (werkzeug's threaded server adds its own per-request cost)."""
+    from stripe_emulator.server import StripeEmulator
+
+    emulator = StripeEmulator().start()
+    try:
+        customers = _setup(emulator.url, 4)
+        everyone = [c for mine in customers for c in mine]
+        app = emulator._server.app  # type: ignore[union-attr]
+        client = app.test_client()
+        token = sdk_client(emulator.url).v2.billing.meter_event_session.create()
+        headers = {"Authorization": f"Bearer {token.authentication_token}"}
+        bodies = [stream_body(everyone, "profile", n) for n in range(requests)]
+        profiler = cProfile.Profile()
+        began = time.perf_counter()
+        profiler.enable()
+        for body in bodies:
+            answer = client.post(
+                "/v2/billing/meter_event_stream",
+                data=body,
+                headers=headers,
+                content_type="application/json",
+            )
+            assert answer.status_code == 200, answer.data
+        profiler.disable()
+        seconds = time.perf_counter() - began
+    finally:
+        emulator.stop()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
+    rate = requests * V2_BATCH / seconds
+    return f"{requests} requests, {rate:.0f} events/s under cProfile\n{out.getvalue()}"
+
+
+@contextmanager
+def baseline_copy(ref: str) -> Iterator[str]:
+    """`stripe_emulator/` as it was at `ref`, in a temporary folder to put first on PYTHONPATH."""
+    with tempfile.TemporaryDirectory(prefix="bench-emulator-") as folder:
+        archive = subprocess.run(
+            ["git", "archive", ref, "stripe_emulator"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        yield folder
+
+
+def measure(repeats: int, seconds: float, baseline: str | None, log: Any) -> dict[str, Any]:
+    """Each repeat: v1 then v2 on the current emulator, then the same on the baseline's."""
+    names = ["current", *(["baseline"] if baseline else [])]
+    results: dict[str, Any] = {name: {"v1": [], "v2": []} for name in names}
+    results["baseline_ref"] = baseline
+    with ExitStack() as stack:
+        urls = {"current": stack.enter_context(emulator_process())}
+        if baseline:
+            folder = stack.enter_context(baseline_copy(baseline))
+            urls["baseline"] = stack.enter_context(emulator_process(folder))
+        customers = {}
+        for name, url in urls.items():
+            control(url).set_faults(latency_ms=0)
+            control(url).set_rate_limit(None)
+            customers[name] = _setup(url, V1_CONNECTIONS)
+        for repeat in range(repeats):
+            for name, url in urls.items():
+                for path, run in (("v1", run_v1), ("v2", run_v2)):
+                    sample = run(url, customers[name], seconds, str(repeat))
+                    rate = sample["events"] / sample["seconds"]
+                    log(f"repeat {repeat}: {name} {path} {rate:.0f} events/s {sample['statuses']}")
+                    results[name][path].append(sample)
+        for name, url in urls.items():
+            held = len(control(url).meter_events())
+            answered = sum(r["events"] for r in (*results[name]["v1"], *results[name]["v2"]))
+            results[name]["held"], results[name]["answered"] = held, answered
+    return results
+
+
+def _rate(sample: dict[str, Any], per_request: int = 1) -> float:
+    return float(sample["events"]) / per_request / float(sample["seconds"])
+
+
+def _ratio(top: list[dict[str, Any]], bottom: list[dict[str, Any]]) -> Stats:
+    return Stats.of([_rate(a) / _rate(b) for a, b in zip(top, bottom, strict=True)])
+
+
+def section(results: dict[str, Any], repeats: int, seconds: float) -> str:
+    baseline = results.get("baseline_ref")
+    rows = []
+    for name in ("current", "baseline") if baseline else ("current",):
+        label = "this commit" if name == "current" else f"baseline `{baseline}`"
+        for path, flight, per in (("v1", V1_CONNECTIONS, 1), ("v2", V2_IN_FLIGHT, V2_BATCH)):
+            samples = results[name][path]
+            rows.append(
+                (
+                    label,
+                    "v1 `/v1/billing/meter_events`"
+                    if path == "v1"
+                    else f"v2 `/v2/billing/meter_event_stream`, {V2_BATCH} a request",
+                    flight,
+                    Stats.of([_rate(r) for r in samples]).show("{:.0f}"),
+                    Stats.of([_rate(r, per) for r in samples]).show("{:.0f}"),
+                )
+            )
+    current = results["current"]
+    lines = [
+        "## 5. The emulator alone: v1 meter events against the v2 stream",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {os.cpu_count()} CPUs shared with other "
+        "sessions. "
+        f"`python -m bench.emulator_ceiling` — {repeats} repeats of {seconds:.0f} s per path and "
+        "emulator, alternating, pre-built bodies over keep-alive `http.client` connections "
+        "(no SDK, no database), each emulator in its own process, no latency, no limit; "
+        "median (min-max). Ratios are taken within each repeat.",
+        "",
+        table(("emulator", "path", "in flight", "events/s", "requests/s"), rows),
+        "",
+        "This commit, v2 / v1 events per second: "
+        f"{_ratio(current['v2'], current['v1']).show('{:.1f}')}x.",
+    ]
+    if baseline:
+        lines.append(
+            f"This commit / baseline `{baseline}`: v2 "
+            f"{_ratio(current['v2'], results['baseline']['v2']).show()}x, v1 "
+            f"{_ratio(current['v1'], results['baseline']['v1']).show()}x."
+        )
+    for name in ("current", "baseline") if baseline else ("current",):
+        lines.append(
+            f"Events the {name} emulator holds: {results[name]['held']:,} of "
+            f"{results[name]['answered']:,} answered 200."
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--profile", action="store_true", help="cProfile the v2 path only")
+    parser.add_argument(
+        "--baseline-ref", help="also measure stripe_emulator/ as it was at this git commit"
+    )
+    args = parser.parse_args()
+    if args.profile:
+        print(profile_v2(100 if args.quick else 500))
+        return
+    repeats, seconds = (1, 2.0) if args.quick else (args.repeats, args.seconds)
+    results = measure(repeats, seconds, args.baseline_ref, print)
+    record("emulator_ceiling", results, section(results, repeats, seconds), quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()
