@@ -10,7 +10,7 @@ Timestamps sit inside the event's own part of its UTC day (Stripe aggregates by 
 this is what puts usage in the right billing period) and grow with the wall-clock time of
 planning, so a later revision is newer under both readings of "newer" (later timestamp, later
 arrival), even when a restored ledger reuses a revision number. On an hourly pre-aggregated
-meter every revision of a part stays in one hour window (the first that starts inside the part):
+meter every revision of a part stays in one hour window (the last that starts inside the part):
 a revision in another window would be counted beside the old one instead of replacing it.
 """
 
@@ -63,16 +63,17 @@ def day_start(day: date) -> datetime:
 def stamp_range(
     part_start: datetime, part_end: datetime, window: str | None
 ) -> tuple[datetime, datetime]:
-    """The seconds a part's events may carry: the part, or on an hourly meter its first window.
+    """The seconds a part's events may carry: the part, or on an hourly meter its last window.
 
-    `part_start` must be followed by an hour start inside the part unless it is one (attribution
-    does not bill such a part).
+    The last window starting inside the part keeps the events as late as the part allows, so a
+    day stays inside Stripe's 35-day window as long as it can. Each window belongs to the part
+    holding its start, so two parts never share one; a part holding no window start (two
+    boundaries inside one hour) is not billed (`attribution.py`).
     """
     if window != "hour":
         return part_start, part_end
-    hour = part_start.replace(minute=0, second=0, microsecond=0)
-    first = hour if hour == part_start else hour + _HOUR
-    return first, min(first + _HOUR, part_end)
+    last = (part_end - timedelta(microseconds=1)).replace(minute=0, second=0, microsecond=0)
+    return max(last, part_start), part_end
 
 
 def event_timestamp(

@@ -189,7 +189,7 @@ def test_reconciliation_fails_on_a_day_whose_stripe_value_differs_from_the_sourc
             "event_name": "temperature_readings",
             "identifier": "manual-entry-1",
             # In the hour window of the pipeline's own event for the day.
-            "timestamp": int((midnight(D1) + timedelta(minutes=30)).timestamp()),
+            "timestamp": int((midnight(D1) + timedelta(hours=23, minutes=30)).timestamp()),
             "payload": {"stripe_customer_id": alpha, "value": "3"},
         }
     )

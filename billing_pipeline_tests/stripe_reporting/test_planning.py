@@ -139,8 +139,8 @@ def test_a_part_of_a_day_is_stamped_inside_itself_and_an_hour_meter_inside_one_w
     ]
 
     assert all(closing[0] <= s < closing[1] for s in stamps) and stamps == sorted(stamps)
-    assert hour_window == (midnight(D1) + timedelta(hours=15), midnight(D1) + timedelta(hours=16))
-    assert stamp_range(*closing, "hour") == (midnight(D1), midnight(D1) + timedelta(hours=1))
+    assert hour_window == (midnight(D1) + timedelta(hours=23), midnight(D2))
+    assert stamp_range(*closing, "hour") == (midnight(D1) + timedelta(hours=14), closing[1])
 
 
 def test_a_day_outside_stripes_window_is_recorded_expired_with_the_reason(engine: Engine) -> None:

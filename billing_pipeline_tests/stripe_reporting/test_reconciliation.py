@@ -90,7 +90,7 @@ def test_tampered_totals_are_reported_as_drift_with_the_customers_involved(
         "temperature_readings",
         alpha,
         3,
-        midnight(D1) + timedelta(minutes=30),
+        midnight(D1) + timedelta(hours=23, minutes=30),
     )
     late_in_d2 = midnight(D2) + timedelta(hours=23, minutes=59)
     send_directly(billing.stripe_billing, "active_sensors", beta, 9, late_in_d2)

@@ -67,7 +67,7 @@ def test_a_quiet_customers_drift_is_found_within_seven_days(billing: Billing) ->
     billing.stripe_billing.client.v1.billing.meter_events.create(
         {
             "event_name": "temperature_readings",
-            "timestamp": int((midnight(D1) + timedelta(minutes=30)).timestamp()),
+            "timestamp": int((midnight(D1) + timedelta(hours=23, minutes=30)).timestamp()),
             "payload": {"stripe_customer_id": alpha, "value": "3"},
         }
     )

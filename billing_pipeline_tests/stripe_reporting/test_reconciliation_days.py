@@ -101,7 +101,7 @@ def test_a_range_run_records_one_reconciliation_per_day(billing: Billing) -> Non
         {
             "event_name": "temperature_readings",
             # In the hour window of the pipeline's own event for the day.
-            "timestamp": int((midnight(D2) + timedelta(minutes=30)).timestamp()),
+            "timestamp": int((midnight(D2) + timedelta(hours=23, minutes=30)).timestamp()),
             "payload": {"stripe_customer_id": alpha, "value": "7"},
         }
     )
