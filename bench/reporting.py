@@ -51,7 +51,7 @@ from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.ledger import LedgerRow, unsent_rows
 from billing_pipeline.stripe_reporting.meter_sync import verify_meters
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
-from billing_pipeline.stripe_reporting.sender import send_rows
+from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_rows
 from billing_pipeline.usage.daily_usage import refresh_daily_usage
 from billing_pipeline.usage.meters import METERS
 from stripe_emulator.clock import iso8601
@@ -172,7 +172,7 @@ def _verify(
 
 
 def run_project(
-    db_url: str, api_url: str, day: date, concurrency: int
+    db_url: str, api_url: str, day: date, concurrency: int, api: MeterEventApi = "v1"
 ) -> tuple[dict[str, Any], list[LedgerRow]]:
     engine = make_engine(db_url, pool_size=concurrency + 2, max_overflow=4)
     billing = StripeBilling(API_KEY, api_url)
@@ -189,10 +189,7 @@ def run_project(
         rows = unsent_rows(engine, names, day, end_day)
         if not rows:
             break
-        # Hook for the v2 sender (StripeResource.meter_event_api, built on another branch): pass
-        # the chosen API here and add a `--meter-event-api v1|v2` option once send_rows takes it;
-        # until then this measures v1 and `run_v2_stream` measures v2 without the ledger.
-        report = send_rows(engine, billing, rows, concurrency=concurrency)
+        report = send_rows(engine, billing, rows, concurrency=concurrency, api=api)
         passes += 1
         transient += report.transient_failures
     seconds = time.perf_counter() - began
@@ -334,7 +331,12 @@ def _customers(db_url: str) -> list[str]:
 
 
 def measure(
-    organizations: int, repeats: int, concurrency: int, sample: int, log: Callable[[str], None]
+    organizations: int,
+    repeats: int,
+    concurrency: int,
+    sample: int,
+    log: Callable[[str], None],
+    api: MeterEventApi = "v1",
 ) -> dict[str, Any]:
     results: dict[str, Any] = {"ceiling": [], "project": {}, "simple": {}, "v2": []}
     with postgres_server() as server, emulator_process() as api_url:
@@ -350,7 +352,7 @@ def measure(
                 for scenario in SCENARIOS:
                     scenario.apply(api_url)
                     day = next(days)
-                    project, planned = run_project(db_url, api_url, day, concurrency)
+                    project, planned = run_project(db_url, api_url, day, concurrency, api)
                     results["project"].setdefault(scenario.name, []).append(project)
                     log(
                         f"[{repeat + 1}/{repeats}] {scenario.name}: "
@@ -466,12 +468,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--baseline-sample", type=int, default=200)
+    parser.add_argument("--api", choices=["v1", "v2"], default="v1", help="the sender's API")
     args = parser.parse_args()
     organizations = 300 if args.quick else args.organizations
     repeats = 1 if args.quick else args.repeats
     sample = 50 if args.quick else args.baseline_sample
     results = measure(
-        organizations, repeats, args.concurrency, sample, lambda m: print(m, flush=True)
+        organizations, repeats, args.concurrency, sample, lambda m: print(m, flush=True), args.api
     )
     record(
         "reporting",

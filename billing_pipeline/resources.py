@@ -6,6 +6,7 @@ Values come in through `dg.EnvVar`, so the UI shows the variable's name, never t
 from __future__ import annotations
 
 from functools import cache
+from typing import Literal
 
 import dagster as dg
 from sqlalchemy import Engine
@@ -25,8 +26,9 @@ def _engine_for(url: str, pool_size: int) -> Engine:
 class PostgresResource(dg.ConfigurableResource):
     """The database holding the application's tables and the pipeline's `billing` schema.
 
-    `pool_size` connections are kept, and as many again may be opened under load; the Stripe
-    sender holds one per call in flight, so it must cover `StripeResource.concurrency`.
+    `pool_size` connections are kept, and as many again may be opened under load. The Stripe
+    sender claims rows by lease and holds no connection across its calls, so its concurrency
+    does not depend on the pool.
     """
 
     database_url: str
@@ -35,20 +37,26 @@ class PostgresResource(dg.ConfigurableResource):
     def engine(self) -> Engine:
         return _engine_for(self.database_url, self.pool_size)
 
-    def max_connections(self) -> int:
-        return 2 * self.pool_size
-
 
 class StripeResource(dg.ConfigurableResource):
     """Stripe Billing, through the official SDK.
 
     Without a secret key the reporting step still plans its ledger rows and leaves them pending
     for a later run, instead of failing before recording anything.
+
+    `meter_event_api` picks how meter events are sent: "v1" (`POST /v1/billing/meter_events`,
+    one event a call, validated synchronously) or "v2" (the meter event stream, up to 100
+    events a request, validated asynchronously with errors reported as meter error reports).
+    `concurrency` is the number of calls (v1) or stream requests (v2) in flight.
+    `lease_seconds` is how long a sender's claim on ledger rows lasts: after a crash, the rows
+    go out again once it has passed.
     """
 
     secret_key: str | None = None
     api_base: str | None = None
+    meter_event_api: Literal["v1", "v2"] = "v1"
     concurrency: int = 8
+    lease_seconds: int = 600
     max_network_retries: int = 2
     retry_attempts: int = 6
     retry_base_seconds: float = 0.25

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import stripe
+from stripe.params.v2.billing import MeterEventStreamCreateParams
 
 from billing_pipeline.usage.meters import Meter
 
@@ -26,6 +28,22 @@ DUPLICATE_IDENTIFIER = "An event already exists with identifier"
 TOO_OLD = "cannot be more than 35 days in past"
 T = TypeVar("T")
 TRANSIENT_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
+# Stripe's v2 meter event stream takes at most this many events per request.
+MAX_STREAM_EVENTS = 100
+# A session token lives 15 minutes; a new one is created this long before it runs out, so no
+# request in flight (the SDK and our retries can take ~15 s) carries a token about to expire.
+SESSION_RENEW_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One meter event for the v2 stream (same identifier and payload as its v1 call)."""
+
+    event_name: str
+    customer: str
+    value: int
+    identifier: str
+    timestamp: datetime
 
 
 class Outcome(enum.Enum):
@@ -92,13 +110,20 @@ class StripeBilling:
         )
         self.retry = retry or RetryRule()
         self._sleep = sleep
+        self._session_lock = threading.Lock()
+        # (authentication token, when it expires on the monotonic clock)
+        self._session: tuple[str, float] | None = None
 
-    def _with_retries(self, call: Callable[[], T], what: str) -> T:
-        """Run `call`, backing off on 429, 5xx and connection errors; re-raise the last one."""
+    def _with_retries(
+        self, call: Callable[[], T], what: str, also: tuple[type[Exception], ...] = ()
+    ) -> T:
+        """Run `call`, backing off on 429, 5xx and connection errors (and `also`); re-raise the
+        last one."""
+        retryable: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, *also)
         for attempt in range(self.retry.attempts - 1):
             try:
                 return call()
-            except TRANSIENT_ERRORS as error:
+            except retryable as error:
                 delay = self.retry.delay(attempt)
                 logger.info("stripe %s on %s; retrying in %.2fs", type(error).__name__, what, delay)
                 self._sleep(delay)
@@ -142,6 +167,61 @@ class StripeBilling:
         except stripe.InvalidRequestError as error:
             return _classify_rejection(error)
         return SendResult(Outcome.SENT)
+
+    def stream_meter_events(self, events: Sequence[StreamEvent]) -> SendResult:
+        """Send up to 100 events in one v2 stream request (`POST /v2/billing/meter_event_stream`).
+
+        Stripe validates streamed events asynchronously: SENT means accepted for processing, and
+        refusals come back later as meter error reports naming the identifiers. Only the
+        request's shape is checked synchronously (REJECTED for the whole batch). Duplicates are
+        dropped silently, so a resend within Stripe's 24 h dedupe is harmless. The request is
+        authenticated with a meter event session's token, renewed before its 15-minute expiry
+        and whenever Stripe answers `billing_meter_event_session_expired`
+        (https://docs.stripe.com/api/v2/billing-meter-stream).
+        """
+        if not 0 < len(events) <= MAX_STREAM_EVENTS:
+            raise ValueError(f"a stream request carries 1..{MAX_STREAM_EVENTS} events")
+        params: MeterEventStreamCreateParams = {
+            "events": [
+                {
+                    "event_name": event.event_name,
+                    "identifier": event.identifier,
+                    "timestamp": event.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    "payload": {"stripe_customer_id": event.customer, "value": str(event.value)},
+                }
+                for event in events
+            ]
+        }
+
+        def send() -> None:
+            token = self._session_token()
+            try:
+                self.client.v2.billing.meter_event_stream.create(params, {"api_key": token})
+            except stripe.TemporarySessionExpiredError:
+                self._session_token(expired=token)
+                raise
+
+        try:
+            self._with_retries(send, f"stream of {len(events)} events", also=_SESSION_EXPIRED)
+        except stripe.InvalidRequestError as error:
+            return SendResult(Outcome.REJECTED, error.user_message or str(error), error.code)
+        return SendResult(Outcome.SENT)
+
+    def _session_token(self, expired: str | None = None) -> str:
+        """The current session's token; a new session when it is near expiry or `expired`."""
+        with self._session_lock:
+            current = self._session
+            if (
+                current is None
+                or current[0] == expired
+                or current[1] - time.monotonic() < SESSION_RENEW_MARGIN_S
+            ):
+                session = self.client.v2.billing.meter_event_session.create()
+                # Stripe's clock may differ from ours: keep the lifetime it grants, not its time.
+                lifetime = _instant(session.expires_at) - _instant(session.created)
+                current = (session.authentication_token, time.monotonic() + lifetime)
+                self._session = current
+            return current[0]
 
     def event_summary_total(
         self, meter_id: str, customer: str, start: datetime, end: datetime
@@ -218,6 +298,14 @@ class StripeBilling:
         recurring = price.get("recurring") or {}
         meter = recurring.get("meter")
         return meter if isinstance(meter, str) else None
+
+
+def _instant(value: object) -> float:
+    """Seconds since the epoch of a v2 timestamp (ISO 8601, `Z` for UTC)."""
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+_SESSION_EXPIRED: tuple[type[Exception], ...] = (stripe.TemporarySessionExpiredError,)
 
 
 def _remote_meter(meter: stripe.billing.Meter) -> RemoteMeter:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import stripe
 
-from billing_pipeline.stripe_client import Outcome, RetryRule, StripeBilling
+from billing_pipeline.stripe_client import Outcome, RetryRule, StreamEvent, StripeBilling
 from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
@@ -107,3 +107,41 @@ def test_retry_delays_grow_exponentially_up_to_the_cap() -> None:
     assert ceilings == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     for attempt, ceiling in enumerate(ceilings):
         assert all(0 <= rule.delay(attempt) <= ceiling for _ in range(50))
+
+
+def stream_events(customer: str, prefix: str, count: int) -> list[StreamEvent]:
+    now = datetime.now(UTC) - timedelta(hours=1)
+    return [
+        StreamEvent("temperature_readings", customer, 2, f"{prefix}-{i}", now) for i in range(count)
+    ]
+
+
+def test_the_v2_stream_sends_100_events_a_request_and_renews_an_expired_session(
+    stripe_billing: StripeBilling, emulator_control: EmulatorControl, known_customer: str
+) -> None:
+    first = stripe_billing.stream_meter_events(stream_events(known_customer, "bp-s1", 100))
+    # The session is 15 minutes old: Stripe answers `billing_meter_event_session_expired`, and
+    # the client opens a new session and resends the same request.
+    emulator_control.advance_clock(15 * 60)
+    second = stripe_billing.stream_meter_events(stream_events(known_customer, "bp-s2", 100))
+
+    assert (first.outcome, second.outcome) == (Outcome.SENT, Outcome.SENT)
+    events = emulator_control.meter_events()
+    assert len(events) == 200
+    assert {e["source"] for e in events} == {"v2"}
+    with pytest.raises(ValueError, match=r"1\.\.100"):
+        stripe_billing.stream_meter_events(stream_events(known_customer, "bp-s3", 101))
+
+
+def test_a_streamed_event_stripe_refuses_is_accepted_then_reported(
+    stripe_billing: StripeBilling, emulator_control: EmulatorControl, known_customer: str
+) -> None:
+    events = [*stream_events(known_customer, "bp-ok", 1), *stream_events("cus_nobody", "bp-no", 1)]
+
+    # 200 for the request: the refusal comes later, as a meter error report naming the event.
+    assert stripe_billing.stream_meter_events(events).outcome is Outcome.SENT
+    assert [e["identifier"] for e in emulator_control.meter_events()] == ["bp-ok-0"]
+    reports = emulator_control.error_reports()
+    assert [(r["identifier"], r["code"]) for r in reports] == [
+        ("bp-no-0", "meter_event_customer_not_found")
+    ]

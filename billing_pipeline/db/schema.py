@@ -186,6 +186,10 @@ meter_ledger = Table(
     # Committed before the first call: once Stripe's 24 h dedupe has passed, a row attempted
     # but never confirmed is in doubt rather than resent.
     _timestamp("first_attempted_at"),
+    # A sender claims rows by lease instead of holding a row lock across its Stripe calls: a
+    # crashed sender's leases expire and the same identifiers go out again.
+    Column("lease_owner", Text, nullable=True),
+    _timestamp("lease_expires_at"),
     _timestamp("created_at", nullable=False, default_now=True),
     _timestamp("updated_at", nullable=False, default_now=True),
     _timestamp("sent_at"),

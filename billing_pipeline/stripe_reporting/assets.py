@@ -13,6 +13,7 @@ from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import RemoteMeter, StripeBilling
 from billing_pipeline.stripe_reporting.dry_run_report import ReportingConfig, dry_run_result
 from billing_pipeline.stripe_reporting.in_doubt import mark_in_doubt, settle_in_doubt
+from billing_pipeline.stripe_reporting.leases import revoke_leases
 from billing_pipeline.stripe_reporting.ledger import (
     STRIPE_WINDOW,
     status_counts_by_day,
@@ -29,8 +30,6 @@ from billing_pipeline.usage.meters import METERS, Meter
 
 REPORTING_KEY = dg.AssetKey(["stripe", "meter_events"])
 FAILURES_SHOWN = 20
-# The reporting lock's connection, planning and the metadata queries.
-PLANNING_CONNECTIONS = 3
 
 # Five attempts in all, 5 s, 10 s, 20 s, 40 s apart (± jitter): long enough to ride out a Stripe
 # incident or a rate-limit burst; each attempt re-plans and resends only what is not yet sent.
@@ -65,7 +64,8 @@ def build_reporting_asset(
         description=(
             "Meter events reported to Stripe per (meter, Stripe customer, UTC day): the usage of "
             "the organizations the customer held a billable subscription for that day, summed. "
-            "Revisions are written to `billing.meter_ledger` before each call and marked after. "
+            "Revisions are written to `billing.meter_ledger` before each call and marked after "
+            "(v1 meter events or the v2 meter event stream, per `StripeResource`). "
             "Every run plans its partition and every day still inside Stripe's 35-day window, "
             "so customer moves, backdated subscriptions and late data are corrected by the next "
             "run. One run reports at a time (a Postgres session lock, freed if a run dies)."
@@ -79,17 +79,6 @@ def build_reporting_asset(
     ) -> dg.MaterializeResult:
         start, end = context.partition_time_window
         first_day, end_day = start.date(), end.date()
-        if stripe.concurrency > postgres.max_connections() - PLANNING_CONNECTIONS:
-            # Each call in flight holds a ledger row lock, hence a connection: a smaller pool
-            # would make senders time out waiting for one, half-way through a run.
-            raise dg.Failure(
-                description=(
-                    f"StripeResource.concurrency is {stripe.concurrency} but the Postgres pool "
-                    f"allows {postgres.max_connections()} connections; raise "
-                    "PostgresResource.pool_size or lower the concurrency"
-                ),
-                allow_retries=False,
-            )
         client = stripe.client()
         if client is None:
             # The kind of each Stripe meter decides what a revision carries: nothing is planned
@@ -119,7 +108,7 @@ def build_reporting_asset(
                     targets,
                     remote,
                     (first_day, end_day),
-                    stripe.concurrency,
+                    stripe,
                 )
         except ReportingLockTimeoutError as error:
             raise dg.Failure(description=str(error), allow_retries=True) from error
@@ -134,7 +123,7 @@ def _report(
     targets: Sequence[MeterTarget],
     remote: dict[str, RemoteMeter],
     days: tuple[date, date],
-    concurrency: int,
+    settings: StripeResource,
 ) -> dg.MaterializeResult:
     first_day, end_day = days
     now = datetime.now(UTC)
@@ -153,7 +142,17 @@ def _report(
         f"{dict(planned_counts)}; in doubt: {newly_in_doubt} new, settled {settled}"
     )
     rows = unsent_rows(engine, [t.meter.name for t in targets], plan_first, plan_end)
-    report = send_rows(engine, client, rows, concurrency=concurrency, differences=differences)
+    if revoked := revoke_leases(engine):
+        context.log.warning(f"freed {revoked} ledger rows leased by a reporting run that died")
+    report = send_rows(
+        engine,
+        client,
+        rows,
+        concurrency=settings.concurrency,
+        differences=differences,
+        api=settings.meter_event_api,
+        lease=timedelta(seconds=settings.lease_seconds),
+    )
     planned_by_day = Counter((row.day, row.status) for row in planned)
     by_day = _metadata_by_day(engine, targets, first_day, end_day, planned_by_day, report)
     # A range run materializes every day of its window at once: each day's materialization

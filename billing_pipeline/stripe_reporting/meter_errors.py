@@ -1,8 +1,9 @@
 """Stripe's asynchronous meter errors, applied to the ledger: the one place that knows them.
 
 Stripe accepts a meter event with 200 and validates some rules later (unknown customer, archived
-meter, ...). It then sends a thin event `v1.billing.meter.error_report_triggered` whose full body
-lists error codes with sample requests, each naming the event's `identifier`. Our identifiers are
+meter, ...); events sent through the v2 meter event stream are validated only this way. It then
+sends a thin event `v1.billing.meter.error_report_triggered` whose full body lists error codes
+with sample requests, each naming the event's `identifier`. Our identifiers are
 the ledger's primary key, so the rows Stripe refused are marked `rejected` with Stripe's code.
 They are not resent: Stripe already holds their identifiers and would answer "duplicate", which
 would read as delivered. The next reporting run of that day bills the amount again under a new

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
+import pytest
 from sqlalchemy import Engine
 
 from billing_pipeline.stripe_client import StripeBilling
@@ -38,6 +39,7 @@ D1, D2, D3 = days_before(4), days_before(3), days_before(2)
 SETTLED = build_reconciliation_check(settle_window=timedelta(0))
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
 def test_a_moved_organization_is_reversed_on_the_old_customer_and_billed_on_the_new(
     engine: Engine,
     database_url: str,
@@ -45,6 +47,7 @@ def test_a_moved_organization_is_reversed_on_the_old_customer_and_billed_on_the_
     emulator_server: StripeEmulator,
     stripe_billing: StripeBilling,
     meter_kind: str,
+    api: str,
 ) -> None:
     # Case 1: the subscription moves to another customer (or its webhooks were applied late).
     alpha, beta = new_customer(stripe_billing, "Alpha"), new_customer(stripe_billing, "Beta")
@@ -52,7 +55,9 @@ def test_a_moved_organization_is_reversed_on_the_old_customer_and_billed_on_the_
     add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
     add_readings(engine, 11, D1, 5)
     add_readings(engine, 11, D2, 3)
-    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
+    assert run_days(
+        dagster_instance, database_url, emulator_server.url, D1, meter_event_api=api
+    ).success
     assert stripe_view(stripe_billing, [alpha, beta], D1, TODAY) == {
         ("active_sensors", alpha, D1): 1,
         ("temperature_readings", alpha, D1): 5,
@@ -61,7 +66,12 @@ def test_a_moved_organization_is_reversed_on_the_old_customer_and_billed_on_the_
     move_subscriptions(engine, 1, beta)
     # A run of another day corrects D1 too: every run converges Stripe's whole window.
     result = run_days(
-        dagster_instance, database_url, emulator_server.url, D2, assets=[*ASSETS, SETTLED]
+        dagster_instance,
+        database_url,
+        emulator_server.url,
+        D2,
+        assets=[*ASSETS, SETTLED],
+        meter_event_api=api,
     )
 
     assert result.success

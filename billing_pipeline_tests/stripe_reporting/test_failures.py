@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 
 import dagster as dg
+import pytest
 from dagster._core.instance.ref import InstanceRef
 from sqlalchemy import Engine, text
 
@@ -264,9 +265,11 @@ def test_two_refreshes_of_one_day_at_once_both_succeed(
     ]
 
 
-def _report_in_own_process(instance_ref: InstanceRef, database_url: str, api_base: str) -> None:
+def _report_in_own_process(
+    instance_ref: InstanceRef, database_url: str, api_base: str, api: str = "v1"
+) -> None:
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
-        run_days(instance, database_url, api_base, D1, D2)
+        run_days(instance, database_url, api_base, D1, D2, meter_event_api=api)
 
 
 def _reporting_lock_holders(engine: Engine) -> int:
@@ -282,7 +285,9 @@ def _reporting_lock_holders(engine: Engine) -> int:
         )
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
 def test_a_run_killed_while_reporting_never_blocks_later_billing(
+    api: str,
     engine: Engine,
     database_url: str,
     dagster_instance: dg.DagsterInstance,
@@ -306,7 +311,7 @@ def test_a_run_killed_while_reporting_never_blocks_later_billing(
     emulator_control.set_faults(latency_ms=300)
     process = multiprocessing.get_context("spawn").Process(
         target=_report_in_own_process,
-        args=(dagster_instance.get_ref(), database_url, emulator_server.url),
+        args=(dagster_instance.get_ref(), database_url, emulator_server.url, api),
     )
     process.start()
     deadline = time.monotonic() + 120
@@ -322,7 +327,7 @@ def test_a_run_killed_while_reporting_never_blocks_later_billing(
     emulator_control.set_faults()
 
     began = time.monotonic()
-    result = run_days(dagster_instance, database_url, emulator_server.url, D2)
+    result = run_days(dagster_instance, database_url, emulator_server.url, D2, meter_event_api=api)
 
     assert result.success
     assert time.monotonic() - began < 60

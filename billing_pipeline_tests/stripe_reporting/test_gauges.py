@@ -40,6 +40,7 @@ def gauges(billing: StripeBilling, customer: str) -> tuple[dict[date, float], fl
     return daily, period_value(billing, "active_sensors", customer, D1, TODAY)
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
 @pytest.mark.parametrize("last_mode", ["timestamp", "arrival"])
 def test_the_period_ends_on_the_newest_days_value_whatever_order_days_are_billed_in(
     engine: Engine,
@@ -50,6 +51,7 @@ def test_the_period_ends_on_the_newest_days_value_whatever_order_days_are_billed
     stripe_billing: StripeBilling,
     meter_kind: str,
     last_mode: str,
+    api: str,
 ) -> None:
     # Case 4: one sensor from before D1, one from D3, one from D4. The mode says what "last"
     # means for raw meters and what "newer" means inside a pre-aggregated meter's day.
@@ -63,13 +65,19 @@ def test_the_period_ends_on_the_newest_days_value_whatever_order_days_are_billed
     expected = {D1: 1, D2: 1, D3: 2, D4: 3}
 
     # A backfill of earlier days after a later day was billed.
-    assert run_days(dagster_instance, database_url, emulator_server.url, D4).success
-    assert run_days(dagster_instance, database_url, emulator_server.url, D1, D3).success
+    assert run_days(
+        dagster_instance, database_url, emulator_server.url, D4, meter_event_api=api
+    ).success
+    assert run_days(
+        dagster_instance, database_url, emulator_server.url, D1, D3, meter_event_api=api
+    ).success
     assert gauges(stripe_billing, alpha) == (expected, 3)
 
     # A correction of old days after a customer move.
     move_subscriptions(engine, 1, beta)
-    assert run_days(dagster_instance, database_url, emulator_server.url, D2).success
+    assert run_days(
+        dagster_instance, database_url, emulator_server.url, D2, meter_event_api=api
+    ).success
     assert gauges(stripe_billing, alpha) == ({}, 0)
     assert gauges(stripe_billing, beta) == (expected, 3)
 
@@ -86,9 +94,12 @@ def test_the_period_ends_on_the_newest_days_value_whatever_order_days_are_billed
             D2,
             assets=ASSETS_WITHOUT_RETRIES,
             retry_attempts=1,
+            meter_event_api=api,
         )
     emulator_control.set_faults()
-    assert run_days(dagster_instance, database_url, emulator_server.url, D2).success
+    assert run_days(
+        dagster_instance, database_url, emulator_server.url, D2, meter_event_api=api
+    ).success
     assert gauges(stripe_billing, beta) == (expected, 3)
 
 
