@@ -22,6 +22,7 @@ from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.ledger import LedgerRow, insert_rows, new_row, unsent_rows
 from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_rows
 from billing_pipeline.usage.meters import TEMPERATURE_READINGS
+from billing_pipeline_tests.support.builders import midnight
 from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
@@ -57,7 +58,18 @@ def test_a_killed_senders_rows_go_out_once_after_its_lease_expires(
 ) -> None:
     now = datetime.now(UTC)
     rows = [
-        new_row(TEMPERATURE_READINGS, "day", customer, day, 1, 10 + n, 10 + n, [n], now, None)
+        new_row(
+            TEMPERATURE_READINGS,
+            "day",
+            customer,
+            (midnight(day), midnight(day + timedelta(days=1))),
+            1,
+            10 + n,
+            10 + n,
+            [n],
+            now,
+            None,
+        )
         for n, customer in enumerate(new_customer(stripe_billing, f"C{n}") for n in range(5))
         for day in (TODAY - timedelta(days=d) for d in range(8, 0, -1))
     ]
