@@ -91,7 +91,7 @@ def run_once(
                 [*build_usage_assets(), build_reporting_asset()],
                 instance=instance,
                 resources={
-                    # The asset refuses a pool (2 x pool_size) below concurrency + 3 connections.
+                    # Leased rows need no connection per call; the pool stays small.
                     "postgres": PostgresResource(
                         database_url=db_url, pool_size=(concurrency + 4) // 2
                     ),
@@ -187,8 +187,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=35)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--latency-ms", type=int, default=0)
-    # The sender holds one connection per call in flight; the Postgres resource's pool is sized
-    # for it below (the asset refuses a concurrency its pool cannot serve).
+    # Calls in flight hold no database connection (rows are leased); Stripe bounds concurrency.
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
     if args.quick:
