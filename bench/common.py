@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from billing_pipeline import config
 from billing_pipeline.db import migrate
@@ -56,6 +57,27 @@ def scratch_database(server_url: str, prefix: str, *, migrated: bool = True) -> 
     try:
         if migrated:
             migrate.upgrade(url)
+        yield url
+    finally:
+        drop_database(server_url, url)
+
+
+@contextmanager
+def cloned_database(server_url: str, template_url: str, prefix: str) -> Iterator[str]:
+    """A copy of `template_url` (PostgreSQL's `CREATE DATABASE ... TEMPLATE`), dropped afterwards.
+
+    Seeding 100,000 organizations once and copying the files per run is seconds where seeding
+    again is minutes, and every run starts from identical source rows and an empty ledger. The
+    template must have no open connections.
+    """
+    url = create_database(server_url, prefix)
+    name, template = make_url(url).database, make_url(template_url).database
+    admin = make_engine(server_url, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    admin.dispose()
+    try:
         yield url
     finally:
         drop_database(server_url, url)

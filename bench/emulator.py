@@ -9,25 +9,35 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import stripe
+from sqlalchemy import text
 
+from billing_pipeline.db.engine import make_engine
 from stripe_emulator.control import EmulatorControl
 
 API_KEY = "sk_test_bench"
 
 
+EMULATOR_COMMAND = ("-m", "billing_pipeline.cli", "stripe-emulator", "--port", "0")
+
+
 @contextmanager
-def emulator_process(pythonpath: str | None = None) -> Iterator[str]:
+def emulator_process(
+    pythonpath: str | None = None, command: Sequence[str] = EMULATOR_COMMAND
+) -> Iterator[str]:
     """Start `billing-pipeline stripe-emulator --port 0`; yield its base URL; stop it.
 
-    `pythonpath` puts another copy of `stripe_emulator` first (a baseline from an older commit).
+    `pythonpath` puts another copy of `stripe_emulator` first (a baseline from an older commit);
+    `command` runs another entry point that prints the same `STRIPE_API_BASE=` line.
     """
     env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
     process = subprocess.Popen(
-        [sys.executable, "-m", "billing_pipeline.cli", "stripe-emulator", "--port", "0"],
+        [sys.executable, *command],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -45,6 +55,41 @@ def emulator_process(pythonpath: str | None = None) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def emulator_with_customers(db_url: str) -> Iterator[str]:
+    """An emulator holding a customer for every subscription in `db_url`, which then bills it.
+
+    The customers are created inside the emulator before it serves (`bench.seeded_emulator`),
+    and the subscriptions are pointed at them in one statement; like `reporting.attach_customers`
+    this sets what the webhook flow would (the customer and `active`), without its minutes of
+    setup at 100,000 organizations.
+    """
+    engine = make_engine(db_url, pool_size=1)
+    with engine.connect() as connection:
+        organizations = connection.execute(
+            text("SELECT organization_id FROM subscriptions")
+        ).scalars()
+        wanted = "".join(f"{org}\n" for org in organizations)
+    with tempfile.TemporaryDirectory(prefix="bench-customers-") as folder:
+        orgs_file, customers_file = Path(folder) / "orgs", Path(folder) / "customers"
+        orgs_file.write_text(wanted)
+        command = ("-m", "bench.seeded_emulator", str(orgs_file), str(customers_file))
+        with emulator_process(command=command) as url:
+            pairs = [line.split("\t") for line in customers_file.read_text().splitlines()]
+            with engine.begin() as connection:
+                connection.execute(
+                    text(
+                        "UPDATE subscriptions s SET stripe_customer_id = m.customer, "
+                        "status = 'active' FROM unnest(CAST(:orgs AS bigint[]), "
+                        "CAST(:customers AS text[])) AS m(org, customer) "
+                        "WHERE s.organization_id = m.org"
+                    ),
+                    {"orgs": [int(org) for org, _ in pairs], "customers": [c for _, c in pairs]},
+                )
+            engine.dispose()
+            yield url
 
 
 def control(url: str) -> EmulatorControl:
