@@ -180,7 +180,9 @@ def run_project(
     end_day = day + timedelta(days=1)
     remote = verify_meters(billing, METERS)
     targets = [MeterTarget(m, remote[m.name].event_time_window) for m in METERS]
-    planned = [row for t in targets for row in plan_window(engine, t, day, end_day)]
+    planned = [
+        row for t in targets for row in plan_window(engine, t, day, end_day, keep_rows=True).rows
+    ]
     planned_at = time.perf_counter()
     names = [m.name for m in METERS]
     passes = 0

@@ -18,7 +18,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.attribution import attribution_params, customer_parts_cte
+from billing_pipeline.stripe_reporting.attribution import (
+    CUSTOMER_VALUE_SQL,
+    attribution_params,
+    customer_parts_cte,
+)
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, planned_windows
 from billing_pipeline.usage.meters import Meter
 
@@ -28,10 +32,9 @@ WHERE finalized_at IS NOT NULL AND finalized_at >= :since AND stripe_customer_id
 ORDER BY finalized_at, id
 """
 
-_PERIOD_SOURCE_SQL = """
-WITH {parts}
-SELECT CASE WHEN :last THEN (array_agg(target ORDER BY part_start DESC))[1]
-            ELSE sum(target) END::bigint AS source
+_PERIOD_SOURCE_SQL = f"""
+WITH {{parts}}
+SELECT {CUSTOMER_VALUE_SQL} AS source
 FROM customer_parts
 WHERE customer = :customer AND part_start >= :start AND part_start < :end
 """

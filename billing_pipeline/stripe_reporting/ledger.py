@@ -14,9 +14,10 @@ raw `sum` meters add up differences; raw `last` meters and pre-aggregated meters
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
@@ -97,7 +98,7 @@ def new_row(
     )
 
 
-_COLUMNS = ", ".join(LedgerRow.__dataclass_fields__)
+COLUMNS = ", ".join(LedgerRow.__dataclass_fields__)
 
 
 def insert_rows(connection: Connection, rows: Iterable[LedgerRow]) -> None:
@@ -108,35 +109,17 @@ def insert_rows(connection: Connection, rows: Iterable[LedgerRow]) -> None:
         connection.execute(meter_ledger.insert(), params)
 
 
-def supersede_unsent(connection: Connection, meter: str, rows: Sequence[LedgerRow]) -> None:
-    """Retire older unsent revisions of the days `rows` re-plan with a whole value.
+# Rows a sender holds in memory at once: whole customers, about this many rows.
+CHUNK_ROWS = 10_000
 
-    Sending one after its successor would make the stale value the newest by arrival.
-    """
-    if not rows:
-        return
-    connection.execute(
-        text(
-            """
-            UPDATE billing.meter_ledger l
-            SET status = :superseded, status_reason = :reason, updated_at = now()
-            FROM unnest(CAST(:customers AS text[]), CAST(:parts AS timestamptz[]),
-                        CAST(:revisions AS int[])) AS n(customer, part_start, revision)
-            WHERE l.meter = :meter AND l.stripe_customer_id = n.customer
-              AND l.part_start = n.part_start
-              AND l.revision < n.revision AND l.status = ANY(:unsent)
-            """
-        ),
-        {
-            "superseded": LedgerStatus.SUPERSEDED,
-            "reason": SUPERSEDED,
-            "meter": meter,
-            "customers": [row.stripe_customer_id for row in rows],
-            "parts": [row.part_start for row in rows],
-            "revisions": [row.revision for row in rows],
-            "unsent": list(UNSENT_STATUSES),
-        },
-    )
+_UNSENT_SQL = f"""
+SELECT {COLUMNS}
+FROM billing.meter_ledger
+WHERE status = ANY(:unsent) AND meter = ANY(:meters)
+  AND day >= :first_day AND day < :end_day AND stripe_customer_id {{customers}}
+ORDER BY stripe_customer_id, part_start, revision
+{{limit}}
+"""
 
 
 def unsent_rows(
@@ -147,25 +130,47 @@ def unsent_rows(
     Per customer, parts ascending and revisions ascending: a newer revision, and a later part,
     arrive after an older one, which is what `last` by arrival and pre-aggregated meters need.
     """
-    with in_transaction(engine) as connection:
-        result = connection.execute(
-            text(
-                f"""
-                SELECT {_COLUMNS}
-                FROM billing.meter_ledger
-                WHERE status = ANY(:unsent) AND meter = ANY(:meters)
-                  AND day >= :first_day AND day < :end_day
-                ORDER BY stripe_customer_id, part_start, revision
-                """
-            ),
-            {
-                "unsent": list(UNSENT_STATUSES),
-                "meters": list(meters),
-                "first_day": first_day,
-                "end_day": end_day,
-            },
-        )
-        return [LedgerRow(**row._mapping) for row in result]
+    return [row for chunk in unsent_chunks(engine, meters, first_day, end_day) for row in chunk]
+
+
+def unsent_chunks(
+    engine: Engine | Connection,
+    meters: Sequence[str],
+    first_day: date,
+    end_day: date,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[list[LedgerRow]]:
+    """`unsent_rows` a chunk of whole customers at a time, so a sender's memory stays flat in the
+    number of customers. A customer's rows are never split between chunks: its order holds."""
+    params = {
+        "unsent": list(UNSENT_STATUSES),
+        "meters": list(meters),
+        "first_day": first_day,
+        "end_day": end_day,
+    }
+    after = ""
+    while True:
+        with in_transaction(engine) as connection:
+            sql = _UNSENT_SQL.format(customers="> :after", limit="LIMIT :limit")
+            rows = _ledger_rows(
+                connection, sql, {**params, "after": after, "limit": chunk_rows + 1}
+            )
+            if len(rows) > chunk_rows:
+                # The last customer may go on past the limit: leave it to the next chunk, or
+                # read it whole when it alone fills the chunk.
+                last = rows[-1].stripe_customer_id
+                rows = [row for row in rows if row.stripe_customer_id != last]
+                if not rows:
+                    sql = _UNSENT_SQL.format(customers="= :after", limit="")
+                    rows = _ledger_rows(connection, sql, {**params, "after": last})
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].stripe_customer_id
+
+
+def _ledger_rows(connection: Connection, sql: str, params: dict[str, Any]) -> list[LedgerRow]:
+    return [LedgerRow(**row._mapping) for row in connection.execute(text(sql), params)]
 
 
 def status_counts_by_day(
