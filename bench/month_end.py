@@ -379,7 +379,7 @@ def _kill_mid_reporting(spec: RunSpec) -> dict[str, Any]:
             if total and sent >= KILL_AT_SHARE * total:
                 os.kill(process.pid, signal.SIGKILL)
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         process.wait()
     held = len(EmulatorControl(spec.api_url, timeout=600).meter_events())
     statuses, _, leased = _ledger(spec.db_url)
