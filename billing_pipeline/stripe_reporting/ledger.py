@@ -170,7 +170,9 @@ def unsent_chunks(
 
 
 def _ledger_rows(connection: Connection, sql: str, params: dict[str, Any]) -> list[LedgerRow]:
-    return [LedgerRow(**row._mapping) for row in connection.execute(text(sql), params)]
+    # Positionally (the query selects COLUMNS, the fields in order): building each row from a
+    # mapping took most of the time of reading a chunk.
+    return [LedgerRow(*row) for row in connection.execute(text(sql), params).all()]
 
 
 def status_counts_by_day(
