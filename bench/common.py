@@ -106,8 +106,21 @@ class Stats:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size, in MiB.
+
+    Linux's `VmHWM` (/proc/self/status) is the peak of this process image only. `ru_maxrss` is
+    not, in a worker started by `subprocess`: it keeps the high-water mark of the parent's
+    memory copied at fork, so a worker launched by a benchmark that had grown to 550 MiB
+    reported 550 MiB while never holding more than 165 MiB itself (bench.month_end found this).
+    ru_maxrss (KiB on Linux) is the fallback where /proc is missing.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    assert match is not None, "no VmHWM in /proc/self/status"
+    return int(match.group(1)) / 1024
 
 
 def run_worker(module: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
