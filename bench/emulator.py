@@ -11,12 +11,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import stripe
 
 from stripe_emulator.control import EmulatorControl
 
 API_KEY = "sk_test_bench"
+# Each running emulator's process id by URL, to read its CPU time (`cpu_seconds`).
+_PIDS: dict[str, int] = {}
 
 
 @contextmanager
@@ -41,10 +44,17 @@ def emulator_process(pythonpath: str | None = None) -> Iterator[str]:
                 break
         if url is None:
             raise RuntimeError("the emulator exited before printing its URL")
+        _PIDS[url] = process.pid
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def cpu_seconds(url: str) -> float:
+    """User + system CPU time the emulator process at `url` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{_PIDS[url]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def control(url: str) -> EmulatorControl:

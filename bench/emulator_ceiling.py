@@ -42,11 +42,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import stripe
+
 from bench.common import Stats, record, table
 from bench.emulator import API_KEY, control, emulator_process, sdk_client
 from stripe_emulator.clock import iso8601
 
 V1_CONNECTIONS = 16
+# The SDK driver's threads (bench.reporting's yardstick for a v1 client that pays the SDK's own
+# cost); each needs customers of its own, so `_setup` must be given at least this many.
+V1_SDK_THREADS = 32
 V2_IN_FLIGHT = 4
 V2_BATCH = 100
 CUSTOMERS_PER_CONNECTION = 8
@@ -143,6 +148,49 @@ def run_v1(url: str, customers: list[list[str]], seconds: float, tag: str) -> di
     return {"events": load.events, "seconds": seconds_taken, "statuses": load.statuses}
 
 
+def run_v1_sdk(url: str, customers: list[list[str]], seconds: float, tag: str) -> dict[str, Any]:
+    """v1 through the official SDK from `V1_SDK_THREADS` threads, no database: the client work
+    the pipeline's v1 sender also does, without its ledger. Each thread has its own customers."""
+    client = sdk_client(url)
+    deadline = time.monotonic() + seconds
+    ts = int(datetime.now(UTC).timestamp()) - 3600
+    lock = threading.Lock()
+    totals: dict[str, Any] = {"events": 0, "statuses": {}}
+
+    def worker(w: int) -> None:
+        mine = customers[w]
+        ok, failed, n = 0, 0, 0
+        while time.monotonic() < deadline:
+            try:
+                client.v1.billing.meter_events.create(
+                    {
+                        "event_name": EVENT_NAME,
+                        "identifier": f"sdk-{tag}-{w}-{n}",
+                        "timestamp": ts,
+                        "payload": {"stripe_customer_id": mine[n % len(mine)], "value": "1"},
+                    }
+                )
+                ok += 1
+            except stripe.StripeError:
+                failed += 1
+            n += 1
+        with lock:
+            totals["events"] += ok
+            totals["statuses"][200] = totals["statuses"].get(200, 0) + ok
+            if failed:
+                totals["statuses"]["error"] = totals["statuses"].get("error", 0) + failed
+
+    if len(customers) < V1_SDK_THREADS:
+        raise ValueError(f"run_v1_sdk needs {V1_SDK_THREADS} customer sets, got {len(customers)}")
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(V1_SDK_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {**totals, "seconds": time.perf_counter() - began}
+
+
 def stream_body(customers: list[str], tag: str, n: int) -> bytes:
     ts = iso8601(int(datetime.now(UTC).timestamp()) - 3600)
     return json.dumps(
@@ -214,6 +262,46 @@ def profile_v2(requests: int) -> str:
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
     rate = requests * V2_BATCH / seconds
     return f"{requests} requests, {rate:.0f} events/s under cProfile\n{out.getvalue()}"
+
+
+def profile_v2_http(seconds: float) -> str:
+    """The v2 path over HTTP through the emulator's own werkzeug server, in this process: each
+    connection's handler thread runs under its own cProfile (cProfile sees only the thread it
+    is enabled in), and the profiles are added up. The load threads share this interpreter, so
+    the rate is below the separate-process ceiling; the shares are the emulator's."""
+    from stripe_emulator import server
+
+    profiles: list[cProfile.Profile] = []
+
+    class ProfiledHandler(server._QuietHandler):
+        def handle(self) -> None:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            try:
+                super().handle()
+            finally:
+                profiler.disable()
+                profiles.append(profiler)
+
+    original = server._QuietHandler
+    server._QuietHandler = ProfiledHandler  # type: ignore[misc]
+    try:
+        emulator = server.StripeEmulator().start()
+    finally:
+        server._QuietHandler = original  # type: ignore[misc]
+    try:
+        customers = _setup(emulator.url, V1_CONNECTIONS)
+        sample = run_v2(emulator.url, customers, seconds, "profile")
+    finally:
+        emulator.stop()
+    out = io.StringIO()
+    stats = pstats.Stats(profiles[0], stream=out)
+    for profile in profiles[1:]:
+        stats.add(profile)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(30)
+    rate = sample["events"] / sample["seconds"]
+    return f"{sample['events']:,} events, {rate:.0f} events/s under cProfile\n{out.getvalue()}"
 
 
 @contextmanager
@@ -319,11 +407,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--profile", action="store_true", help="cProfile the v2 path only")
     parser.add_argument(
+        "--profile-http", action="store_true", help="cProfile the v2 path over the HTTP server"
+    )
+    parser.add_argument(
         "--baseline-ref", help="also measure stripe_emulator/ as it was at this git commit"
     )
     args = parser.parse_args()
     if args.profile:
         print(profile_v2(100 if args.quick else 500))
+        return
+    if args.profile_http:
+        print(profile_v2_http(2.0 if args.quick else args.seconds))
         return
     repeats, seconds = (1, 2.0) if args.quick else (args.repeats, args.seconds)
     results = measure(repeats, seconds, args.baseline_ref, print)
