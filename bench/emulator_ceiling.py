@@ -238,7 +238,7 @@ def profile_v2(requests: int) -> str:
     try:
         customers = _setup(emulator.url, 4)
         everyone = [c for mine in customers for c in mine]
-        app = emulator._server.app  # type: ignore[union-attr]
+        app: Any = emulator._server.app  # type: ignore[union-attr]
         client = app.test_client()
         token = sdk_client(emulator.url).v2.billing.meter_event_session.create()
         headers = {"Authorization": f"Bearer {token.authentication_token}"}

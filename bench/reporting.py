@@ -59,7 +59,8 @@ from bench.sampler import StackSampler
 from bench.sender_profile import CallTimers, explain_batch
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.stripe_client import MAX_STREAM_EVENTS, StripeBilling
-from billing_pipeline.stripe_reporting.ledger import LedgerRow, unsent_rows
+from billing_pipeline.stripe_reporting.leases import revoke_leases
+from billing_pipeline.stripe_reporting.ledger import unsent_rows
 from billing_pipeline.stripe_reporting.meter_sync import verify_meters
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
 from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_rows
@@ -178,23 +179,14 @@ class EventLog:
         return events
 
 
-def _verify(
-    events: list[dict[str, Any]], setup: Setup, day: date, planned: Sequence[LedgerRow]
-) -> dict[str, int]:
-    """Duplicates and losses for one day, from the emulator's records and the ledger."""
-    owed = {row.identifier: row for row in planned if row.status == "pending"}
+def _verify(events: list[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Duplicates and losses for one day, from the emulator's records and the ledger's rows."""
+    owed = {row["identifier"]: row for row in rows}
     received = [e for e in events if e["identifier"] in owed]
     counts = Counter(e["identifier"] for e in received)
-    engine = make_engine(setup.db_url, pool_size=1)
-    with engine.connect() as connection:
-        unsent = connection.execute(
-            text("SELECT count(*) FROM billing.meter_ledger WHERE day = :day AND status <> 'sent'"),
-            {"day": day},
-        ).scalar_one()
-    engine.dispose()
     planned_total = Counter[str]()
     for row in owed.values():
-        planned_total[row.event_name] += row.value
+        planned_total[row["event_name"]] += row["value"]
     received_total = Counter[str]()
     for event in received:
         received_total[event["event_name"]] += int(event["value"])
@@ -202,21 +194,43 @@ def _verify(
         "events": len(owed),
         "duplicates": sum(n - 1 for n in counts.values()),
         "lost": len(owed) - len(counts),
-        "ledger_not_sent": int(unsent),
+        "ledger_not_sent": sum(row["status"] != "sent" for row in owed.values()),
         "totals_differ": int(planned_total != received_total),
     }
 
 
-def _plan(engine: Engine, billing: StripeBilling, day: date) -> list[LedgerRow]:
-    """The asset's planning for one day: both meters, with the window Stripe reports."""
+def _plan(engine: Engine, billing: StripeBilling, day: date) -> Counter[str]:
+    """The asset's planning for one day: both meters, with the window Stripe reports; the
+    rows planned, by status (the asset keeps counts only; the rows stay in the ledger)."""
     remote = verify_meters(billing, METERS)
-    targets = [MeterTarget(m, remote[m.name].event_time_window) for m in METERS]
-    return [row for t in targets for row in plan_window(engine, t, day, day + timedelta(days=1))]
+    counts = Counter[str]()
+    for meter in METERS:
+        target = MeterTarget(meter, remote[meter.name].event_time_window)
+        plan = plan_window(engine, target, day, day + timedelta(days=1))
+        for (_, status), n in plan.counts.items():
+            counts[status] += n
+    return counts
+
+
+def day_rows(db_url: str, day: date) -> list[dict[str, Any]]:
+    """The ledger's rows of one day (every row of a fresh day was planned by this run)."""
+    engine = make_engine(db_url, pool_size=1)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT identifier, event_name, stripe_customer_id, value, event_timestamp, "
+                "status FROM billing.meter_ledger WHERE day = :day ORDER BY identifier"
+            ),
+            {"day": day},
+        ).mappings()
+        found = [dict(row) for row in rows]
+    engine.dispose()
+    return found
 
 
 def run_project(
     setup: Setup, api_url: str, log: EventLog, profilers: Sequence[Any] = ()
-) -> tuple[dict[str, Any], list[LedgerRow]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The asset's reporting step for one fresh day; CPU of this process and the emulator's.
 
     `profilers` (context managers: a stack sampler, call timers) are active for the run.
@@ -240,13 +254,15 @@ def run_project(
             rows = unsent_rows(engine, names, day, end_day)
             if not rows:
                 break
+            revoke_leases(engine)
             report = send_rows(engine, billing, rows, concurrency=setup.concurrency, api=setup.api)
             passes += 1
             transient += report.transient_failures
         seconds = time.perf_counter() - began
         emulator_cpu, own_cpu = cpu_seconds(api_url) - emulator_cpu, time.process_time() - own_cpu
     engine.dispose()
-    checks = _verify(log.since_last(), setup, day, planned)
+    ledger = day_rows(setup.db_url, day)
+    checks = _verify(log.since_last(), ledger)
     sent = checks["events"]
     send_seconds = seconds - (planned_at - began)
     return (
@@ -261,9 +277,10 @@ def run_project(
             "emulator_cores": emulator_cpu / seconds,
             "passes": passes,
             "transient_failures": transient,
+            "planned": dict(planned),
             **checks,
         },
-        planned,
+        ledger,
     )
 
 
@@ -287,23 +304,22 @@ def profile_project(setup: Setup, api_url: str, log: EventLog) -> dict[str, Any]
     }
 
 
-def run_simple_service(api_url: str, rows: Sequence[LedgerRow], sample: int) -> dict[str, Any]:
+def run_simple_service(api_url: str, rows: Sequence[dict[str, Any]], sample: int) -> dict[str, Any]:
     """One event at a time, as a first cron job would; failures after the SDK's retries are
     lost (it keeps no ledger to resend them from)."""
     client = sdk_client(api_url, retries=2)
     began = time.perf_counter()
     lost = 0
     for row in rows[:sample]:
-        assert row.stripe_customer_id is not None
         try:
             client.v1.billing.meter_events.create(
                 {
-                    "event_name": row.event_name,
-                    "identifier": "simple-" + row.identifier,
-                    "timestamp": int(row.event_timestamp.timestamp()),
+                    "event_name": row["event_name"],
+                    "identifier": "simple-" + row["identifier"],
+                    "timestamp": int(row["event_timestamp"].timestamp()),
                     "payload": {
-                        "stripe_customer_id": row.stripe_customer_id,
-                        "value": str(row.value),
+                        "stripe_customer_id": row["stripe_customer_id"],
+                        "value": str(row["value"]),
                     },
                 }
             )
@@ -397,7 +413,7 @@ def measure(
                 results["clean"][name].append(figures)
             FAULTY.apply(api_url)
             for api in APIS if repeat % 2 == 0 else APIS[::-1]:
-                figures, planned = run_project(setups[api], api_url, events)
+                figures, ledger = run_project(setups[api], api_url, events)
                 results["faulty"][f"project {api}"].append(figures)
                 log(
                     f"[{repeat + 1}/{repeats}] faults, project {api}: {figures['seconds']:.1f} s, "
@@ -405,8 +421,7 @@ def measure(
                     f"dup {figures['duplicates']}, lost {figures['lost']}"
                 )
                 if api == "v1":
-                    pending = [row for row in planned if row.status == "pending"]
-                    simple = run_simple_service(api_url, pending, sample)
+                    simple = run_simple_service(api_url, ledger, sample)
                     results["simple"].append(simple)
                     rate, lost = simple["events_per_second"], simple["lost"]
                     log(f"    simple service: {rate:.1f}/s, lost {lost}")

@@ -133,12 +133,14 @@ def _report(
     settled = settle_in_doubt(engine, client, {name: remote[name].id for name in differences})
     closing = context.run.tags.get(PERIOD_CLOSE_TAG)
     until = datetime.fromisoformat(closing) if closing else None
-    planned = [
-        row for t in targets for row in plan_window(engine, t, plan_first, plan_end, now, until)
-    ]
-    planned_counts = Counter(row.status for row in planned)
+    planned_by_day: Counter[tuple[date, str]] = Counter()
+    for target in targets:
+        planned_by_day += plan_window(engine, target, plan_first, plan_end, now, until).counts
+    planned_counts: Counter[str] = Counter()
+    for (_, status), n in planned_by_day.items():
+        planned_counts[status] += n
     context.log.info(
-        f"planned {len(planned)} ledger rows for {plan_first}..{plan_end}: "
+        f"planned {planned_counts.total()} ledger rows for {plan_first}..{plan_end}: "
         f"{dict(planned_counts)}; in doubt: {newly_in_doubt} new, settled {settled}"
     )
     rows = unsent_rows(engine, [t.meter.name for t in targets], plan_first, plan_end)
@@ -153,7 +155,6 @@ def _report(
         api=settings.meter_event_api,
         lease=timedelta(seconds=settings.lease_seconds),
     )
-    planned_by_day = Counter((row.day, row.status) for row in planned)
     by_day = _metadata_by_day(engine, targets, first_day, end_day, planned_by_day, report)
     # A range run materializes every day of its window at once: each day's materialization
     # carries that day's own figures, so the UI's plots over partitions are the daily series.

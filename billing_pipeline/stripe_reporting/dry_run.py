@@ -88,7 +88,9 @@ def dry_run(
             differences = [t.meter.name for t in targets if not t.sends_whole_values]
             settle = _to_settle(connection, differences, now)
             planned = [
-                row for t in targets for row in plan_window(connection, t, first_day, end_day, now)
+                row
+                for t in targets
+                for row in plan_window(connection, t, first_day, end_day, now, keep_rows=True).rows
             ]
             unsent = [
                 row

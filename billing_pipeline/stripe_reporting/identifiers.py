@@ -12,6 +12,10 @@ planning, so a later revision is newer under both readings of "newer" (later tim
 arrival), even when a restored ledger reuses a revision number. On an hourly pre-aggregated
 meter every revision of a part stays in one hour window (the last that starts inside the part):
 a revision in another window would be counted beside the old one instead of replacing it.
+
+Planning computes both in the database (`identifier_sql`, `timestamp_sql`, `stamp_start_sql`),
+so revisions are written by one statement without passing through Python; the Python functions
+are the same rules for the rows Python builds (re-asserts), and a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ MAX_IDENTIFIER_LENGTH = 100
 DIGEST_LENGTH = 10
 # Planning times from the day's end over this span map onto the day's seconds, in order.
 TIMESTAMP_SPAN = timedelta(days=40)
-_HOUR = timedelta(hours=1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _digest(*parts: object) -> str:
@@ -85,10 +89,63 @@ def event_timestamp(
     its last but one, so on a whole day two revisions planned more than a minute apart are
     ordered by wall-clock time alone.
     """
-    seconds = int((end - start).total_seconds())
-    elapsed = (planned_at - end) / TIMESTAMP_SPAN
-    second = min(1, seconds - 1) + int(max(0.0, min(1.0, elapsed)) * max(0, seconds - 3))
+    seconds = (end - start) // timedelta(seconds=1)
+    # Integer microseconds, so that `timestamp_sql` computes the very same second.
+    elapsed = min(max(planned_at - end, timedelta(0)), TIMESTAMP_SPAN) // _MICROSECOND
+    second = min(1, seconds - 1) + elapsed * max(0, seconds - 3) // (TIMESTAMP_SPAN // _MICROSECOND)
     stamp = start + timedelta(seconds=second)
     if after is not None and stamp <= after:
         stamp = after + timedelta(seconds=1)
     return min(stamp, end - timedelta(seconds=1))
+
+
+def _digest_sql(text_sql: str) -> str:
+    return f"left(encode(sha256(convert_to({text_sql}, 'UTF8')), 'hex'), {DIGEST_LENGTH})"
+
+
+def identifier_sql(customer: str, part_start: str, revision: str, value: str) -> str:
+    """`event_identifier` as a SQL expression over column expressions; the meter and event name
+    are the parameters `:meter` and `:event_name`."""
+    utc = f"({part_start} AT TIME ZONE 'UTC')"
+    whole_day = f"(CAST({utc} AS time) = time '00:00')"
+    part = (
+        f"to_char({utc}, 'YYYYMMDD') || CASE WHEN {whole_day} THEN '' "
+        f"ELSE 't' || to_char({utc}, 'HH24MISS') END"
+    )
+    # datetime.isoformat() of a UTC instant: microseconds only when there are any.
+    iso = (
+        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+        f"CAST(extract(microseconds FROM {utc}) AS bigint) % 1000000 <> 0 "
+        f"THEN to_char({utc}, '.US') ELSE '' END || '+00:00'"
+    )
+    digest = _digest_sql(
+        f"CAST(:event_name AS text) || '|' || {customer} || '|' || to_char({utc}, 'YYYY-MM-DD') "
+        f"|| '|' || CAST({revision} AS text) || '|' || CAST({value} AS text) "
+        f"|| CASE WHEN {whole_day} THEN '' ELSE '|' || {iso} END"
+    )
+    tail = f"'-' || {part} || '-r' || CAST({revision} AS text) || '-' || {digest}"
+    full = f"'bp-' || CAST(:meter AS text) || '-' || {customer} || {tail}"
+    short = f"'bp-' || CAST(:meter AS text) || '-c' || {_digest_sql(customer)} || {tail}"
+    return f"CASE WHEN length({full}) <= {MAX_IDENTIFIER_LENGTH} THEN {full} ELSE {short} END"
+
+
+def stamp_start_sql(part_start: str, part_end: str, hourly: str) -> str:
+    """The start of `stamp_range` as SQL; `hourly` is a boolean SQL expression."""
+    last_hour = f"date_trunc('hour', {part_end} - interval '1 microsecond', 'UTC')"
+    return f"CASE WHEN {hourly} THEN greatest({last_hour}, {part_start}) ELSE {part_start} END"
+
+
+def timestamp_sql(start: str, end: str, planned_at: str, after: str) -> str:
+    """`event_timestamp` as a SQL expression, in the same integer arithmetic."""
+    span = TIMESTAMP_SPAN // _MICROSECOND
+    seconds = f"CAST(floor(extract(epoch FROM {end} - {start})) AS bigint)"
+    elapsed = (
+        f"least(greatest(CAST(extract(epoch FROM {planned_at} - {end}) * 1000000 AS bigint), 0),"
+        f" {span})"
+    )
+    second = f"least(1, {seconds} - 1) + {elapsed} * greatest(0, {seconds} - 3) / {span}"
+    stamp = f"({start} + ({second}) * interval '1 second')"
+    return (
+        f"least(CASE WHEN {after} IS NOT NULL AND {stamp} <= {after} "
+        f"THEN {after} + interval '1 second' ELSE {stamp} END, {end} - interval '1 second')"
+    )

@@ -97,7 +97,7 @@ def new_row(
     )
 
 
-_COLUMNS = ", ".join(LedgerRow.__dataclass_fields__)
+COLUMNS = ", ".join(LedgerRow.__dataclass_fields__)
 
 
 def insert_rows(connection: Connection, rows: Iterable[LedgerRow]) -> None:
@@ -106,37 +106,6 @@ def insert_rows(connection: Connection, rows: Iterable[LedgerRow]) -> None:
     params = [asdict(row) for row in rows]
     if params:
         connection.execute(meter_ledger.insert(), params)
-
-
-def supersede_unsent(connection: Connection, meter: str, rows: Sequence[LedgerRow]) -> None:
-    """Retire older unsent revisions of the days `rows` re-plan with a whole value.
-
-    Sending one after its successor would make the stale value the newest by arrival.
-    """
-    if not rows:
-        return
-    connection.execute(
-        text(
-            """
-            UPDATE billing.meter_ledger l
-            SET status = :superseded, status_reason = :reason, updated_at = now()
-            FROM unnest(CAST(:customers AS text[]), CAST(:parts AS timestamptz[]),
-                        CAST(:revisions AS int[])) AS n(customer, part_start, revision)
-            WHERE l.meter = :meter AND l.stripe_customer_id = n.customer
-              AND l.part_start = n.part_start
-              AND l.revision < n.revision AND l.status = ANY(:unsent)
-            """
-        ),
-        {
-            "superseded": LedgerStatus.SUPERSEDED,
-            "reason": SUPERSEDED,
-            "meter": meter,
-            "customers": [row.stripe_customer_id for row in rows],
-            "parts": [row.part_start for row in rows],
-            "revisions": [row.revision for row in rows],
-            "unsent": list(UNSENT_STATUSES),
-        },
-    )
 
 
 def unsent_rows(
@@ -151,7 +120,7 @@ def unsent_rows(
         result = connection.execute(
             text(
                 f"""
-                SELECT {_COLUMNS}
+                SELECT {COLUMNS}
                 FROM billing.meter_ledger
                 WHERE status = ANY(:unsent) AND meter = ANY(:meters)
                   AND day >= :first_day AND day < :end_day

@@ -10,6 +10,10 @@ row of the (meter, customer, part), whatever its status, so no earlier row can b
 A part that has not started yet (the rest of today after a period end) is left for a later run:
 its stamp would lie in the future, which Stripe refuses.
 
+The revisions are computed and inserted by one statement in the database (identifiers and
+timestamps too, `identifiers.py`), so a plan holds no row per organization in Python and the
+meter's lock lasts one statement.
+
 - Raw `sum` meters (Stripe's `event_time_window` null) send differences.
 - Raw `last` meters and pre-aggregated meters (`event_time_window=day`) send the whole value;
   older unsent revisions of the day are superseded, never sent after their successor.
@@ -17,20 +21,28 @@ its stamp would lie in the future, which Stripe refuses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from billing_pipeline.db.statuses import COUNTED_STATUSES
+from billing_pipeline.db.statuses import COUNTED_STATUSES, UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.db.transactions import in_transaction
 from billing_pipeline.stripe_reporting.attribution import attribution_params, customer_parts_cte
-from billing_pipeline.stripe_reporting.identifiers import stamp_range
+from billing_pipeline.stripe_reporting.identifiers import (
+    identifier_sql,
+    stamp_start_sql,
+    timestamp_sql,
+)
 from billing_pipeline.stripe_reporting.ledger import (
+    COLUMNS,
+    OUTSIDE_WINDOW,
+    STRIPE_WINDOW,
+    SUPERSEDED,
     LedgerRow,
     insert_rows,
-    new_row,
-    supersede_unsent,
 )
 from billing_pipeline.stripe_reporting.ordering import reassert_rows
 from billing_pipeline.usage.meters import Meter
@@ -49,21 +61,7 @@ class MeterTarget:
         return self.window is not None or self.meter.aggregation == "last"
 
 
-@dataclass(frozen=True)
-class _CustomerPart:
-    customer: str
-    part_start: datetime
-    part_end: datetime
-    target: int
-    organization_ids: list[int]
-    has_usage: bool
-    last_revision: int
-    counted_sum: int
-    counted_target: int | None
-    last_timestamp: datetime | None
-
-
-_STATE_SQL = """
+_PLAN_SQL = """
 WITH {parts},
 ledger AS (
     SELECT stripe_customer_id AS customer, part_start,
@@ -94,17 +92,69 @@ states AS (
            coalesce(l.counted_sum, 0) AS counted_sum, l.counted_target, l.last_timestamp
     FROM customer_parts c
     FULL JOIN ledger l ON l.customer = c.customer AND l.part_start = c.part_start
+),
+needed AS (
+    SELECT s.*, s.last_revision + 1 AS revision,
+           CASE WHEN CAST(:whole_values AS boolean) THEN s.target
+                ELSE s.target - s.counted_sum END AS value,
+           {stamp_start} AS stamp_start
+    FROM states s
+    WHERE CASE WHEN CAST(:whole_values AS boolean) THEN
+              -- Nothing sent yet: a 0 is worth sending only for a gauge that has usage rows
+              -- (its sensors are all gone, so the period's last value must drop).
+              CASE WHEN counted_target IS NULL
+                   THEN target <> 0 OR (has_usage AND CAST(:gauge AS boolean))
+                   ELSE counted_target <> target END
+          ELSE target <> counted_sum END
+),
+stamped AS (
+    SELECT n.*, {timestamp} AS event_timestamp
+    FROM needed n
+    WHERE n.stamp_start <= :now
+      AND (CAST(:until AS timestamptz) IS NULL OR n.part_end <= CAST(:until AS timestamptz))
+),
+new_rows AS (
+    SELECT {identifier} AS identifier,
+           CAST(:meter AS text) AS meter, customer AS stripe_customer_id,
+           CAST(part_start AT TIME ZONE 'UTC' AS date) AS day, part_start, part_end, revision,
+           CAST(:event_name AS text) AS event_name, organization_ids,
+           CAST(:window AS text) AS aggregation_window, value, target AS target_value,
+           event_timestamp,
+           CASE WHEN event_timestamp < :oldest THEN :expired ELSE :pending END AS status,
+           CASE WHEN event_timestamp < :oldest THEN :outside_window END AS status_reason
+    FROM stamped
+),
+-- Whole-value meters: an older unsent revision sent after its successor would make the stale
+-- value the newest by arrival.
+superseded AS (
+    UPDATE billing.meter_ledger l
+    SET status = :superseded, status_reason = :superseded_reason, updated_at = now()
+    FROM new_rows n
+    WHERE CAST(:whole_values AS boolean) AND l.meter = n.meter
+      AND l.stripe_customer_id = n.stripe_customer_id AND l.part_start = n.part_start
+      AND l.revision < n.revision AND l.status = ANY(:unsent)
+),
+inserted AS (
+    INSERT INTO billing.meter_ledger ({columns})
+    SELECT {columns} FROM new_rows
+    RETURNING {returning}
 )
--- Only the parts that need a revision reach Python (the same rules as `_next_revision`), so
--- a run that re-plans Stripe's whole window holds what changed, not every organization.
-SELECT * FROM states
-WHERE CASE WHEN CAST(:whole_values AS boolean) THEN
-          CASE WHEN counted_target IS NULL
-               THEN target <> 0 OR (has_usage AND CAST(:gauge AS boolean))
-               ELSE counted_target <> target END
-      ELSE target <> counted_sum END
-ORDER BY customer, part_start
 """
+
+_COUNTS_SQL = "SELECT day, status, count(*) AS n FROM inserted GROUP BY day, status"
+_ROWS_SQL = "SELECT * FROM inserted ORDER BY stripe_customer_id, part_start"
+
+
+@dataclass
+class Plan:
+    """What a plan wrote: counts per (day, status), and the rows themselves when asked for."""
+
+    counts: Counter[tuple[date, str]] = field(default_factory=Counter)
+    rows: list[LedgerRow] = field(default_factory=list)
+
+    def add(self, rows: Sequence[LedgerRow]) -> None:
+        self.counts.update((row.day, row.status) for row in rows)
+        self.rows.extend(rows)
 
 
 def plan_window(
@@ -114,75 +164,62 @@ def plan_window(
     end_day: date,
     now: datetime | None = None,
     until: datetime | None = None,
-) -> list[LedgerRow]:
-    """Write the revisions that bring Stripe to the stored daily usage; return the new rows.
+    *,
+    keep_rows: bool = False,
+) -> Plan:
+    """Write the revisions that bring Stripe to the stored daily usage; count what was written.
 
-    Serialised per meter with a transaction-scoped advisory lock, so two plans of overlapping
-    days write one revision, not two: the second sees the first's rows and finds nothing left.
-    Given a connection, it plans inside the caller's transaction (the dry run rolls it back).
-    `until` (a period-close run) plans only the parts that end by then: the closing part of the
-    period goes out at once, the rest of its day is left to the daily run.
+    One statement computes and inserts the revisions in the database, so a plan's memory does
+    not grow with the number of organizations; `keep_rows` also returns the rows (the dry run
+    explains each one). Serialised per meter with a transaction-scoped advisory lock, held for
+    that statement only, so two plans of overlapping days write one revision, not two: the
+    second sees the first's rows and finds nothing left. Given a connection, it plans inside the
+    caller's transaction (the dry run rolls it back). `until` (a period-close run) plans only
+    the parts that end by then: the closing part of the period goes out at once, the rest of
+    its day is left to the daily run.
     """
     now = now or datetime.now(UTC)
     meter = target.meter
+    sql = _PLAN_SQL.format(
+        parts=customer_parts_cte(meter),
+        stamp_start=stamp_start_sql("s.part_start", "s.part_end", "CAST(:hour_windows AS boolean)"),
+        timestamp=timestamp_sql("n.stamp_start", "n.part_end", ":now", "n.last_timestamp"),
+        identifier=identifier_sql("customer", "part_start", "revision", "value"),
+        columns=COLUMNS,
+        returning=COLUMNS if keep_rows else "day, status",
+    )
+    plan = Plan()
     with in_transaction(engine) as connection:
         connection.execute(
             text("SELECT pg_advisory_xact_lock(hashtext('billing.plan'), hashtext(:meter))"),
             {"meter": meter.name},
         )
-        states = [
-            _CustomerPart(**row._mapping)
-            for row in connection.execute(
-                text(_STATE_SQL.format(parts=customer_parts_cte(meter))),
-                {
-                    **attribution_params(meter, target.window, first_day, end_day),
-                    "event_name": meter.event_name,
-                    "counted": list(COUNTED_STATUSES),
-                    "whole_values": target.sends_whole_values,
-                    "gauge": meter.aggregation == "last",
-                },
-            )
-        ]
-        planned = [
-            row
-            for state in states
-            if stamp_range(state.part_start, state.part_end, target.window)[0] <= now
-            and (until is None or state.part_end <= until)
-            and (row := _next_revision(target, state, now))
-        ]
-        if target.sends_whole_values:
-            supersede_unsent(connection, meter.name, planned)
-        insert_rows(connection, planned)
+        result = connection.execute(
+            text(sql + (_ROWS_SQL if keep_rows else _COUNTS_SQL)),
+            {
+                **attribution_params(meter, target.window, first_day, end_day),
+                "event_name": meter.event_name,
+                "window": target.window,
+                "counted": list(COUNTED_STATUSES),
+                "unsent": list(UNSENT_STATUSES),
+                "whole_values": target.sends_whole_values,
+                "gauge": meter.aggregation == "last",
+                "now": now,
+                "until": until,
+                "oldest": now - STRIPE_WINDOW,
+                "pending": LedgerStatus.PENDING,
+                "expired": LedgerStatus.EXPIRED,
+                "outside_window": OUTSIDE_WINDOW,
+                "superseded": LedgerStatus.SUPERSEDED,
+                "superseded_reason": SUPERSEDED,
+            },
+        )
+        if keep_rows:
+            plan.add([LedgerRow(**row._mapping) for row in result])
+        else:
+            plan.counts.update({(row.day, row.status): int(row.n) for row in result})
         if target.window is None and meter.aggregation == "last":
             reassert = reassert_rows(connection, meter, first_day, end_day, now)
             insert_rows(connection, reassert)
-            planned += reassert
-    return planned
-
-
-def _next_revision(target: MeterTarget, state: _CustomerPart, now: datetime) -> LedgerRow | None:
-    if target.sends_whole_values:
-        if state.counted_target is None:
-            # Nothing sent yet: a 0 is worth sending only for a gauge that has usage rows (its
-            # sensors are all gone, so the period's last value must drop).
-            if state.target == 0 and not (state.has_usage and target.meter.aggregation == "last"):
-                return None
-        elif state.counted_target == state.target:
-            return None
-        value = state.target
-    else:
-        value = state.target - state.counted_sum
-        if value == 0:
-            return None
-    return new_row(
-        target.meter,
-        target.window,
-        state.customer,
-        (state.part_start, state.part_end),
-        state.last_revision + 1,
-        value,
-        state.target,
-        state.organization_ids,
-        now,
-        state.last_timestamp,
-    )
+            plan.add(reassert)
+    return plan

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+from itertools import product
 
 from sqlalchemy import Engine, text
 
@@ -16,7 +17,10 @@ from billing_pipeline.stripe_reporting.identifiers import (
     MAX_IDENTIFIER_LENGTH,
     event_identifier,
     event_timestamp,
+    identifier_sql,
     stamp_range,
+    stamp_start_sql,
+    timestamp_sql,
 )
 from billing_pipeline.stripe_reporting.ledger import OUTSIDE_WINDOW, LedgerRow
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
@@ -44,7 +48,7 @@ def set_usage(engine: Engine, meter: Meter, day: date, organization_id: int, val
 
 
 def plan(engine: Engine, target: MeterTarget, now: datetime = NOW) -> list[LedgerRow]:
-    return plan_window(engine, target, D1 - timedelta(days=40), END, now=now)
+    return plan_window(engine, target, D1 - timedelta(days=40), END, now=now, keep_rows=True).rows
 
 
 def summary(rows: list[LedgerRow]) -> list[tuple[str, date, int, int, str]]:
@@ -118,6 +122,61 @@ def test_identifiers_name_the_value_and_stay_within_stripes_limit() -> None:
     assert same.startswith(f"bp-temperature_readings-cus_A-{D1:%Y%m%d}-r2-")
     assert part.startswith(f"bp-temperature_readings-cus_A-{D1:%Y%m%d}t140000-r2-")
     assert len(long) <= MAX_IDENTIFIER_LENGTH
+
+
+def test_the_database_computes_the_same_identifiers_and_timestamps_as_python(
+    engine: Engine,
+) -> None:
+    # Planning writes revisions in SQL; re-asserts and every reader build them in Python. Both
+    # must agree to the character and the second, or a rerun would send another identifier.
+    starts = [midnight(D1), midnight(D1) + timedelta(hours=14, minutes=37, seconds=5)]
+    starts.append(starts[1] + timedelta(microseconds=250_000))
+    start, end, stamp_start, planned_at, after = (
+        f"CAST(:{name} AS timestamptz)"
+        for name in ("start", "end", "stamp_start", "planned_at", "after")
+    )
+    query = text(
+        f"""
+        SELECT {identifier_sql("CAST(:customer AS text)", start, ":revision", ":value")} AS id,
+               {stamp_start_sql(start, end, "CAST(:hourly AS boolean)")} AS stamp_start,
+               {timestamp_sql(stamp_start, end, planned_at, after)} AS stamp
+        """
+    )
+    cases = list(
+        product(
+            [("m", "cus_A"), ("m" * 40, "cus_" + "x" * 90), ("m", "cus_ü")],
+            starts,
+            [(1, 7), (12345, -7)],
+            [None, "hour"],
+            [-1, 0.01, 1, 24 * 39, 24 * 50],  # planned this many hours after the part's end
+            [None, timedelta(seconds=5)],  # the previous revision's stamp, before the part's end
+        )
+    )
+    part_end = midnight(D2)
+    with engine.connect() as connection:
+        for (meter, customer), part_start, (revision, value), window, hours, gap in cases:
+            first, _ = stamp_range(part_start, part_end, window)
+            planned = part_end + timedelta(hours=hours)
+            previous = None if gap is None else part_end - gap
+            row = connection.execute(
+                query,
+                {
+                    "meter": meter,
+                    "event_name": meter,
+                    "customer": customer,
+                    "start": part_start,
+                    "end": part_end,
+                    "revision": revision,
+                    "value": value,
+                    "hourly": window == "hour",
+                    "stamp_start": first,
+                    "planned_at": planned,
+                    "after": previous,
+                },
+            ).one()
+            assert row.id == event_identifier(meter, meter, customer, part_start, revision, value)
+            assert row.stamp_start == first
+            assert row.stamp == event_timestamp(first, part_end, planned, previous)
 
 
 def test_timestamps_stay_inside_the_day_and_grow_with_planning_time() -> None:
