@@ -8,8 +8,7 @@ synchronous 400 of the v1 endpoint and the error-report code of the asynchronous
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
 from stripe_emulator.clock import parse_iso8601
@@ -41,9 +40,6 @@ class RejectedEventError(Exception):
 
 def _parse_value(raw: Any, param: str) -> int:
     """Whole numbers only (negative allowed), at most 15 digits, like Stripe since 2026-04."""
-    if type(raw) is str and len(raw) <= MAX_VALUE_DIGITS and raw.isascii() and raw.isdigit():
-        # The common case, plain digits that fit: the checks below would accept it as is.
-        return int(raw)
     text = str(raw).strip() if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
     if not _WHOLE_NUMBER.fullmatch(text):
         raise RejectedEventError(
@@ -65,31 +61,15 @@ def _parse_value(raw: Any, param: str) -> int:
     return int(text)
 
 
-@lru_cache(maxsize=4096)
-def _parse_v2_timestamp(text: str) -> int:
-    """A stream's events often share a timestamp; parsing is pure, so it is remembered."""
-    return parse_iso8601(text)
-
-
 def _event_timestamp(raw: Any, now: int, source: str) -> int:
     if raw is None or raw == "":
         return now
     try:
-        return _parse_v2_timestamp(str(raw)) if source == "v2" else int(str(raw))
+        return parse_iso8601(str(raw)) if source == "v2" else int(str(raw))
     except ValueError:
         raise RejectedEventError(
             "timestamp_invalid", invalid(f"Invalid timestamp: {raw}", param="timestamp")
         ) from None
-
-
-@dataclass
-class Batch:
-    """What stays fixed while one request's events are checked under the store lock: the
-    emulator clock's reading and the meters by event name (nothing can change them meanwhile),
-    looked up once per request instead of once per event."""
-
-    now: int
-    meters: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 class MeterEventRules:
@@ -101,30 +81,19 @@ class MeterEventRules:
         self._customers = customers
         self._clocks = clocks
 
-    def batch(self) -> Batch:
-        """Start a request's checks; the caller holds the store lock until the last event."""
-        return Batch(self._store.clock.now())
-
-    def ingest(
-        self, params: dict[str, Any], *, timestamp: Any, source: str, batch: Batch | None = None
-    ) -> MeterEvent:
+    def ingest(self, params: dict[str, Any], *, timestamp: Any, source: str) -> MeterEvent:
         """Check every rule, in the order Stripe reports them, then store the event.
 
         The caller holds the store lock, so the identifier check and the insert are one step.
         The timestamp window and the arrival time are the customer's time (its test clock if
-        it has one); identifiers expire on the emulator clock. A stream request passes one
-        `batch` for all its events.
+        it has one); identifiers expire on the emulator clock.
         """
         store = self._store
-        batch = batch or self.batch()
-        now = batch.now
+        now = store.clock.now()
         event_name = params.get("event_name")
         if not event_name:
             raise RejectedEventError("no_meter", missing_param("event_name"))
-        name = str(event_name)
-        if name not in batch.meters:
-            batch.meters[name] = self._meters.for_event_name(name)
-        meter = batch.meters[name]
+        meter = self._meters.for_event_name(str(event_name))
         if meter is None or meter["status"] != "active":
             code = "no_meter" if meter is None else "archived_meter"
             raise RejectedEventError(

@@ -73,12 +73,9 @@ class MeterEventStream:
             if not item.get("event_name"):
                 raise missing_param(f"events[{index}].event_name")
         with self._store.lock:
-            batch = self._rules.batch()
             for item in events:
                 try:
-                    self._rules.ingest(
-                        item, timestamp=item.get("timestamp"), source="v2", batch=batch
-                    )
+                    self._rules.ingest(item, timestamp=item.get("timestamp"), source="v2")
                 except RejectedEventError as rejection:
                     if rejection.code != "duplicate_identifier":
                         self._reports.report(rejection, item, request_id, source="v2")
