@@ -45,7 +45,7 @@ from urllib.parse import urlencode, urlsplit
 import stripe
 
 from bench.common import Stats, record, table
-from bench.emulator import API_KEY, control, emulator_process, sdk_client
+from bench.emulator import API_KEY, Server, control, cpu_seconds, emulator_process, sdk_client
 from stripe_emulator.clock import iso8601
 
 V1_CONNECTIONS = 16
@@ -267,15 +267,18 @@ def profile_v2(requests: int) -> str:
 def profile_v2_http(seconds: float) -> str:
     """The v2 path over HTTP through the emulator's own werkzeug server, in this process: each
     connection's handler thread runs under its own cProfile (cProfile sees only the thread it
-    is enabled in), and the profiles are added up. The load threads share this interpreter, so
-    the rate is below the separate-process ceiling; the shares are the emulator's."""
+    is enabled in), timed by the thread's CPU clock, and the profiles are added up. The load
+    threads share this interpreter, so the rate is below the separate-process ceiling; the
+    shares are the emulator's."""
     from stripe_emulator import server
 
     profiles: list[cProfile.Profile] = []
 
     class ProfiledHandler(server._QuietHandler):
         def handle(self) -> None:
-            profiler = cProfile.Profile()
+            # The thread's own CPU time, so time spent waiting for the interpreter lock (the
+            # load threads run here too) is not counted.
+            profiler = cProfile.Profile(time.thread_time)
             profiler.enable()
             try:
                 super().handle()
@@ -315,16 +318,32 @@ def baseline_copy(ref: str) -> Iterator[str]:
         yield folder
 
 
-def measure(repeats: int, seconds: float, baseline: str | None, log: Any) -> dict[str, Any]:
-    """Each repeat: v1 then v2 on the current emulator, then the same on the baseline's."""
-    names = ["current", *(["baseline"] if baseline else [])]
+def measure(
+    repeats: int,
+    seconds: float,
+    server: Server,
+    baseline: str | None,
+    baseline_server: Server | None,
+    log: Any,
+) -> dict[str, Any]:
+    """Each repeat: v1 then v2 on the current emulator, then the same on the baseline's.
+
+    The baseline is `stripe_emulator/` at `baseline` (a commit), or this commit's, served by
+    `baseline_server` (the server one); without either, there is none.
+    """
+    has_baseline = baseline is not None or baseline_server is not None
+    names = ["current", *(["baseline"] if has_baseline else [])]
     results: dict[str, Any] = {name: {"v1": [], "v2": []} for name in names}
+    results["server"] = server
     results["baseline_ref"] = baseline
+    results["baseline_server"] = baseline_server or server
     with ExitStack() as stack:
-        urls = {"current": stack.enter_context(emulator_process())}
-        if baseline:
-            folder = stack.enter_context(baseline_copy(baseline))
-            urls["baseline"] = stack.enter_context(emulator_process(folder))
+        urls = {"current": stack.enter_context(emulator_process(server=server))}
+        if has_baseline:
+            folder = stack.enter_context(baseline_copy(baseline)) if baseline else None
+            urls["baseline"] = stack.enter_context(
+                emulator_process(folder, server=baseline_server or server)
+            )
         customers = {}
         for name, url in urls.items():
             control(url).set_faults(latency_ms=0)
@@ -333,9 +352,13 @@ def measure(repeats: int, seconds: float, baseline: str | None, log: Any) -> dic
         for repeat in range(repeats):
             for name, url in urls.items():
                 for path, run in (("v1", run_v1), ("v2", run_v2)):
+                    cpu = cpu_seconds(url)
                     sample = run(url, customers[name], seconds, str(repeat))
-                    rate = sample["events"] / sample["seconds"]
-                    log(f"repeat {repeat}: {name} {path} {rate:.0f} events/s {sample['statuses']}")
+                    sample["emulator_cpu"] = cpu_seconds(url) - cpu
+                    log(
+                        f"repeat {repeat}: {name} {path} {_rate(sample):.0f} events/s, emulator "
+                        f"CPU {_cpu_us(sample):.0f} us an event {sample['statuses']}"
+                    )
                     results[name][path].append(sample)
         for name, url in urls.items():
             held = len(control(url).meter_events())
@@ -348,26 +371,43 @@ def _rate(sample: dict[str, Any], per_request: int = 1) -> float:
     return float(sample["events"]) / per_request / float(sample["seconds"])
 
 
+def _cpu_us(sample: dict[str, Any]) -> float:
+    """The emulator's CPU microseconds per event answered: less sensitive than events/s to
+    what else runs on the shared cores."""
+    return float(sample["emulator_cpu"]) * 1e6 / max(1, int(sample["events"]))
+
+
 def _ratio(top: list[dict[str, Any]], bottom: list[dict[str, Any]]) -> Stats:
     return Stats.of([_rate(a) / _rate(b) for a, b in zip(top, bottom, strict=True)])
 
 
+def _cpu_ratio(top: list[dict[str, Any]], bottom: list[dict[str, Any]]) -> Stats:
+    return Stats.of([_cpu_us(a) / _cpu_us(b) for a, b in zip(top, bottom, strict=True)])
+
+
+def _label(results: dict[str, Any], name: str) -> str:
+    if name == "current":
+        return f"this commit, {results['server']}"
+    ref = results.get("baseline_ref")
+    return f"{f'baseline `{ref}`' if ref else 'this commit'}, {results['baseline_server']}"
+
+
 def section(results: dict[str, Any], repeats: int, seconds: float) -> str:
-    baseline = results.get("baseline_ref")
+    names = [n for n in ("current", "baseline") if n in results]
     rows = []
-    for name in ("current", "baseline") if baseline else ("current",):
-        label = "this commit" if name == "current" else f"baseline `{baseline}`"
+    for name in names:
         for path, flight, per in (("v1", V1_CONNECTIONS, 1), ("v2", V2_IN_FLIGHT, V2_BATCH)):
             samples = results[name][path]
             rows.append(
                 (
-                    label,
+                    _label(results, name),
                     "v1 `/v1/billing/meter_events`"
                     if path == "v1"
                     else f"v2 `/v2/billing/meter_event_stream`, {V2_BATCH} a request",
                     flight,
                     Stats.of([_rate(r) for r in samples]).show("{:.0f}"),
                     Stats.of([_rate(r, per) for r in samples]).show("{:.0f}"),
+                    Stats.of([_cpu_us(r) for r in samples]).show("{:.0f}"),
                 )
             )
     current = results["current"]
@@ -377,24 +417,32 @@ def section(results: dict[str, Any], repeats: int, seconds: float) -> str:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {os.cpu_count()} CPUs shared with other "
         "sessions. "
         f"`python -m bench.emulator_ceiling` — {repeats} repeats of {seconds:.0f} s per path and "
-        "emulator, alternating, pre-built bodies over keep-alive `http.client` connections "
-        "(no SDK, no database), each emulator in its own process, no latency, no limit; "
-        "median (min-max). Ratios are taken within each repeat.",
+        "emulator, alternating, pre-built bodies over `http.client` connections (kept alive "
+        "where the server allows: gunicorn does, werkzeug closes each one), no SDK, no "
+        "database, each emulator in its own process, no latency, no limit; median (min-max). "
+        "Emulator CPU: its process's (and gunicorn worker's) CPU time per event answered. "
+        "Ratios are taken within each repeat.",
         "",
-        table(("emulator", "path", "in flight", "events/s", "requests/s"), rows),
+        table(
+            ("emulator", "path", "in flight", "events/s", "requests/s", "emulator CPU us/event"),
+            rows,
+        ),
         "",
         "This commit, v2 / v1 events per second: "
         f"{_ratio(current['v2'], current['v1']).show('{:.1f}')}x.",
     ]
-    if baseline:
+    if "baseline" in results:
+        other = results["baseline"]
         lines.append(
-            f"This commit / baseline `{baseline}`: v2 "
-            f"{_ratio(current['v2'], results['baseline']['v2']).show()}x, v1 "
-            f"{_ratio(current['v1'], results['baseline']['v1']).show()}x."
+            f"{_label(results, 'current')} / {_label(results, 'baseline')}: events/s v2 "
+            f"{_ratio(current['v2'], other['v2']).show()}x, v1 "
+            f"{_ratio(current['v1'], other['v1']).show()}x; emulator CPU per event v2 "
+            f"{_cpu_ratio(current['v2'], other['v2']).show()}x, v1 "
+            f"{_cpu_ratio(current['v1'], other['v1']).show()}x."
         )
-    for name in ("current", "baseline") if baseline else ("current",):
+    for name in names:
         lines.append(
-            f"Events the {name} emulator holds: {results[name]['held']:,} of "
+            f"Events the emulator ({_label(results, name)}) holds: {results[name]['held']:,} of "
             f"{results[name]['answered']:,} answered 200."
         )
     return "\n".join(lines)
@@ -410,7 +458,15 @@ def main() -> None:
         "--profile-http", action="store_true", help="cProfile the v2 path over the HTTP server"
     )
     parser.add_argument(
+        "--server", choices=["werkzeug", "gunicorn"], default="gunicorn", help="the emulator's"
+    )
+    parser.add_argument(
         "--baseline-ref", help="also measure stripe_emulator/ as it was at this git commit"
+    )
+    parser.add_argument(
+        "--baseline-server",
+        choices=["werkzeug", "gunicorn"],
+        help="serve the baseline (this commit's code without --baseline-ref) by this server",
     )
     args = parser.parse_args()
     if args.profile:
@@ -420,7 +476,7 @@ def main() -> None:
         print(profile_v2_http(2.0 if args.quick else args.seconds))
         return
     repeats, seconds = (1, 2.0) if args.quick else (args.repeats, args.seconds)
-    results = measure(repeats, seconds, args.baseline_ref, print)
+    results = measure(repeats, seconds, args.server, args.baseline_ref, args.baseline_server, print)
     record("emulator_ceiling", results, section(results, repeats, seconds), quick=args.quick)
 
 

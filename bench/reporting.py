@@ -3,6 +3,7 @@
     python -m bench.reporting [--quick] [--repeats 3] [--seconds 5]
         [--v1-organizations 5000] [--v2-organizations 50000]
         [--v1-concurrency 32] [--v2-concurrency 8] [--baseline-sample 200] [--no-profile]
+        [--server gunicorn|werkzeug]
 
 One emulator process (its own, so it does not share this interpreter's lock), two seeded
 databases (one per API, so each API's day has its own size), x 2 meters per organization.
@@ -54,7 +55,14 @@ from bench.common import (
     scratch_database,
     table,
 )
-from bench.emulator import API_KEY, control, cpu_seconds, emulator_process, sdk_client
+from bench.emulator import (
+    API_KEY,
+    Server,
+    control,
+    cpu_seconds,
+    emulator_process,
+    sdk_client,
+)
 from bench.sampler import StackSampler
 from bench.sender_profile import CallTimers, explain_batch
 from billing_pipeline.db.engine import make_engine
@@ -367,6 +375,7 @@ def measure(
     seconds: float,
     sample: int,
     profile: bool,
+    emulator_server: Server,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     results: dict[str, Any] = {
@@ -375,7 +384,11 @@ def measure(
         "simple": [],
         "profiles": {},
     }
-    with postgres_server() as server, emulator_process() as api_url, ExitStack() as stack:
+    with (
+        postgres_server() as server,
+        emulator_process(server=emulator_server) as api_url,
+        ExitStack() as stack,
+    ):
         results["facts"] = machine_facts(server)
         setups: dict[MeterEventApi, Setup] = {}
         for api in APIS:
@@ -602,6 +615,12 @@ def main() -> None:
     parser.add_argument("--v2-concurrency", type=int, default=8)
     parser.add_argument("--baseline-sample", type=int, default=200)
     parser.add_argument("--no-profile", action="store_true", help="skip the sampled runs")
+    parser.add_argument(
+        "--server",
+        choices=["werkzeug", "gunicorn"],
+        default="gunicorn",
+        help="the emulator's HTTP server (see bench/emulator_gunicorn.py)",
+    )
     args = parser.parse_args()
     sizes: dict[MeterEventApi, int] = (
         {"v1": 300, "v2": 2_000}
@@ -618,9 +637,11 @@ def main() -> None:
         seconds,
         sample,
         not args.no_profile,
+        args.server,
         lambda m: print(m, flush=True),
     )
     summary = {
+        "server": args.server,
         "organizations": sizes,
         "concurrency": concurrency,
         "repeats": repeats,
