@@ -33,6 +33,7 @@ sender's threads spend their wall time.
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -548,8 +549,8 @@ def _section(results: dict[str, Any], args: dict[str, Any]) -> str:
         "",
         f"Machine: {facts_lines(results['facts'])}",
         "",
-        f"`python -m bench.reporting` — {args['repeats']} repeats; one emulator process (no "
-        f"latency, no limit), candidates in an order rotating each repeat; ceilings run "
+        f"`python -m bench.reporting` — {args['repeats']} repeats; one emulator process "
+        f"({args.get('server', 'werkzeug')}; no latency, no limit), candidates in an order rotating each repeat; ceilings run "
         f"{args['seconds']:.0f} s each; each project run reports a fresh day (new identifiers) "
         "and includes planning (`plan_window` for both meters), `unsent_rows` and `send_rows`; "
         "median (min-max); ratios taken within each repeat. Cores: CPU seconds per wall second "
@@ -595,8 +596,46 @@ def _section(results: dict[str, Any], args: dict[str, Any]) -> str:
         f"{simple_seconds.show('{:.0f}')} s for the v1 day "
         f"({simple_seconds.median / v1_seconds.median:.0f}x the project's v1), "
         f"lost {sum(s['lost'] for s in simple)} of {sum(s['sample'] for s in simple)}.",
+        *_profiles(results),
     ]
     return "\n".join(lines)
+
+
+def _plan_text(plan: str) -> str:
+    """A plan without the statement's 100 identifiers spelled out in it."""
+    return re.sub(r"'\{[^}]*\}'", "'{...}'", plan)
+
+
+def _profiles(results: dict[str, Any]) -> list[str]:
+    """Where the sender's threads spend a clean run's wall time, per API, and the plans."""
+    lines: list[str] = []
+    for api, profiled in results.get("profiles", {}).items():
+        run = profiled["run"]
+        lines += [
+            "",
+            f"Sender profile, project {api} (one more clean run: {run['events']:,} events, "
+            f"{run['events_per_second']:,.0f} events/s end to end, planning "
+            f"{run['plan_seconds']:.1f} s; the sampler and timers cost it a little). Wall time "
+            "of the sender's worker threads by call (`bench.sender_profile.CallTimers`):",
+            "",
+            table(["work", "calls", "mean ms", "share of sender threads"], profiled["timers"]),
+            "",
+            "Stack samples of the sender's threads (`bench.sampler`), innermost frames:",
+            "",
+            "```",
+            *profiled["sampler"].split("\n")[3:15],
+            "```",
+            "",
+            f"One claim and one outcome write of {profiled['plans']['rows']} fresh rows under "
+            "`EXPLAIN (ANALYZE, BUFFERS, WAL)`:",
+            "",
+            "```",
+            _plan_text(profiled["plans"]["claim"]),
+            "",
+            _plan_text(profiled["plans"]["write"]),
+            "```",
+        ]
+    return lines
 
 
 def render(data: dict[str, Any]) -> str:
