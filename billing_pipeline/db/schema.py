@@ -206,9 +206,12 @@ meter_ledger = Table(
         name="uq_meter_ledger_revision",
     ),
     Index("ix_meter_ledger_day_meter", "day", "meter"),
+    # What senders read, in the order they send it, one chunk of customers at a time.
     Index(
         "ix_meter_ledger_unsent",
-        "status",
+        "stripe_customer_id",
+        "part_start",
+        "revision",
         postgresql_where=text("status IN ('pending', 'failed')"),
     ),
 )

@@ -17,14 +17,14 @@ from billing_pipeline.stripe_reporting.leases import revoke_leases
 from billing_pipeline.stripe_reporting.ledger import (
     STRIPE_WINDOW,
     status_counts_by_day,
-    unsent_rows,
+    unsent_chunks,
 )
 from billing_pipeline.stripe_reporting.locking import ReportingLockTimeoutError, reporting_lock
 from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError, verify_meters
 from billing_pipeline.stripe_reporting.period_close import PERIOD_CLOSE_TAG
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
-from billing_pipeline.stripe_reporting.reconciliation import ledger_views, source_targets
-from billing_pipeline.stripe_reporting.sender import SendReport, send_rows
+from billing_pipeline.stripe_reporting.reconciliation import day_totals
+from billing_pipeline.stripe_reporting.sender import SendReport, send_chunks
 from billing_pipeline.usage.assets import usage_asset_key
 from billing_pipeline.usage.meters import METERS, Meter
 
@@ -143,13 +143,12 @@ def _report(
         f"planned {planned_counts.total()} ledger rows for {plan_first}..{plan_end}: "
         f"{dict(planned_counts)}; in doubt: {newly_in_doubt} new, settled {settled}"
     )
-    rows = unsent_rows(engine, [t.meter.name for t in targets], plan_first, plan_end)
     if revoked := revoke_leases(engine):
         context.log.warning(f"freed {revoked} ledger rows leased by a reporting run that died")
-    report = send_rows(
+    report = send_chunks(
         engine,
         client,
-        rows,
+        unsent_chunks(engine, [t.meter.name for t in targets], plan_first, plan_end),
         concurrency=settings.concurrency,
         differences=differences,
         api=settings.meter_event_api,
@@ -188,19 +187,8 @@ def _metadata_by_day(
     report: SendReport,
 ) -> dict[date, dict[str, Any]]:
     """Each day's figures: what this run planned and sent for it, and where its ledger stands."""
-    meters = [t.meter for t in targets]
     windows = {t.meter.name: t.window for t in targets}
-    source: Counter[tuple[str, date]] = Counter()
-    for (name, _, day), (value, _) in source_targets(
-        engine, meters, windows, first_day, end_day
-    ).items():
-        source[(name, day)] += value
-    held: Counter[tuple[str, date]] = Counter()
-    settled_before = datetime.now(UTC) + timedelta(seconds=1)
-    for (name, _, day), view in ledger_views(
-        engine, meters, windows, first_day, end_day, settled_before
-    ).items():
-        held[(name, day)] += view.held
+    totals = day_totals(engine, [t.meter for t in targets], windows, first_day, end_day)
     statuses = status_counts_by_day(engine, first_day, end_day)
     by_day: dict[date, dict[str, Any]] = {}
     day = first_day
@@ -220,8 +208,9 @@ def _metadata_by_day(
             metadata[f"stripe_meter_window/{name}"] = target.window or "raw"
             # What the source bills for the day, and what the ledger says Stripe holds: the
             # reconciliation check compares the first with Stripe's own summaries.
-            metadata[f"source_total/{name}"] = source[(name, day)]
-            metadata[f"ledger_total/{name}"] = held[(name, day)]
+            source, held = totals.get((name, day), (0, 0))
+            metadata[f"source_total/{name}"] = source
+            metadata[f"ledger_total/{name}"] = held
         by_day[day] = metadata
         day += timedelta(days=1)
     return by_day

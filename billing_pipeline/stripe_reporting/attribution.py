@@ -43,6 +43,15 @@ SHORT_PART = (
 )
 
 
+# A customer's value over several parts (of a day, or of a billing period), as Stripe
+# aggregates its events: `sum` adds the parts, `last` keeps the latest part's value. Over
+# `customer_parts` rows; `:last` says which.
+CUSTOMER_VALUE_SQL = (
+    "CAST(CASE WHEN :last THEN (array_agg(target ORDER BY part_start DESC))[1] "
+    "ELSE sum(target) END AS bigint)"
+)
+
+
 def splits_days(meter: Meter, window: str | None) -> bool:
     """Whether the Stripe meter can bill the parts of a day apart.
 

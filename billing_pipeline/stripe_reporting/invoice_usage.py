@@ -15,31 +15,64 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, text
 
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.attribution import attribution_params, customer_parts_cte
+from billing_pipeline.stripe_reporting.attribution import (
+    CUSTOMER_VALUE_SQL,
+    attribution_params,
+    customer_parts_cte,
+)
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, planned_windows
 from billing_pipeline.usage.meters import Meter
 
-_FINALIZED_SQL = """
-SELECT id, stripe_customer_id, finalized_at, lines FROM billing.invoices
-WHERE finalized_at IS NOT NULL AND finalized_at >= :since AND stripe_customer_id IS NOT NULL
-ORDER BY finalized_at, id
+# The finalized lines inside Stripe's window that bill one of the meter's prices.
+_LINES_SQL = """
+SELECT i.id AS invoice, e.n AS line, i.stripe_customer_id AS customer, i.finalized_at,
+       to_timestamp(CAST(e.l ->> 'start' AS bigint)) AS period_start,
+       to_timestamp(CAST(e.l ->> 'end' AS bigint)) AS period_end,
+       coalesce(CAST(e.l ->> 'quantity' AS bigint), 0) AS invoiced
+FROM billing.invoices i CROSS JOIN LATERAL jsonb_array_elements(i.lines) WITH ORDINALITY AS e (l, n)
+WHERE i.finalized_at IS NOT NULL AND i.finalized_at >= :since AND i.stripe_customer_id IS NOT NULL
+  AND e.l ->> 'price' = ANY(:prices) AND e.l ->> 'start' IS NOT NULL AND e.l ->> 'end' IS NOT NULL
 """
 
-_PERIOD_SOURCE_SQL = """
-WITH {parts}
-SELECT CASE WHEN :last THEN (array_agg(target ORDER BY part_start DESC))[1]
-            ELSE sum(target) END::bigint AS source
-FROM customer_parts
-WHERE customer = :customer AND part_start >= :start AND part_start < :end
+_PRICES_SQL = """
+SELECT DISTINCT e.l ->> 'price' AS price
+FROM billing.invoices i CROSS JOIN LATERAL jsonb_array_elements(i.lines) AS e (l)
+WHERE i.finalized_at IS NOT NULL AND i.finalized_at >= :since AND e.l ->> 'price' IS NOT NULL
 """
 
-_SENT_AFTER_SQL = """
-SELECT coalesce(sum(value), 0)::bigint AS value, count(*) AS rows FROM billing.meter_ledger
-WHERE meter = :meter AND stripe_customer_id = :customer AND status = 'sent'
-  AND event_timestamp >= :start AND event_timestamp < :end AND sent_at > :finalized
+_SPAN_SQL = (
+    f"SELECT min(period_start) AS first, max(period_end) AS last FROM ({_LINES_SQL}) AS lines"
+)
+
+# Every line against the attributed source of its customer and period, and the ledger rows of
+# that period sent after the invoice was finalized: one statement per meter, whatever the
+# number of invoices.
+_GAPS_SQL = f"""
+WITH {{parts}},
+lines AS ({_LINES_SQL}),
+sources AS (
+    SELECT l.invoice, l.line, coalesce({CUSTOMER_VALUE_SQL}, 0) AS source
+    FROM lines l
+    LEFT JOIN customer_parts c ON c.customer = l.customer
+        AND c.part_start >= l.period_start AND c.part_start < l.period_end
+    GROUP BY l.invoice, l.line
+),
+late AS (
+    SELECT l.invoice, l.line, count(*) AS rows
+    FROM lines l
+    JOIN billing.meter_ledger m ON m.meter = :meter AND m.stripe_customer_id = l.customer
+        AND m.status = 'sent' AND m.event_timestamp >= l.period_start
+        AND m.event_timestamp < l.period_end AND m.sent_at > l.finalized_at
+    GROUP BY l.invoice, l.line
+)
+SELECT l.*, s.source, coalesce(late.rows, 0) AS rows_sent_after_finalization
+FROM lines l
+JOIN sources s ON s.invoice = l.invoice AND s.line = l.line
+LEFT JOIN late ON late.invoice = l.invoice AND late.line = l.line
+ORDER BY l.finalized_at, l.invoice, l.line
 """
 
 
@@ -67,75 +100,46 @@ def invoice_gaps(
 ) -> tuple[int, list[InvoiceGap]]:
     """(lines compared, gaps) over invoices finalized inside Stripe's window."""
     now = now or datetime.now(UTC)
+    since = now - STRIPE_WINDOW
     remote = {m.id: m.event_name for m in stripe.list_meters()}
     by_event = {m.event_name: m for m in meters}
-    meter_of_price: dict[str, Meter | None] = {}
     compared, gaps = 0, []
     with engine.connect() as connection:
         windows = planned_windows(connection)
-        invoices = connection.execute(text(_FINALIZED_SQL), {"since": now - STRIPE_WINDOW}).all()
-        for invoice in invoices:
-            for line in invoice.lines:
-                price = line.get("price")
-                if not price or line.get("start") is None or line.get("end") is None:
-                    continue
-                if price not in meter_of_price:
-                    meter_id = stripe.price_meter(price)
-                    meter_of_price[price] = by_event.get(remote.get(meter_id or "", ""))
-                meter = meter_of_price[price]
-                if meter is None:
-                    continue
-                compared += 1
-                gap = _line_gap(
-                    connection,
-                    meter,
-                    windows.get(meter.name),
-                    (invoice.id, invoice.stripe_customer_id, invoice.finalized_at),
-                    line,
+        meter_of_price = {
+            price: by_event.get(remote.get(stripe.price_meter(price) or "", ""))
+            for price in connection.execute(text(_PRICES_SQL), {"since": since}).scalars()
+        }
+        for meter in meters:
+            prices = [price for price, m in meter_of_price.items() if m is meter]
+            if not prices:
+                continue
+            lines = {"since": since, "prices": prices}
+            span = connection.execute(text(_SPAN_SQL), lines).one()
+            if span.first is None:
+                continue
+            first_day, end_day = span.first.date(), span.last.date() + timedelta(days=1)
+            rows = connection.execute(
+                text(_GAPS_SQL.format(parts=customer_parts_cte(meter))),
+                {
+                    **attribution_params(meter, windows.get(meter.name), first_day, end_day),
+                    **lines,
+                    "last": meter.aggregation == "last",
+                },
+            ).all()
+            compared += len(rows)
+            gaps += [
+                InvoiceGap(
+                    invoice=row.invoice,
+                    customer=row.customer,
+                    meter=meter.name,
+                    period_start=row.period_start,
+                    period_end=row.period_end,
+                    invoiced=int(row.invoiced),
+                    source=int(row.source),
+                    rows_sent_after_finalization=int(row.rows_sent_after_finalization),
                 )
-                if gap.units:
-                    gaps.append(gap)
+                for row in rows
+                if int(row.source) != int(row.invoiced)
+            ]
     return compared, gaps
-
-
-def _line_gap(
-    connection: Connection,
-    meter: Meter,
-    window: str | None,
-    invoice: tuple[str, str, datetime],
-    line: dict[str, int],
-) -> InvoiceGap:
-    invoice_id, customer, finalized_at = invoice
-    start = datetime.fromtimestamp(line["start"], tz=UTC)
-    end = datetime.fromtimestamp(line["end"], tz=UTC)
-    params = attribution_params(meter, window, start.date(), end.date() + timedelta(days=1))
-    source = connection.execute(
-        text(_PERIOD_SOURCE_SQL.format(parts=customer_parts_cte(meter))),
-        {
-            **params,
-            "last": meter.aggregation == "last",
-            "customer": customer,
-            "start": start,
-            "end": end,
-        },
-    ).scalar_one()
-    late = connection.execute(
-        text(_SENT_AFTER_SQL),
-        {
-            "meter": meter.name,
-            "customer": customer,
-            "start": start,
-            "end": end,
-            "finalized": finalized_at,
-        },
-    ).one()
-    return InvoiceGap(
-        invoice=invoice_id,
-        customer=customer,
-        meter=meter.name,
-        period_start=start,
-        period_end=end,
-        invoiced=int(line.get("quantity") or 0),
-        source=int(source or 0),
-        rows_sent_after_finalization=int(late.rows),
-    )

@@ -21,12 +21,17 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.attribution import attribution_params, customer_parts_cte
+from billing_pipeline.stripe_reporting.attribution import (
+    CUSTOMER_VALUE_SQL,
+    attribution_params,
+    customer_parts_cte,
+)
 from billing_pipeline.stripe_reporting.identifiers import day_start
 from billing_pipeline.stripe_reporting.reconciliation_coverage import Coverage, select_customers
 from billing_pipeline.usage.meters import Meter
@@ -78,16 +83,23 @@ class Reconciliation:
         return not self.drifts and not self.missing_meters
 
 
-# A customer's day from its parts, as Stripe's daily summary aggregates it: `sum` adds the
-# parts, `last` is the latest part's value.
-_CUSTOMER_DAYS_SQL = """
-WITH {parts}
-SELECT customer, day,
-       CASE WHEN :last THEN (array_agg(target ORDER BY part_start DESC))[1]
-            ELSE sum(target) END::bigint AS target,
-       array_agg(DISTINCT organization_id ORDER BY organization_id) AS organization_ids
-FROM customer_parts CROSS JOIN LATERAL unnest(organization_ids) AS o (organization_id)
-GROUP BY customer, day
+# A customer's day from its parts, as Stripe's daily summary aggregates it, and the union of
+# the parts' organizations (apart: unnesting them beside the values would count a part once
+# per organization).
+_CUSTOMER_DAYS_SQL = f"""
+WITH {{parts}},
+day_values AS (
+    SELECT customer, day, {CUSTOMER_VALUE_SQL} AS target
+    FROM customer_parts GROUP BY customer, day
+),
+day_organizations AS (
+    SELECT customer, day, array_agg(DISTINCT organization_id ORDER BY organization_id)
+               AS organization_ids
+    FROM customer_parts CROSS JOIN LATERAL unnest(organization_ids) AS o (organization_id)
+    GROUP BY customer, day
+)
+SELECT v.customer, v.day, v.target, o.organization_ids
+FROM day_values v JOIN day_organizations o ON o.customer = v.customer AND o.day = v.day
 """
 
 
@@ -119,7 +131,7 @@ def source_targets(
 
 
 # Per part first (a whole-value revision replaces only its own part), then per day: `sum`
-# meters add the parts, `last` meters hold the latest part's value.
+# meters add the parts (raw ones their sent differences), `last` meters hold the latest part's.
 _LEDGER_SQL = """
 WITH parts AS (
     SELECT meter, stripe_customer_id AS customer, day, part_start,
@@ -133,18 +145,38 @@ WITH parts AS (
     GROUP BY meter, stripe_customer_id, day, part_start
 )
 SELECT meter, customer, day,
-       (SELECT n.organization_ids FROM billing.meter_ledger n
-        WHERE n.meter = p.meter AND n.stripe_customer_id = p.customer AND n.day = p.day
-        ORDER BY n.part_start DESC, n.revision DESC LIMIT 1) AS organizations,
-       sum(sent_sum) AS sent_sum,
-       sum(coalesce(newest_sent_target, 0)) AS newest_sent_target,
-       (array_agg(coalesce(newest_sent_target, 0) ORDER BY part_start DESC))[1]
-           AS latest_part_target,
+       {organizations}
+       CAST(CASE WHEN meter = ANY(:last_meters)
+                 THEN (array_agg(coalesce(newest_sent_target, 0) ORDER BY part_start DESC))[1]
+                 WHEN meter = ANY(:whole_meters) THEN sum(coalesce(newest_sent_target, 0))
+                 ELSE sum(sent_sum) END AS bigint) AS held,
        bool_or(settling) AS settling,
        max(last_change) AS last_change
 FROM parts p
 GROUP BY meter, customer, day
 """
+_ORGANIZATIONS_SQL = """(SELECT n.organization_ids FROM billing.meter_ledger n
+        WHERE n.meter = p.meter AND n.stripe_customer_id = p.customer AND n.day = p.day
+        ORDER BY n.part_start DESC, n.revision DESC LIMIT 1) AS organizations,"""
+
+
+def _ledger_params(
+    meters: Sequence[Meter],
+    windows: dict[str, str | None],
+    first_day: date,
+    end_day: date,
+    settled_before: datetime,
+) -> dict[str, Any]:
+    return {
+        "sent": LedgerStatus.SENT,
+        "unsettled": [*UNSENT_STATUSES, LedgerStatus.IN_DOUBT],
+        "meters": [m.name for m in meters],
+        "last_meters": [m.name for m in meters if m.aggregation == "last"],
+        "whole_meters": [m.name for m in meters if windows.get(m.name) is not None],
+        "first_day": first_day,
+        "end_day": end_day,
+        "settled_before": settled_before,
+    }
 
 
 def ledger_views(
@@ -156,35 +188,60 @@ def ledger_views(
     settled_before: datetime,
 ) -> dict[Key, LedgerView]:
     """What the ledger says Stripe holds; `windows` is each meter's Stripe `event_time_window`."""
-    whole = {m.name for m in meters if windows.get(m.name) is not None or m.aggregation == "last"}
-    last = {m.name for m in meters if m.aggregation == "last"}
     with engine.connect() as connection:
         rows = connection.execute(
-            text(_LEDGER_SQL),
-            {
-                "sent": LedgerStatus.SENT,
-                "unsettled": [*UNSENT_STATUSES, LedgerStatus.IN_DOUBT],
-                "meters": [m.name for m in meters],
-                "first_day": first_day,
-                "end_day": end_day,
-                "settled_before": settled_before,
-            },
+            text(_LEDGER_SQL.format(organizations=_ORGANIZATIONS_SQL)),
+            _ledger_params(meters, windows, first_day, end_day, settled_before),
         ).all()
     return {
         (row.meter, row.customer, row.day): LedgerView(
-            held=int(
-                row.latest_part_target
-                if row.meter in last
-                else row.newest_sent_target
-                if row.meter in whole
-                else row.sent_sum
-            ),
+            held=int(row.held),
             organizations=tuple(row.organizations),
             settling=bool(row.settling),
             last_change=row.last_change,
         )
         for row in rows
     }
+
+
+def day_totals(
+    engine: Engine,
+    meters: Sequence[Meter],
+    windows: dict[str, str | None],
+    first_day: date,
+    end_day: date,
+) -> dict[tuple[str, date], tuple[int, int]]:
+    """Per (meter, day): the attributed source total and what the ledger says Stripe holds,
+    summed over customers in the database (a day's metadata must not hold every customer)."""
+    totals: dict[tuple[str, date], tuple[int, int]] = {}
+    with engine.connect() as connection:
+        for meter in meters:
+            window = windows.get(meter.name)
+            source = connection.execute(
+                text(
+                    "SELECT day, sum(target) AS total FROM ("
+                    + _CUSTOMER_DAYS_SQL.format(parts=customer_parts_cte(meter))
+                    + ") AS customer_days GROUP BY day"
+                ),
+                {
+                    **attribution_params(meter, window, first_day, end_day),
+                    "last": meter.aggregation == "last",
+                },
+            )
+            for row in source:
+                totals[(meter.name, row.day)] = (int(row.total), 0)
+        held = connection.execute(
+            text(
+                "SELECT meter, day, sum(held) AS total FROM ("
+                + _LEDGER_SQL.format(organizations="")
+                + ") AS views GROUP BY meter, day"
+            ),
+            _ledger_params(meters, windows, first_day, end_day, datetime.now(UTC)),
+        )
+        for row in held:
+            source_total, _ = totals.get((row.meter, row.day), (0, 0))
+            totals[(row.meter, row.day)] = (source_total, int(row.total))
+    return totals
 
 
 def reconcile(

@@ -4,9 +4,11 @@ Rows come in the order they must arrive (per customer and meter: days, then revi
 ascending; see `ledger.unsent_rows`). Rows are claimed by lease (`leases.py`), sent without
 holding a database connection, and their outcomes written in batches.
 
+Rows are read and sent a chunk of whole customers at a time (`ledger.unsent_chunks`).
+
 - v1: Stripe allows one concurrent meter-event call per customer per meter, so rows are grouped
   by (customer, event name) and each group is sent in order by one worker; groups run in
-  parallel up to `concurrency`.
+  parallel up to `concurrency`. A chunk is claimed in one statement.
 - v2: events go out up to 100 per stream request, `concurrency` requests in flight. The rows are
   sent in waves: wave k holds the k-th row of every (customer, event name) group, and a wave
   starts once the previous one is answered. A request therefore never holds two revisions of
@@ -24,11 +26,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import stripe
 from sqlalchemy import Engine
@@ -50,8 +52,8 @@ from billing_pipeline.stripe_reporting.ledger import OUTSIDE_WINDOW, STRIPE_WIND
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8
-# How many v1 outcomes a worker gathers before writing them in one statement.
-OUTCOME_BATCH = 100
+# How many v1 outcomes are gathered before they are written in one statement.
+OUTCOME_BATCH = 500
 MeterEventApi = Literal["v1", "v2"]
 ALREADY_SENT = "Stripe already had this identifier (and so this value): delivered before"
 ACCEPTED_V2 = "accepted by the v2 meter event stream; Stripe validates it asynchronously"
@@ -96,23 +98,34 @@ def send_rows(
     engine: Engine,
     stripe_billing: StripeBilling,
     rows: Sequence[LedgerRow],
+    **settings: Any,
+) -> SendReport:
+    """Send `rows` (one chunk); `settings` as for `send_chunks`."""
+    return send_chunks(engine, stripe_billing, [rows], **settings)
+
+
+def send_chunks(
+    engine: Engine,
+    stripe_billing: StripeBilling,
+    chunks: Iterable[Sequence[LedgerRow]],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     differences: frozenset[str] = frozenset(),
     api: MeterEventApi = "v1",
     lease: timedelta = DEFAULT_LEASE,
 ) -> SendReport:
-    """Send `rows`; `differences` names the meters whose rows are differences (raw `sum`)."""
+    """Send chunks of whole customers (`ledger.unsent_chunks`) one after the other, so memory
+    stays flat; `differences` names the meters whose rows are differences (raw `sum`)."""
     run = _Pass(engine, stripe_billing, SendReport(), differences, leases.new_lease_owner(), lease)
-    groups: dict[tuple[str, str], list[LedgerRow]] = {}
-    for row in rows:
-        groups.setdefault((row.stripe_customer_id, row.event_name), []).append(row)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stripe-send") as pool:
-        if api == "v1":
-            for future in [pool.submit(_send_group_v1, run, g) for g in groups.values()]:
-                future.result()
-        else:
-            _send_waves_v2(run, pool, list(groups.values()))
+        for rows in chunks:
+            groups: dict[tuple[str, str], list[LedgerRow]] = {}
+            for row in rows:
+                groups.setdefault(_key(row), []).append(row)
+            if api == "v1":
+                _send_chunk_v1(run, pool, list(groups.values()))
+            else:
+                _send_waves_v2(run, pool, list(groups.values()))
     return run.report
 
 
@@ -128,29 +141,40 @@ def _precheck(run: _Pass, row: LedgerRow, previous: datetime | None) -> RowOutco
     return None
 
 
-def _send_group_v1(run: _Pass, rows: list[LedgerRow]) -> None:
-    """One customer's meter, in order; stops at a row another sender holds, to keep order."""
-    claimed = leases.claim(run.engine, [r.identifier for r in rows], run.owner, run.lease)
+def _send_chunk_v1(run: _Pass, pool: ThreadPoolExecutor, groups: list[list[LedgerRow]]) -> None:
+    """Claim the chunk in one statement, send each group in order, write outcomes in batches."""
+    identifiers = [row.identifier for group in groups for row in group]
+    claimed = leases.claim(run.engine, identifiers, run.owner, run.lease)
+    futures = [pool.submit(_send_group_v1, run, group, claimed) for group in groups]
     outcomes: list[RowOutcome] = []
     written: set[str] = set()
     try:
-        for index, row in enumerate(rows):
-            if row.identifier not in claimed:
-                for later in rows[index:]:
-                    run.report.record(later, "claimed_elsewhere")
-                break
-            outcome = _precheck(run, row, claimed[row.identifier]) or _call_v1(run, row)
-            outcomes.append(outcome)
-            if len(outcomes) >= OUTCOME_BATCH:
+        for done, future in enumerate(as_completed(futures), start=1):
+            outcomes += future.result()
+            if len(outcomes) >= OUTCOME_BATCH or done == len(futures):
                 leases.write_outcomes(run.engine, run.owner, outcomes)
                 written.update(o.identifier for o in outcomes)
                 outcomes = []
-        leases.write_outcomes(run.engine, run.owner, outcomes)
-        written.update(o.identifier for o in outcomes)
     finally:
-        # Rows claimed but not sent (a row held elsewhere, or an unexpected error) are given
-        # back, so a retry of this step does not wait for their leases to expire.
+        # After an unexpected error the other groups finish their calls first; then the rows
+        # claimed but not recorded are given back, so a retry of this step does not wait for
+        # their leases to expire (one Stripe accepted is answered as a duplicate when resent).
+        wait(futures)
         leases.release(run.engine, run.owner, [i for i in claimed if i not in written])
+
+
+def _send_group_v1(
+    run: _Pass, rows: list[LedgerRow], claimed: dict[str, datetime | None]
+) -> list[RowOutcome]:
+    """One customer's meter, in order; stops at a row another sender holds, to keep order."""
+    outcomes: list[RowOutcome] = []
+    for index, row in enumerate(rows):
+        if row.identifier not in claimed:
+            for later in rows[index:]:
+                run.report.record(later, "claimed_elsewhere")
+            break
+        outcomes.append(_precheck(run, row, claimed[row.identifier]) or _call_v1(run, row))
+    return outcomes
 
 
 def _call_v1(run: _Pass, row: LedgerRow) -> RowOutcome:

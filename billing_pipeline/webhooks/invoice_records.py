@@ -22,12 +22,17 @@ from billing_pipeline.webhooks.payloads import HandlerError, data_object, id_of,
 INVOICE_RECORD_EVENT_TYPES = ("invoice.created", "invoice.finalized")
 
 
+def subscription_details(invoice: dict[str, Any]) -> dict[str, Any]:
+    """`parent.subscription_details` (API versions since basil), or {} when there is none."""
+    parent = invoice.get("parent")
+    details = parent.get("subscription_details") if isinstance(parent, dict) else None
+    return details if isinstance(details, dict) else {}
+
+
 def subscription_of(invoice: dict[str, Any]) -> str | None:
     """Since basil the subscription is at `parent.subscription_details.subscription`; older
     versions had `invoice.subscription`."""
-    parent = invoice.get("parent")
-    details = parent.get("subscription_details") if isinstance(parent, dict) else None
-    details = details if isinstance(details, dict) else {}
+    details = subscription_details(invoice)
     return id_of(details.get("subscription")) or id_of(invoice.get("subscription"))
 
 

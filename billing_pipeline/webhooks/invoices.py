@@ -13,7 +13,7 @@ from sqlalchemy import Connection, text
 from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.webhooks.inbox import ClaimedEvent
-from billing_pipeline.webhooks.invoice_records import record_invoice
+from billing_pipeline.webhooks.invoice_records import record_invoice, subscription_details
 from billing_pipeline.webhooks.linking import fill_facts, row_for
 from billing_pipeline.webhooks.payloads import data_object, id_of
 
@@ -30,13 +30,11 @@ def apply_invoice_outcome(
     """
     invoice = data_object(event)
     subscription_id = record_invoice(connection, event)
-    parent = invoice.get("parent")
-    details = parent.get("subscription_details") if isinstance(parent, dict) else None
-    details = details if isinstance(details, dict) else {}
     if subscription_id is None:
         return InboxStatus.IGNORED
     customer_id = id_of(invoice.get("customer"))
-    row = row_for(connection, subscription_id, customer_id, details.get("metadata"))
+    metadata = subscription_details(invoice).get("metadata")
+    row = row_for(connection, subscription_id, customer_id, metadata)
     fill_facts(connection, row["id"], customer_id)
     connection.execute(
         text(

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.reconciliation import ledger_views
@@ -26,7 +26,7 @@ from billing_pipeline_tests.support.builders import (
     midnight,
 )
 from billing_pipeline_tests.support.dagster_runs import BILLING_ASSETS, Billing
-from billing_pipeline_tests.support.reporting import reconcile_days
+from billing_pipeline_tests.support.reporting import reconcile_days, subscribe
 from billing_pipeline_tests.support.stripe import new_customer
 
 TODAY = datetime.now(UTC).date()
@@ -113,6 +113,39 @@ def test_tampered_totals_are_reported_as_drift_with_the_customers_involved(
         assert metadata["drifts"].value == 1
         assert metadata["customers_with_drift"].value == 1
         assert drift in str(metadata["drift_details"].value)
+
+
+def test_a_customer_paying_for_two_organizations_reconciles_to_their_sum(
+    billing: Billing,
+) -> None:
+    engine = billing.engine
+    alpha = new_customer(billing.stripe_billing, "Alpha")
+    add_organization(engine, 1, customer=alpha)
+    add_organization(engine, 2)
+    subscribe(engine, 2, alpha)
+    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=1))
+    add_sensor(engine, 21, 2, midnight(D1) - timedelta(days=1))
+    add_readings(engine, 11, D1, 4)
+    add_readings(engine, 21, D1, 2)
+    with engine.connect() as connection:
+        readings = connection.execute(
+            text("SELECT count(*) FROM temperature_readings WHERE recorded_at >= :d1"),
+            {"d1": midnight(D1)},
+        ).scalar_one()
+
+    result = billing.materialize_day(D1, [*BILLING_ASSETS, SETTLED])
+
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed, evaluation.metadata  # each organization's usage counted once
+    assert evaluation.metadata["compared"].value == 2  # 2 meters x 1 customer
+    metadata = result.asset_materializations_for_node("stripe__meter_events")[0].metadata
+    assert metadata["source_total/temperature_readings"].value == readings == 6
+    assert metadata["source_total/active_sensors"].value == 2
+    [meter] = [
+        m for m in billing.stripe_billing.list_meters() if m.event_name == "temperature_readings"
+    ]
+    totals = billing.stripe_billing.daily_totals(meter.id, alpha, midnight(D1), midnight(D2))
+    assert totals == {D1: readings}
 
 
 def test_stripe_usage_on_a_day_the_ledger_never_billed_is_drift(
