@@ -15,8 +15,9 @@ load from elsewhere hits every candidate:
 - `emulator v1, SDK`: `bench.emulator_ceiling.run_v1_sdk`, 32 threads of the official SDK, no
   database: the same plus the SDK's own cost, which any v1 client pays;
 - `project v1`: the reporting step as the asset runs it with `--api v1`: `plan_window` for both
-  meters, `unsent_rows`, `send_rows(..., api="v1")`; a row still `failed` after a pass gets
-  another pass, as the asset's Dagster RetryPolicy would (the policy's delay is not added);
+  meters, `revoke_leases`, `send_chunks(engine, client, unsent_chunks(...), api="v1")`; a pass
+  that left rows `failed` is followed by another, as the asset's Dagster RetryPolicy would (the
+  policy's delay is not added);
 - `emulator v2`: `bench.emulator_ceiling.run_v2`, 100 events a request, 4 in flight, raw
   `http.client`: the emulator's own v2 stream ceiling;
 - `project v2`: the same reporting step with `api="v2"`.
@@ -69,10 +70,10 @@ from bench.sender_profile import CallTimers, explain_batch
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.stripe_client import MAX_STREAM_EVENTS, StripeBilling
 from billing_pipeline.stripe_reporting.leases import revoke_leases
-from billing_pipeline.stripe_reporting.ledger import unsent_rows
+from billing_pipeline.stripe_reporting.ledger import unsent_chunks
 from billing_pipeline.stripe_reporting.meter_sync import verify_meters
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
-from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_rows
+from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_chunks
 from billing_pipeline.usage.daily_usage import refresh_daily_usage
 from billing_pipeline.usage.meters import METERS
 
@@ -260,13 +261,18 @@ def run_project(
         passes = 0
         transient = 0
         while passes < MAX_PASSES:
-            rows = unsent_rows(engine, names, day, end_day)
-            if not rows:
-                break
             revoke_leases(engine)
-            report = send_rows(engine, billing, rows, concurrency=setup.concurrency, api=setup.api)
+            report = send_chunks(
+                engine,
+                billing,
+                unsent_chunks(engine, names, day, end_day),
+                concurrency=setup.concurrency,
+                api=setup.api,
+            )
             passes += 1
             transient += report.transient_failures
+            if not report.counts.get("failed"):
+                break
         seconds = time.perf_counter() - began
         emulator_cpu, own_cpu = cpu_seconds(api_url) - emulator_cpu, time.process_time() - own_cpu
     engine.dispose()
@@ -294,21 +300,22 @@ def run_project(
 
 
 def profile_project(setup: Setup, api_url: str, log: EventLog) -> dict[str, Any]:
-    """One more clean run under a stack sampler and call timers, then the plans of one claim
-    and one outcome write (a v2 request's 100 rows, a v1 group's one row) on a fresh day."""
-    sampler = StackSampler(("stripe-send",))
+    """One more clean run under a stack sampler and call timers; for v2, then the plans of one
+    claim and one outcome write of a request's 100 rows on a fresh day."""
+    sampler = StackSampler(("stripe-send", "MainThread"))
     timers = CallTimers()
     figures, _ = run_project(setup, api_url, log, (sampler, timers))
-    day = setup.days.pop(0)
-    engine = make_engine(setup.db_url, pool_size=1)
-    _plan(engine, StripeBilling(API_KEY, api_url), day)
-    size = MAX_STREAM_EVENTS if setup.api == "v2" else 1
-    plans = explain_batch(engine, day, [m.name for m in METERS], size)
-    engine.dispose()
+    plans: dict[str, str] = {}
+    if setup.api == "v2":
+        day = setup.days.pop(0)
+        engine = make_engine(setup.db_url, pool_size=1)
+        _plan(engine, StripeBilling(API_KEY, api_url), day)
+        plans = explain_batch(engine, day, [m.name for m in METERS], MAX_STREAM_EVENTS)
+        engine.dispose()
     return {
         "run": figures,
         "sampler": sampler.report(),
-        "timers": timers.table_rows(setup.concurrency, figures["send_seconds"]),
+        "timers": timers.table_rows(),
         "plans": plans,
     }
 
@@ -446,12 +453,9 @@ def measure(
                 results["profiles"][api] = profiled
                 rate = profiled["run"]["events_per_second"]
                 log(f"profile, project {api} ({rate:.0f}/s):\n{profiled['sampler']}")
-                log(
-                    table(
-                        ["work", "calls", "mean ms", "share of sender threads"], profiled["timers"]
-                    )
-                )
-                log(f"claim:\n{profiled['plans']['claim']}\nwrite:\n{profiled['plans']['write']}")
+                log(table(["work", "calls", "mean ms", "total s"], profiled["timers"]))
+                for statement, plan in profiled["plans"].items():
+                    log(f"{statement}:\n{plan}")
     return results
 
 
@@ -550,9 +554,10 @@ def _section(results: dict[str, Any], args: dict[str, Any]) -> str:
         f"Machine: {facts_lines(results['facts'])}",
         "",
         f"`python -m bench.reporting` — {args['repeats']} repeats; one emulator process "
-        f"({args.get('server', 'werkzeug')}; no latency, no limit), candidates in an order rotating each repeat; ceilings run "
-        f"{args['seconds']:.0f} s each; each project run reports a fresh day (new identifiers) "
-        "and includes planning (`plan_window` for both meters), `unsent_rows` and `send_rows`; "
+        f"({args.get('server', 'werkzeug')}; no latency, no limit), candidates in an order "
+        f"rotating each repeat; ceilings run {args['seconds']:.0f} s each; each project run "
+        "reports a fresh day (new identifiers) and is the asset's step: `plan_window` for both "
+        "meters, `revoke_leases`, `send_chunks` over `unsent_chunks`; "
         "median (min-max); ratios taken within each repeat. Cores: CPU seconds per wall second "
         "of this process (client: the driver, or the project's planner and sender) and of the "
         "emulator's process. Check: duplicates / lost / (ledger rows not `sent` + days whose "
@@ -596,7 +601,7 @@ def _section(results: dict[str, Any], args: dict[str, Any]) -> str:
         f"{simple_seconds.show('{:.0f}')} s for the v1 day "
         f"({simple_seconds.median / v1_seconds.median:.0f}x the project's v1), "
         f"lost {sum(s['lost'] for s in simple)} of {sum(s['sample'] for s in simple)}.",
-        *_profiles(results),
+        *_profiles(results, args),
     ]
     return "\n".join(lines)
 
@@ -606,7 +611,7 @@ def _plan_text(plan: str) -> str:
     return re.sub(r"'\{[^}]*\}'", "'{...}'", plan)
 
 
-def _profiles(results: dict[str, Any]) -> list[str]:
+def _profiles(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
     """Where the sender's threads spend a clean run's wall time, per API, and the plans."""
     lines: list[str] = []
     for api, profiled in results.get("profiles", {}).items():
@@ -615,26 +620,31 @@ def _profiles(results: dict[str, Any]) -> list[str]:
             "",
             f"Sender profile, project {api} (one more clean run: {run['events']:,} events, "
             f"{run['events_per_second']:,.0f} events/s end to end, planning "
-            f"{run['plan_seconds']:.1f} s; the sampler and timers cost it a little). Wall time "
-            "of the sender's worker threads by call (`bench.sender_profile.CallTimers`):",
+            f"{run['plan_seconds']:.1f} s, sending {run['send_seconds']:.1f} s with "
+            f"{args['concurrency'][api]} workers; the sampler and timers cost it a little). Wall "
+            "time by call, summed over threads (`bench.sender_profile.CallTimers`):",
             "",
-            table(["work", "calls", "mean ms", "share of sender threads"], profiled["timers"]),
+            table(["work", "calls", "mean ms", "total s"], profiled["timers"]),
             "",
-            "Stack samples of the sender's threads (`bench.sampler`), innermost frames:",
+            "Stack samples of the sender's worker threads and the main thread (`bench.sampler`; "
+            "the main thread plans, claims v1 chunks and waits), innermost frames:",
             "",
             "```",
             *profiled["sampler"].split("\n")[3:15],
             "```",
-            "",
-            f"One claim and one outcome write of {profiled['plans']['rows']} fresh rows under "
-            "`EXPLAIN (ANALYZE, BUFFERS, WAL)`:",
-            "",
-            "```",
-            _plan_text(profiled["plans"]["claim"]),
-            "",
-            _plan_text(profiled["plans"]["write"]),
-            "```",
         ]
+        if profiled["plans"]:
+            lines += [
+                "",
+                f"One claim and one outcome write of {profiled['plans']['rows']} fresh rows under "
+                "`EXPLAIN (ANALYZE, BUFFERS, WAL)`:",
+                "",
+                "```",
+                _plan_text(profiled["plans"]["claim"]),
+                "",
+                _plan_text(profiled["plans"]["write"]),
+                "```",
+            ]
     return lines
 
 
