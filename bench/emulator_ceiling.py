@@ -1,12 +1,15 @@
 """Benchmark 5: the Stripe emulator alone, v1 meter events against the v2 meter event stream.
 
     python -m bench.emulator_ceiling [--quick] [--repeats 3] [--seconds 8] [--profile]
-                                     [--baseline-ref COMMIT]
+        [--profile-http] [--server gunicorn|werkzeug] [--baseline-ref COMMIT]
+        [--baseline-server werkzeug|gunicorn]
 
 The emulator is the yardstick of every reporting figure, so its own ceiling on this machine is
-measured with as little client work as possible: pre-built request bodies over keep-alive
-`http.client` connections (no SDK, no database), the emulator in its own process
-(`billing-pipeline stripe-emulator --port 0`), no latency, no rate limit.
+measured with as little client work as possible: pre-built request bodies over `http.client`
+connections (no SDK, no database), the emulator in its own process, no latency, no rate limit.
+`--server gunicorn` (default) serves the emulator's app under gunicorn with keep-alive
+(`bench.emulator_gunicorn`); `werkzeug` is `billing-pipeline stripe-emulator --port 0`, whose
+server closes every connection after its response.
 
 - `v1`: one event per `POST /v1/billing/meter_events` (form-encoded, API key), 16 connections;
   each connection has its own customers, so Stripe's one-call-per-customer-and-meter rule
@@ -15,12 +18,14 @@ measured with as little client work as possible: pre-built request bodies over k
   `/v2/billing/meter_event_session`), 100 events a request, 4 requests in flight.
 
 Each repeat runs v1 then v2 for `--seconds` each (alternating, so load from elsewhere hits
-both); events/s counts events in 200 answers; the emulator's own count of stored events is
-checked against it at the end. `--baseline-ref` also runs `stripe_emulator/` as it was at an
-older commit (a `git archive` put first on PYTHONPATH) in a second process, alternating with
-this one, to measure an emulator change within one run. `--profile` runs the v2 path in this
-process through the Flask test client under cProfile (no HTTP server, one thread) and prints
-the top functions.
+both); events/s counts events in 200 answers, and the emulator process's CPU time per event is
+read from /proc; the emulator's own count of stored events is checked against it at the end.
+`--baseline-ref` also runs `stripe_emulator/` as it was at an older commit (a `git archive` put
+first on PYTHONPATH) in a second process, alternating with this one, to measure an emulator
+change within one run; `--baseline-server` alone runs this commit's emulator under the other
+server. `--profile` runs the v2 path in this process through the Flask test client under
+cProfile (no HTTP server, one thread); `--profile-http` runs it over werkzeug's server in this
+process with a CPU-clock cProfile per connection thread; both print the top functions.
 """
 
 from __future__ import annotations
