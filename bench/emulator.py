@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import stripe
 from sqlalchemy import text
@@ -21,26 +22,37 @@ from billing_pipeline.db.engine import make_engine
 from stripe_emulator.control import EmulatorControl
 
 API_KEY = "sk_test_bench"
+# Request threads of the gunicorn-served emulator: more than any benchmark keeps in flight.
+GUNICORN_THREADS = 64
+# Each running emulator's process id by URL, to read its CPU time (`cpu_seconds`).
+_PIDS: dict[str, int] = {}
 
 
-EMULATOR_COMMAND = ("-m", "billing_pipeline.cli", "stripe-emulator", "--port", "0")
+Server = Literal["werkzeug", "gunicorn"]
 
 
 @contextmanager
 def emulator_process(
-    pythonpath: str | None = None, command: Sequence[str] = EMULATOR_COMMAND
+    pythonpath: str | None = None,
+    server: Server = "werkzeug",
+    command: Sequence[str] | None = None,
 ) -> Iterator[str]:
-    """Start `billing-pipeline stripe-emulator --port 0`; yield its base URL; stop it.
+    """Start the emulator in its own process; yield its base URL; stop it.
 
+    `werkzeug`: `billing-pipeline stripe-emulator --port 0`, the server the tests and the demo
+    use; `gunicorn`: the same app under gunicorn with keep-alive (`bench.emulator_gunicorn`).
     `pythonpath` puts another copy of `stripe_emulator` first (a baseline from an older commit);
     `command` runs another entry point that prints the same `STRIPE_API_BASE=` line.
     """
     env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+    if command is None:
+        command = (
+            ["-m", "billing_pipeline.cli", "stripe-emulator", "--port", "0"]
+            if server == "werkzeug"
+            else ["-m", "bench.emulator_gunicorn", "--threads", str(GUNICORN_THREADS)]
+        )
     process = subprocess.Popen(
-        [sys.executable, *command],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
+        [sys.executable, *command], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
         assert process.stdout is not None
@@ -51,10 +63,27 @@ def emulator_process(
                 break
         if url is None:
             raise RuntimeError("the emulator exited before printing its URL")
+        _PIDS[url] = process.pid
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def cpu_seconds(url: str) -> float:
+    """User + system CPU time the emulator at `url` has used so far: its process and the live
+    processes it started (gunicorn's worker), read from Linux's /proc."""
+    root = _PIDS[url]
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" ", 1)
+        except OSError:
+            continue
+        fields = rest.rsplit(")", 1)[1].split()
+        if int(pid) == root or int(fields[1]) == root:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 @contextmanager

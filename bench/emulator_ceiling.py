@@ -1,12 +1,15 @@
 """Benchmark 5: the Stripe emulator alone, v1 meter events against the v2 meter event stream.
 
     python -m bench.emulator_ceiling [--quick] [--repeats 3] [--seconds 8] [--profile]
-                                     [--baseline-ref COMMIT]
+        [--profile-http] [--server gunicorn|werkzeug] [--baseline-ref COMMIT]
+        [--baseline-server werkzeug|gunicorn]
 
 The emulator is the yardstick of every reporting figure, so its own ceiling on this machine is
-measured with as little client work as possible: pre-built request bodies over keep-alive
-`http.client` connections (no SDK, no database), the emulator in its own process
-(`billing-pipeline stripe-emulator --port 0`), no latency, no rate limit.
+measured with as little client work as possible: pre-built request bodies over `http.client`
+connections (no SDK, no database), the emulator in its own process, no latency, no rate limit.
+`--server gunicorn` (default) serves the emulator's app under gunicorn with keep-alive
+(`bench.emulator_gunicorn`); `werkzeug` is `billing-pipeline stripe-emulator --port 0`, whose
+server closes every connection after its response.
 
 - `v1`: one event per `POST /v1/billing/meter_events` (form-encoded, API key), 16 connections;
   each connection has its own customers, so Stripe's one-call-per-customer-and-meter rule
@@ -15,12 +18,14 @@ measured with as little client work as possible: pre-built request bodies over k
   `/v2/billing/meter_event_session`), 100 events a request, 4 requests in flight.
 
 Each repeat runs v1 then v2 for `--seconds` each (alternating, so load from elsewhere hits
-both); events/s counts events in 200 answers; the emulator's own count of stored events is
-checked against it at the end. `--baseline-ref` also runs `stripe_emulator/` as it was at an
-older commit (a `git archive` put first on PYTHONPATH) in a second process, alternating with
-this one, to measure an emulator change within one run. `--profile` runs the v2 path in this
-process through the Flask test client under cProfile (no HTTP server, one thread) and prints
-the top functions.
+both); events/s counts events in 200 answers, and the emulator process's CPU time per event is
+read from /proc; the emulator's own count of stored events is checked against it at the end.
+`--baseline-ref` also runs `stripe_emulator/` as it was at an older commit (a `git archive` put
+first on PYTHONPATH) in a second process, alternating with this one, to measure an emulator
+change within one run; `--baseline-server` alone runs this commit's emulator under the other
+server. `--profile` runs the v2 path in this process through the Flask test client under
+cProfile (no HTTP server, one thread); `--profile-http` runs it over werkzeug's server in this
+process with a CPU-clock cProfile per connection thread; both print the top functions.
 """
 
 from __future__ import annotations
@@ -42,11 +47,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import stripe
+
 from bench.common import Stats, record, table
-from bench.emulator import API_KEY, control, emulator_process, sdk_client
+from bench.emulator import API_KEY, Server, control, cpu_seconds, emulator_process, sdk_client
 from stripe_emulator.clock import iso8601
 
 V1_CONNECTIONS = 16
+# The SDK driver's threads (bench.reporting's yardstick for a v1 client that pays the SDK's own
+# cost); each needs customers of its own, so `_setup` must be given at least this many.
+V1_SDK_THREADS = 32
 V2_IN_FLIGHT = 4
 V2_BATCH = 100
 CUSTOMERS_PER_CONNECTION = 8
@@ -143,6 +153,49 @@ def run_v1(url: str, customers: list[list[str]], seconds: float, tag: str) -> di
     return {"events": load.events, "seconds": seconds_taken, "statuses": load.statuses}
 
 
+def run_v1_sdk(url: str, customers: list[list[str]], seconds: float, tag: str) -> dict[str, Any]:
+    """v1 through the official SDK from `V1_SDK_THREADS` threads, no database: the client work
+    the pipeline's v1 sender also does, without its ledger. Each thread has its own customers."""
+    client = sdk_client(url)
+    deadline = time.monotonic() + seconds
+    ts = int(datetime.now(UTC).timestamp()) - 3600
+    lock = threading.Lock()
+    totals: dict[str, Any] = {"events": 0, "statuses": {}}
+
+    def worker(w: int) -> None:
+        mine = customers[w]
+        ok, failed, n = 0, 0, 0
+        while time.monotonic() < deadline:
+            try:
+                client.v1.billing.meter_events.create(
+                    {
+                        "event_name": EVENT_NAME,
+                        "identifier": f"sdk-{tag}-{w}-{n}",
+                        "timestamp": ts,
+                        "payload": {"stripe_customer_id": mine[n % len(mine)], "value": "1"},
+                    }
+                )
+                ok += 1
+            except stripe.StripeError:
+                failed += 1
+            n += 1
+        with lock:
+            totals["events"] += ok
+            totals["statuses"][200] = totals["statuses"].get(200, 0) + ok
+            if failed:
+                totals["statuses"]["error"] = totals["statuses"].get("error", 0) + failed
+
+    if len(customers) < V1_SDK_THREADS:
+        raise ValueError(f"run_v1_sdk needs {V1_SDK_THREADS} customer sets, got {len(customers)}")
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(V1_SDK_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {**totals, "seconds": time.perf_counter() - began}
+
+
 def stream_body(customers: list[str], tag: str, n: int) -> bytes:
     ts = iso8601(int(datetime.now(UTC).timestamp()) - 3600)
     return json.dumps(
@@ -190,7 +243,7 @@ def profile_v2(requests: int) -> str:
     try:
         customers = _setup(emulator.url, 4)
         everyone = [c for mine in customers for c in mine]
-        app = emulator._server.app  # type: ignore[union-attr]
+        app: Any = emulator._server.app  # type: ignore[union-attr]
         client = app.test_client()
         token = sdk_client(emulator.url).v2.billing.meter_event_session.create()
         headers = {"Authorization": f"Bearer {token.authentication_token}"}
@@ -216,6 +269,49 @@ def profile_v2(requests: int) -> str:
     return f"{requests} requests, {rate:.0f} events/s under cProfile\n{out.getvalue()}"
 
 
+def profile_v2_http(seconds: float) -> str:
+    """The v2 path over HTTP through the emulator's own werkzeug server, in this process: each
+    connection's handler thread runs under its own cProfile (cProfile sees only the thread it
+    is enabled in), timed by the thread's CPU clock, and the profiles are added up. The load
+    threads share this interpreter, so the rate is below the separate-process ceiling; the
+    shares are the emulator's."""
+    from stripe_emulator import server
+
+    profiles: list[cProfile.Profile] = []
+
+    class ProfiledHandler(server._QuietHandler):
+        def handle(self) -> None:
+            # The thread's own CPU time, so time spent waiting for the interpreter lock (the
+            # load threads run here too) is not counted.
+            profiler = cProfile.Profile(time.thread_time)
+            profiler.enable()
+            try:
+                super().handle()
+            finally:
+                profiler.disable()
+                profiles.append(profiler)
+
+    original = server._QuietHandler
+    server._QuietHandler = ProfiledHandler  # type: ignore[misc]
+    try:
+        emulator = server.StripeEmulator().start()
+    finally:
+        server._QuietHandler = original  # type: ignore[misc]
+    try:
+        customers = _setup(emulator.url, V1_CONNECTIONS)
+        sample = run_v2(emulator.url, customers, seconds, "profile")
+    finally:
+        emulator.stop()
+    out = io.StringIO()
+    stats = pstats.Stats(profiles[0], stream=out)
+    for profile in profiles[1:]:
+        stats.add(profile)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(30)
+    rate = sample["events"] / sample["seconds"]
+    return f"{sample['events']:,} events, {rate:.0f} events/s under cProfile\n{out.getvalue()}"
+
+
 @contextmanager
 def baseline_copy(ref: str) -> Iterator[str]:
     """`stripe_emulator/` as it was at `ref`, in a temporary folder to put first on PYTHONPATH."""
@@ -227,16 +323,32 @@ def baseline_copy(ref: str) -> Iterator[str]:
         yield folder
 
 
-def measure(repeats: int, seconds: float, baseline: str | None, log: Any) -> dict[str, Any]:
-    """Each repeat: v1 then v2 on the current emulator, then the same on the baseline's."""
-    names = ["current", *(["baseline"] if baseline else [])]
+def measure(
+    repeats: int,
+    seconds: float,
+    server: Server,
+    baseline: str | None,
+    baseline_server: Server | None,
+    log: Any,
+) -> dict[str, Any]:
+    """Each repeat: v1 then v2 on the current emulator, then the same on the baseline's.
+
+    The baseline is `stripe_emulator/` at `baseline` (a commit), or this commit's, served by
+    `baseline_server` (the server one); without either, there is none.
+    """
+    has_baseline = baseline is not None or baseline_server is not None
+    names = ["current", *(["baseline"] if has_baseline else [])]
     results: dict[str, Any] = {name: {"v1": [], "v2": []} for name in names}
+    results["server"] = server
     results["baseline_ref"] = baseline
+    results["baseline_server"] = baseline_server or server
     with ExitStack() as stack:
-        urls = {"current": stack.enter_context(emulator_process())}
-        if baseline:
-            folder = stack.enter_context(baseline_copy(baseline))
-            urls["baseline"] = stack.enter_context(emulator_process(folder))
+        urls = {"current": stack.enter_context(emulator_process(server=server))}
+        if has_baseline:
+            folder = stack.enter_context(baseline_copy(baseline)) if baseline else None
+            urls["baseline"] = stack.enter_context(
+                emulator_process(folder, server=baseline_server or server)
+            )
         customers = {}
         for name, url in urls.items():
             control(url).set_faults(latency_ms=0)
@@ -245,9 +357,13 @@ def measure(repeats: int, seconds: float, baseline: str | None, log: Any) -> dic
         for repeat in range(repeats):
             for name, url in urls.items():
                 for path, run in (("v1", run_v1), ("v2", run_v2)):
+                    cpu = cpu_seconds(url)
                     sample = run(url, customers[name], seconds, str(repeat))
-                    rate = sample["events"] / sample["seconds"]
-                    log(f"repeat {repeat}: {name} {path} {rate:.0f} events/s {sample['statuses']}")
+                    sample["emulator_cpu"] = cpu_seconds(url) - cpu
+                    log(
+                        f"repeat {repeat}: {name} {path} {_rate(sample):.0f} events/s, emulator "
+                        f"CPU {_cpu_us(sample):.0f} us an event {sample['statuses']}"
+                    )
                     results[name][path].append(sample)
         for name, url in urls.items():
             held = len(control(url).meter_events())
@@ -260,26 +376,43 @@ def _rate(sample: dict[str, Any], per_request: int = 1) -> float:
     return float(sample["events"]) / per_request / float(sample["seconds"])
 
 
+def _cpu_us(sample: dict[str, Any]) -> float:
+    """The emulator's CPU microseconds per event answered: less sensitive than events/s to
+    what else runs on the shared cores."""
+    return float(sample["emulator_cpu"]) * 1e6 / max(1, int(sample["events"]))
+
+
 def _ratio(top: list[dict[str, Any]], bottom: list[dict[str, Any]]) -> Stats:
     return Stats.of([_rate(a) / _rate(b) for a, b in zip(top, bottom, strict=True)])
 
 
+def _cpu_ratio(top: list[dict[str, Any]], bottom: list[dict[str, Any]]) -> Stats:
+    return Stats.of([_cpu_us(a) / _cpu_us(b) for a, b in zip(top, bottom, strict=True)])
+
+
+def _label(results: dict[str, Any], name: str) -> str:
+    if name == "current":
+        return f"this commit, {results['server']}"
+    ref = results.get("baseline_ref")
+    return f"{f'baseline `{ref}`' if ref else 'this commit'}, {results['baseline_server']}"
+
+
 def section(results: dict[str, Any], repeats: int, seconds: float) -> str:
-    baseline = results.get("baseline_ref")
+    names = [n for n in ("current", "baseline") if n in results]
     rows = []
-    for name in ("current", "baseline") if baseline else ("current",):
-        label = "this commit" if name == "current" else f"baseline `{baseline}`"
+    for name in names:
         for path, flight, per in (("v1", V1_CONNECTIONS, 1), ("v2", V2_IN_FLIGHT, V2_BATCH)):
             samples = results[name][path]
             rows.append(
                 (
-                    label,
+                    _label(results, name),
                     "v1 `/v1/billing/meter_events`"
                     if path == "v1"
                     else f"v2 `/v2/billing/meter_event_stream`, {V2_BATCH} a request",
                     flight,
                     Stats.of([_rate(r) for r in samples]).show("{:.0f}"),
                     Stats.of([_rate(r, per) for r in samples]).show("{:.0f}"),
+                    Stats.of([_cpu_us(r) for r in samples]).show("{:.0f}"),
                 )
             )
     current = results["current"]
@@ -289,24 +422,32 @@ def section(results: dict[str, Any], repeats: int, seconds: float) -> str:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {os.cpu_count()} CPUs shared with other "
         "sessions. "
         f"`python -m bench.emulator_ceiling` — {repeats} repeats of {seconds:.0f} s per path and "
-        "emulator, alternating, pre-built bodies over keep-alive `http.client` connections "
-        "(no SDK, no database), each emulator in its own process, no latency, no limit; "
-        "median (min-max). Ratios are taken within each repeat.",
+        "emulator, alternating, pre-built bodies over `http.client` connections (kept alive "
+        "where the server allows: gunicorn does, werkzeug closes each one), no SDK, no "
+        "database, each emulator in its own process, no latency, no limit; median (min-max). "
+        "Emulator CPU: its process's (and gunicorn worker's) CPU time per event answered. "
+        "Ratios are taken within each repeat.",
         "",
-        table(("emulator", "path", "in flight", "events/s", "requests/s"), rows),
+        table(
+            ("emulator", "path", "in flight", "events/s", "requests/s", "emulator CPU us/event"),
+            rows,
+        ),
         "",
         "This commit, v2 / v1 events per second: "
         f"{_ratio(current['v2'], current['v1']).show('{:.1f}')}x.",
     ]
-    if baseline:
+    if "baseline" in results:
+        other = results["baseline"]
         lines.append(
-            f"This commit / baseline `{baseline}`: v2 "
-            f"{_ratio(current['v2'], results['baseline']['v2']).show()}x, v1 "
-            f"{_ratio(current['v1'], results['baseline']['v1']).show()}x."
+            f"{_label(results, 'current')} / {_label(results, 'baseline')}: events/s v2 "
+            f"{_ratio(current['v2'], other['v2']).show()}x, v1 "
+            f"{_ratio(current['v1'], other['v1']).show()}x; emulator CPU per event v2 "
+            f"{_cpu_ratio(current['v2'], other['v2']).show()}x, v1 "
+            f"{_cpu_ratio(current['v1'], other['v1']).show()}x."
         )
-    for name in ("current", "baseline") if baseline else ("current",):
+    for name in names:
         lines.append(
-            f"Events the {name} emulator holds: {results[name]['held']:,} of "
+            f"Events the emulator ({_label(results, name)}) holds: {results[name]['held']:,} of "
             f"{results[name]['answered']:,} answered 200."
         )
     return "\n".join(lines)
@@ -319,14 +460,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--profile", action="store_true", help="cProfile the v2 path only")
     parser.add_argument(
+        "--profile-http", action="store_true", help="cProfile the v2 path over the HTTP server"
+    )
+    parser.add_argument(
+        "--server", choices=["werkzeug", "gunicorn"], default="gunicorn", help="the emulator's"
+    )
+    parser.add_argument(
         "--baseline-ref", help="also measure stripe_emulator/ as it was at this git commit"
+    )
+    parser.add_argument(
+        "--baseline-server",
+        choices=["werkzeug", "gunicorn"],
+        help="serve the baseline (this commit's code without --baseline-ref) by this server",
     )
     args = parser.parse_args()
     if args.profile:
         print(profile_v2(100 if args.quick else 500))
         return
+    if args.profile_http:
+        print(profile_v2_http(2.0 if args.quick else args.seconds))
+        return
     repeats, seconds = (1, 2.0) if args.quick else (args.repeats, args.seconds)
-    results = measure(repeats, seconds, args.baseline_ref, print)
+    results = measure(repeats, seconds, args.server, args.baseline_ref, args.baseline_server, print)
     record("emulator_ceiling", results, section(results, repeats, seconds), quick=args.quick)
 
 

@@ -1,41 +1,53 @@
-"""Benchmark 2: reporting a day of usage to Stripe, the project's sender against one-at-a-time.
+"""Benchmark 2: the reporting step against the emulator alone, v1 and v2, ratios in one run.
 
-    python -m bench.reporting [--quick] [--repeats N] [--concurrency 50] [--baseline-sample 200]
+    python -m bench.reporting [--quick] [--repeats 3] [--seconds 5]
+        [--v1-organizations 5000] [--v2-organizations 50000]
+        [--v1-concurrency 32] [--v2-concurrency 8] [--baseline-sample 200] [--no-profile]
+        [--server gunicorn|werkzeug]
 
-10,000 organizations (all paying) x 2 meters, one day per measurement (so every measurement
-sends fresh identifiers), against the Stripe emulator running in its own process:
+One emulator process (its own, so it does not share this interpreter's lock), two seeded
+databases (one per API, so each API's day has its own size), x 2 meters per organization.
+Every repeat measures, with no latency and no limit, in an order that rotates each repeat so
+load from elsewhere hits every candidate:
 
-- `emulator ceiling`: the emulator's own rate with no latency and no limit, driven by 32 SDK
-  threads without any database work, so we know what the rest is measured against;
-- `project`: the reporting step as the asset runs it: `plan_window` for both meters,
-  `unsent_rows`, `send_rows(..., concurrency=N)`; a row still `failed` after a pass is retried
-  by another pass, as the asset's Dagster RetryPolicy would (passes are counted, the policy's
-  delay is not added);
-- `simple service`: a loop sending one event at a time with the SDK (its default-style 2
-  network retries, no ledger): what a team writes first. Sending 20,000 events at 50 ms each
-  takes 17 minutes, so it runs on a sample and its rate is extrapolated (labelled as such);
-- `v2 stream` (not supported by the pipeline's sender yet): the same events sent directly with
-  the SDK through a meter event session, 100 events a request, 4 requests in flight.
+- `emulator v1`: `bench.emulator_ceiling.run_v1`, raw `http.client`, 16 keep-alive
+  connections, pre-built bodies, no SDK, no database: what the emulator alone answers on v1;
+- `emulator v1, SDK`: `bench.emulator_ceiling.run_v1_sdk`, 32 threads of the official SDK, no
+  database: the same plus the SDK's own cost, which any v1 client pays;
+- `project v1`: the reporting step as the asset runs it with `--api v1`: `plan_window` for both
+  meters, `revoke_leases`, `send_chunks(engine, client, unsent_chunks(...), api="v1")`; a pass
+  that left rows `failed` is followed by another, as the asset's Dagster RetryPolicy would (the
+  policy's delay is not added);
+- `emulator v2`: `bench.emulator_ceiling.run_v2`, 100 events a request, 4 in flight, raw
+  `http.client`: the emulator's own v2 stream ceiling;
+- `project v2`: the same reporting step with `api="v2"`.
 
-Checked after every project run: every planned row is `sent` in the ledger, the emulator holds
-each planned identifier exactly once, and its totals per meter equal the planned totals.
+Ratios (project / emulator, per API) are taken within each repeat. Then, per repeat, both
+project runs again under 50 ms latency, 1,000 requests/s, 5% 500s and 2% 429s, and the
+one-at-a-time "simple service" on a sample under the same faults. Checked after every project
+run: every planned row `sent` in the ledger, each planned identifier held by the emulator
+exactly once, and its totals per meter equal to the plan. Last, unless `--no-profile`, one
+more clean project run per API under a stack sampler (`bench.sampler`) shows where the
+sender's threads spend their wall time.
 """
 
 from __future__ import annotations
 
 import argparse
-import threading
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import stripe
 from sqlalchemy import Engine, text
 
+from bench import emulator_ceiling as ceiling
 from bench.common import (
     Stats,
     facts_lines,
@@ -45,21 +57,28 @@ from bench.common import (
     scratch_database,
     table,
 )
-from bench.emulator import API_KEY, control, emulator_process, sdk_client
+from bench.emulator import (
+    API_KEY,
+    Server,
+    control,
+    cpu_seconds,
+    emulator_process,
+    sdk_client,
+)
+from bench.sampler import StackSampler
+from bench.sender_profile import CallTimers, explain_batch
 from billing_pipeline.db.engine import make_engine
-from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.ledger import LedgerRow, unsent_rows
+from billing_pipeline.stripe_client import MAX_STREAM_EVENTS, StripeBilling
+from billing_pipeline.stripe_reporting.leases import revoke_leases
+from billing_pipeline.stripe_reporting.ledger import unsent_chunks
 from billing_pipeline.stripe_reporting.meter_sync import verify_meters
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
-from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_rows
+from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_chunks
 from billing_pipeline.usage.daily_usage import refresh_daily_usage
 from billing_pipeline.usage.meters import METERS
-from stripe_emulator.clock import iso8601
 
 MAX_PASSES = 5
-CEILING_EVENTS = 5_000
-V2_BATCH = 100
-V2_IN_FLIGHT = 4
+APIS: tuple[MeterEventApi, ...] = ("v1", "v2")
 
 
 @dataclass(frozen=True)
@@ -80,10 +99,19 @@ class Scenario:
         emulator.set_rate_limit(self.rate_limit)
 
 
-UNTHROTTLED = Scenario("no latency, no limit", 0, None)
-LIMITED = Scenario("50 ms, 1,000 rps", 50, 1000)
+CLEAN = Scenario("no latency, no limit", 0, None)
 FAULTY = Scenario("50 ms, 1,000 rps, 5% 5xx, 2% 429", 50, 1000, 0.05, 0.02)
-SCENARIOS = (UNTHROTTLED, LIMITED, FAULTY)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What each API's project runs need: its database, size, concurrency and fresh days."""
+
+    api: MeterEventApi
+    db_url: str
+    organizations: int
+    concurrency: int
+    days: list[date]
 
 
 def _seed(db_url: str, api_url: str, organizations: int, days: int) -> list[date]:
@@ -102,8 +130,10 @@ def _seed(db_url: str, api_url: str, organizations: int, days: int) -> list[date
     attach_customers(db_url, api_url)
     engine = make_engine(db_url, pool_size=1)
     billing = StripeBilling(API_KEY, api_url)
+    remote = {m.event_name for m in billing.list_meters()}
     for meter in METERS:
-        billing.create_meter(meter)
+        if meter.event_name not in remote:
+            billing.create_meter(meter)
     for meter in METERS:
         refresh_daily_usage(engine, meter, options.range_start, options.range_end)
     engine.dispose()
@@ -144,21 +174,29 @@ def attach_customers(db_url: str, api_url: str) -> None:
     engine.dispose()
 
 
-def _verify(
-    api_url: str, engine: Engine, day: date, planned: Sequence[LedgerRow]
-) -> dict[str, int]:
-    """Duplicates and losses for one day, from the emulator's records and the ledger."""
-    owed = {row.identifier: row for row in planned if row.status == "pending"}
-    received = [e for e in control(api_url).meter_events() if e["identifier"] in owed]
+class EventLog:
+    """The emulator's stored events, read from where the last read stopped (`after=seq`), so
+    checking a run does not fetch the whole run's history again."""
+
+    def __init__(self, api_url: str) -> None:
+        self.api_url = api_url
+        self.seq = 0
+
+    def since_last(self) -> list[dict[str, Any]]:
+        events = control(self.api_url).meter_events(after=self.seq)
+        if events:
+            self.seq = max(e["seq"] for e in events)
+        return events
+
+
+def _verify(events: list[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Duplicates and losses for one day, from the emulator's records and the ledger's rows."""
+    owed = {row["identifier"]: row for row in rows}
+    received = [e for e in events if e["identifier"] in owed]
     counts = Counter(e["identifier"] for e in received)
-    with engine.connect() as connection:
-        unsent = connection.execute(
-            text("SELECT count(*) FROM billing.meter_ledger WHERE day = :day AND status <> 'sent'"),
-            {"day": day},
-        ).scalar_one()
     planned_total = Counter[str]()
     for row in owed.values():
-        planned_total[row.event_name] += row.value
+        planned_total[row["event_name"]] += row["value"]
     received_total = Counter[str]()
     for event in received:
         received_total[event["event_name"]] += int(event["value"])
@@ -166,68 +204,138 @@ def _verify(
         "events": len(owed),
         "duplicates": sum(n - 1 for n in counts.values()),
         "lost": len(owed) - len(counts),
-        "ledger_not_sent": int(unsent),
+        "ledger_not_sent": sum(row["status"] != "sent" for row in owed.values()),
         "totals_differ": int(planned_total != received_total),
     }
 
 
-def run_project(
-    db_url: str, api_url: str, day: date, concurrency: int, api: MeterEventApi = "v1"
-) -> tuple[dict[str, Any], list[LedgerRow]]:
-    engine = make_engine(db_url, pool_size=concurrency + 2, max_overflow=4)
-    billing = StripeBilling(API_KEY, api_url)
-    began = time.perf_counter()
-    end_day = day + timedelta(days=1)
+def _plan(engine: Engine, billing: StripeBilling, day: date) -> Counter[str]:
+    """The asset's planning for one day: both meters, with the window Stripe reports; the
+    rows planned, by status (the asset keeps counts only; the rows stay in the ledger)."""
     remote = verify_meters(billing, METERS)
-    targets = [MeterTarget(m, remote[m.name].event_time_window) for m in METERS]
-    planned = [
-        row for t in targets for row in plan_window(engine, t, day, end_day, keep_rows=True).rows
-    ]
-    planned_at = time.perf_counter()
-    names = [m.name for m in METERS]
-    passes = 0
-    transient = 0
-    while passes < MAX_PASSES:
-        rows = unsent_rows(engine, names, day, end_day)
-        if not rows:
-            break
-        report = send_rows(engine, billing, rows, concurrency=concurrency, api=api)
-        passes += 1
-        transient += report.transient_failures
-    seconds = time.perf_counter() - began
-    checks = _verify(api_url, engine, day, planned)
+    counts = Counter[str]()
+    for meter in METERS:
+        target = MeterTarget(meter, remote[meter.name].event_time_window)
+        plan = plan_window(engine, target, day, day + timedelta(days=1))
+        for (_, status), n in plan.counts.items():
+            counts[status] += n
+    return counts
+
+
+def day_rows(db_url: str, day: date) -> list[dict[str, Any]]:
+    """The ledger's rows of one day (every row of a fresh day was planned by this run)."""
+    engine = make_engine(db_url, pool_size=1)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT identifier, event_name, stripe_customer_id, value, event_timestamp, "
+                "status FROM billing.meter_ledger WHERE day = :day ORDER BY identifier"
+            ),
+            {"day": day},
+        ).mappings()
+        found = [dict(row) for row in rows]
     engine.dispose()
+    return found
+
+
+def run_project(
+    setup: Setup, api_url: str, log: EventLog, profilers: Sequence[Any] = ()
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The asset's reporting step for one fresh day; CPU of this process and the emulator's.
+
+    `profilers` (context managers: a stack sampler, call timers) are active for the run.
+    """
+    day = setup.days.pop(0)
+    log.since_last()
+    engine = make_engine(setup.db_url, pool_size=setup.concurrency + 2, max_overflow=4)
+    billing = StripeBilling(API_KEY, api_url)
+    end_day = day + timedelta(days=1)
+    with ExitStack() as stack:
+        for profiler in profilers:
+            stack.enter_context(profiler)
+        emulator_cpu, own_cpu = cpu_seconds(api_url), time.process_time()
+        began = time.perf_counter()
+        planned = _plan(engine, billing, day)
+        planned_at = time.perf_counter()
+        names = [m.name for m in METERS]
+        passes = 0
+        transient = 0
+        while passes < MAX_PASSES:
+            revoke_leases(engine)
+            report = send_chunks(
+                engine,
+                billing,
+                unsent_chunks(engine, names, day, end_day),
+                concurrency=setup.concurrency,
+                api=setup.api,
+            )
+            passes += 1
+            transient += report.transient_failures
+            if not report.counts.get("failed"):
+                break
+        seconds = time.perf_counter() - began
+        emulator_cpu, own_cpu = cpu_seconds(api_url) - emulator_cpu, time.process_time() - own_cpu
+    engine.dispose()
+    ledger = day_rows(setup.db_url, day)
+    checks = _verify(log.since_last(), ledger)
     sent = checks["events"]
+    send_seconds = seconds - (planned_at - began)
     return (
         {
+            "day": day.isoformat(),
             "seconds": seconds,
             "plan_seconds": planned_at - began,
+            "send_seconds": send_seconds,
             "events_per_second": sent / seconds,
+            "send_events_per_second": sent / send_seconds,
+            "client_cores": own_cpu / seconds,
+            "emulator_cores": emulator_cpu / seconds,
             "passes": passes,
             "transient_failures": transient,
+            "planned": dict(planned),
             **checks,
         },
-        planned,
+        ledger,
     )
 
 
-def run_simple_service(api_url: str, rows: Sequence[LedgerRow], sample: int) -> dict[str, Any]:
+def profile_project(setup: Setup, api_url: str, log: EventLog) -> dict[str, Any]:
+    """One more clean run under a stack sampler and call timers; for v2, then the plans of one
+    claim and one outcome write of a request's 100 rows on a fresh day."""
+    sampler = StackSampler(("stripe-send", "MainThread"))
+    timers = CallTimers()
+    figures, _ = run_project(setup, api_url, log, (sampler, timers))
+    plans: dict[str, str] = {}
+    if setup.api == "v2":
+        day = setup.days.pop(0)
+        engine = make_engine(setup.db_url, pool_size=1)
+        _plan(engine, StripeBilling(API_KEY, api_url), day)
+        plans = explain_batch(engine, day, [m.name for m in METERS], MAX_STREAM_EVENTS)
+        engine.dispose()
+    return {
+        "run": figures,
+        "sampler": sampler.report(),
+        "timers": timers.table_rows(),
+        "plans": plans,
+    }
+
+
+def run_simple_service(api_url: str, rows: Sequence[dict[str, Any]], sample: int) -> dict[str, Any]:
     """One event at a time, as a first cron job would; failures after the SDK's retries are
     lost (it keeps no ledger to resend them from)."""
     client = sdk_client(api_url, retries=2)
     began = time.perf_counter()
     lost = 0
     for row in rows[:sample]:
-        assert row.stripe_customer_id is not None
         try:
             client.v1.billing.meter_events.create(
                 {
-                    "event_name": row.event_name,
-                    "identifier": "simple-" + row.identifier,
-                    "timestamp": int(row.event_timestamp.timestamp()),
+                    "event_name": row["event_name"],
+                    "identifier": "simple-" + row["identifier"],
+                    "timestamp": int(row["event_timestamp"].timestamp()),
                     "payload": {
-                        "stripe_customer_id": row.stripe_customer_id,
-                        "value": str(row.value),
+                        "stripe_customer_id": row["stripe_customer_id"],
+                        "value": str(row["value"]),
                     },
                 }
             )
@@ -245,248 +353,353 @@ def run_simple_service(api_url: str, rows: Sequence[LedgerRow], sample: int) -> 
     }
 
 
-def run_v2_stream(api_url: str, rows: Sequence[LedgerRow], tag: str) -> dict[str, Any]:
-    """The same events through `/v2/billing/meter_event_stream`, 100 a request."""
-    session = sdk_client(api_url).v2.billing.meter_event_session.create()
-    streamer = sdk_client(api_url, key=session.authentication_token, retries=2)
-    batches = [rows[i : i + V2_BATCH] for i in range(0, len(rows), V2_BATCH)]
+Driver = Callable[[str, list[list[str]], float, str], dict[str, Any]]
+CEILINGS: dict[str, Driver] = {
+    "emulator v1": ceiling.run_v1,
+    "emulator v1, SDK": ceiling.run_v1_sdk,
+    "emulator v2": ceiling.run_v2,
+}
+CANDIDATES = ("emulator v1", "emulator v1, SDK", "project v1", "emulator v2", "project v2")
 
-    def send(batch: Sequence[LedgerRow]) -> None:
-        events: Any = [
-            {
-                "event_name": row.event_name,
-                "identifier": f"v2{tag}-{row.identifier}",
-                "timestamp": iso8601(int(row.event_timestamp.timestamp())),
-                "payload": {"stripe_customer_id": row.stripe_customer_id, "value": str(row.value)},
-            }
-            for row in batch
-        ]
-        streamer.v2.billing.meter_event_stream.create({"events": events})
 
-    began = time.perf_counter()
-    with ThreadPoolExecutor(V2_IN_FLIGHT) as pool:
-        list(pool.map(send, batches))
-    seconds = time.perf_counter() - began
-    prefix = f"v2{tag}-"
-    received = Counter(
-        e["identifier"]
-        for e in control(api_url).meter_events()
-        if e["identifier"].startswith(prefix)
-    )
+def run_ceiling(
+    name: str, api_url: str, customers: list[list[str]], seconds: float, tag: str
+) -> dict[str, Any]:
+    emulator_cpu, own_cpu = cpu_seconds(api_url), time.process_time()
+    sample = CEILINGS[name](api_url, customers, seconds, tag)
+    wall = sample["seconds"]
     return {
-        "seconds": seconds,
-        "requests": len(batches),
-        "events_per_second": len(rows) / seconds,
-        "duplicates": sum(n - 1 for n in received.values()),
-        "lost": len(rows) - len(received),
+        **sample,
+        "events_per_second": sample["events"] / wall,
+        "client_cores": (time.process_time() - own_cpu) / wall,
+        "emulator_cores": (cpu_seconds(api_url) - emulator_cpu) / wall,
     }
 
 
-def emulator_ceiling(api_url: str, customers: Sequence[str], events: int) -> dict[str, Any]:
-    """Requests per second the emulator answers with no latency or limit: 32 SDK threads, no DB.
-
-    Each event has its own (customer, meter) pair, so the per-customer concurrency rule never
-    fires; the figure is the emulator plus an SDK client sharing this machine's two cores.
-    """
-    UNTHROTTLED.apply(api_url)
-    client = sdk_client(api_url)
-    names = [m.event_name for m in METERS]
-    timestamp = int(datetime.now(UTC).timestamp()) - 3600
-    counter = iter(range(events))
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            client.v1.billing.meter_events.create(
-                {
-                    "event_name": names[(i // len(customers)) % len(names)],
-                    "identifier": f"ceiling-{time.monotonic_ns()}-{i}",
-                    "timestamp": timestamp,
-                    "payload": {"stripe_customer_id": customers[i % len(customers)], "value": "1"},
-                }
-            )
-
-    began = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - began
-    return {"events": events, "seconds": seconds, "requests_per_second": events / seconds}
-
-
-def _customers(db_url: str) -> list[str]:
-    engine = make_engine(db_url, pool_size=1)
-    with engine.connect() as connection:
-        customers = list(
-            connection.execute(
-                text("SELECT stripe_customer_id FROM subscriptions ORDER BY organization_id")
-            ).scalars()
-        )
-    engine.dispose()
-    return customers
-
-
 def measure(
-    organizations: int,
+    sizes: dict[MeterEventApi, int],
+    concurrency: dict[MeterEventApi, int],
     repeats: int,
-    concurrency: int,
+    seconds: float,
     sample: int,
+    profile: bool,
+    emulator_server: Server,
     log: Callable[[str], None],
-    api: MeterEventApi = "v1",
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"ceiling": [], "project": {}, "simple": {}, "v2": []}
-    with postgres_server() as server, emulator_process() as api_url:
-        facts = machine_facts(server)
-        with scratch_database(server, "bench_report") as db_url:
-            days = iter(_seed(db_url, api_url, organizations, len(SCENARIOS) * repeats))
-            customers = _customers(db_url)
-            log(f"seeded {organizations:,} organizations with emulator customers")
-            for repeat in range(repeats):
-                ceiling = emulator_ceiling(api_url, customers, min(CEILING_EVENTS, organizations))
-                results["ceiling"].append(ceiling)
-                log(f"emulator ceiling: {ceiling['requests_per_second']:.0f} requests/s")
-                for scenario in SCENARIOS:
-                    scenario.apply(api_url)
-                    day = next(days)
-                    project, planned = run_project(db_url, api_url, day, concurrency, api)
-                    results["project"].setdefault(scenario.name, []).append(project)
+    results: dict[str, Any] = {
+        "clean": {name: [] for name in CANDIDATES},
+        "faulty": {f"project {api}": [] for api in APIS},
+        "simple": [],
+        "profiles": {},
+    }
+    with (
+        postgres_server() as server,
+        emulator_process(server=emulator_server) as api_url,
+        ExitStack() as stack,
+    ):
+        results["facts"] = machine_facts(server)
+        setups: dict[MeterEventApi, Setup] = {}
+        for api in APIS:
+            db_url = stack.enter_context(scratch_database(server, f"bench_report_{api}"))
+            began = time.perf_counter()
+            days = _seed(db_url, api_url, sizes[api], 2 * repeats + 2 * int(profile))
+            setups[api] = Setup(api, db_url, sizes[api], concurrency[api], days)
+            log(
+                f"{api}: seeded {sizes[api]:,} organizations in {time.perf_counter() - began:.0f} s"
+            )
+        customers = ceiling._setup(api_url, max(ceiling.V1_CONNECTIONS, ceiling.V1_SDK_THREADS))
+        events = EventLog(api_url)
+        for repeat in range(repeats):
+            CLEAN.apply(api_url)
+            order = CANDIDATES[repeat % len(CANDIDATES) :] + CANDIDATES[: repeat % len(CANDIDATES)]
+            for name in order:
+                if name.startswith("project"):
+                    api = "v1" if name.endswith("v1") else "v2"
+                    figures, _ = run_project(setups[api], api_url, events)
                     log(
-                        f"[{repeat + 1}/{repeats}] {scenario.name}: "
-                        f"project {project['seconds']:.1f} s "
-                        f"({project['events_per_second']:.0f}/s, {project['passes']} passes, "
-                        f"dup {project['duplicates']}, lost {project['lost']})"
+                        f"[{repeat + 1}/{repeats}] {name}: {figures['events']:,} events in "
+                        f"{figures['seconds']:.1f} s (plan {figures['plan_seconds']:.1f} s), "
+                        f"{figures['events_per_second']:.0f}/s, passes {figures['passes']}, "
+                        f"dup {figures['duplicates']}, lost {figures['lost']}, "
+                        f"cores client {figures['client_cores']:.2f} "
+                        f"emulator {figures['emulator_cores']:.2f}"
                     )
-                    pending = [row for row in planned if row.status == "pending"]
-                    if scenario is not UNTHROTTLED:
-                        simple = run_simple_service(api_url, pending, sample)
-                        results["simple"].setdefault(scenario.name, []).append(simple)
-                        log(
-                            f"    simple service: {simple['events_per_second']:.1f}/s on "
-                            f"{simple['sample']} events, lost {simple['lost']}"
-                        )
-                    if scenario is LIMITED:
-                        v2 = run_v2_stream(api_url, pending, str(repeat))
-                        results["v2"].append(v2)
-                        log(
-                            f"    v2 stream: {v2['seconds']:.1f} s "
-                            f"({v2['events_per_second']:.0f}/s)"
-                        )
-    results["facts"] = facts
+                else:
+                    figures = run_ceiling(name, api_url, customers, seconds, f"r{repeat}")
+                    log(
+                        f"[{repeat + 1}/{repeats}] {name}: {figures['events_per_second']:.0f} "
+                        f"events/s {figures['statuses']}, cores client "
+                        f"{figures['client_cores']:.2f} emulator {figures['emulator_cores']:.2f}"
+                    )
+                results["clean"][name].append(figures)
+            FAULTY.apply(api_url)
+            for api in APIS if repeat % 2 == 0 else APIS[::-1]:
+                figures, ledger = run_project(setups[api], api_url, events)
+                results["faulty"][f"project {api}"].append(figures)
+                log(
+                    f"[{repeat + 1}/{repeats}] faults, project {api}: {figures['seconds']:.1f} s, "
+                    f"{figures['events_per_second']:.0f}/s, passes {figures['passes']}, "
+                    f"dup {figures['duplicates']}, lost {figures['lost']}"
+                )
+                if api == "v1":
+                    simple = run_simple_service(api_url, ledger, sample)
+                    results["simple"].append(simple)
+                    rate, lost = simple["events_per_second"], simple["lost"]
+                    log(f"    simple service: {rate:.1f}/s, lost {lost}")
+        if profile:
+            CLEAN.apply(api_url)
+            for api in APIS:
+                profiled = profile_project(setups[api], api_url, events)
+                results["profiles"][api] = profiled
+                rate = profiled["run"]["events_per_second"]
+                log(f"profile, project {api} ({rate:.0f}/s):\n{profiled['sampler']}")
+                log(table(["work", "calls", "mean ms", "total s"], profiled["timers"]))
+                for statement, plan in profiled["plans"].items():
+                    log(f"{statement}:\n{plan}")
     return results
 
 
-def _stats(samples: Sequence[dict[str, Any]], key: str) -> Stats:
-    return Stats.of([s[key] for s in samples])
+def _ratio(top: Sequence[dict[str, Any]], bottom: Sequence[dict[str, Any]]) -> Stats:
+    return Stats.of(
+        [a["events_per_second"] / b["events_per_second"] for a, b in zip(top, bottom, strict=True)]
+    )
 
 
-def _section(results: dict[str, Any], organizations: int, repeats: int, concurrency: int) -> str:
-    ceiling = _stats(results["ceiling"], "requests_per_second")
+def _rate(samples: Sequence[dict[str, Any]], key: str = "events_per_second") -> str:
+    return Stats.of([s[key] for s in samples]).show("{:,.0f}")
+
+
+def _section(results: dict[str, Any], args: dict[str, Any]) -> str:
+    clean = results["clean"]
+    sizes, concurrency = args["organizations"], args["concurrency"]
+    what = {
+        "emulator v1": f"`run_v1`: raw http.client, {ceiling.V1_CONNECTIONS} keep-alive "
+        "connections, no SDK, no DB",
+        "emulator v1, SDK": f"`run_v1_sdk`: {ceiling.V1_SDK_THREADS} threads of the SDK, no DB",
+        "project v1": f"reporting step, `--api v1`, {sizes['v1']:,} organizations x 2 meters, "
+        f"concurrency {concurrency['v1']}",
+        "emulator v2": f"`run_v2`: raw http.client, {ceiling.V2_BATCH} events a request, "
+        f"{ceiling.V2_IN_FLIGHT} in flight",
+        "project v2": f"reporting step, `--api v2`, {sizes['v2']:,} organizations x 2 meters, "
+        f"concurrency {concurrency['v2']} (requests in flight)",
+    }
     rows = []
-    for scenario in SCENARIOS:
-        project = results["project"][scenario.name]
-        seconds = _stats(project, "seconds")
-        events = project[0]["events"]
-        achievable = min(scenario.rate_limit or ceiling.median, ceiling.median)
-        simple = results["simple"].get(scenario.name)
+    for name in CANDIDATES:
+        samples = clean[name]
+        project = name.startswith("project")
         rows.append(
             [
-                scenario.name,
-                f"{events:,}",
-                seconds.show("{:.1f}"),
-                _stats(project, "events_per_second").show("{:.0f}"),
-                f"{events / scenario.rate_limit / seconds.median:.0%}"
-                if scenario.rate_limit
-                else "-",
-                f"{events / achievable / seconds.median:.0%}",
-                f"{max(p['passes'] for p in project)}",
-                f"{sum(p['duplicates'] for p in project)} / {sum(p['lost'] for p in project)}"
-                f" / {sum(p['ledger_not_sent'] + p['totals_differ'] for p in project)}",
-                _stats(simple, "seconds").show("{:.0f}") + " (extrapolated)" if simple else "—",
-                f"{_stats(simple, 'seconds').median / seconds.median:.0f}x" if simple else "—",
-                f"{sum(s['lost'] for s in simple)} of {sum(s['sample'] for s in simple)}"
-                if simple
+                name,
+                what[name],
+                f"{samples[0]['events']:,}" if project else _rate(samples, "events"),
+                _rate(samples),
+                _rate(samples, "send_events_per_second") if project else "—",
+                Stats.of([s["plan_seconds"] for s in samples]).show("{:.1f}") if project else "—",
+                Stats.of([s["client_cores"] for s in samples]).show("{:.2f}"),
+                Stats.of([s["emulator_cores"] for s in samples]).show("{:.2f}"),
+                f"{sum(s['duplicates'] for s in samples)} / {sum(s['lost'] for s in samples)} / "
+                f"{sum(s['ledger_not_sent'] + s['totals_differ'] for s in samples)}"
+                if project
                 else "—",
             ]
         )
-    v2 = results["v2"]
-    return "\n".join(
+    ratios = [
         [
-            "## 2. Reporting: 10,000 organizations x 2 meters",
-            "",
-            f"Machine: {facts_lines(results['facts'])}",
-            "",
-            f"`python -m bench.reporting` — {organizations:,} organizations, {repeats} repeats, "
-            f"sender concurrency {concurrency} (engine pool {concurrency + 2}); emulator in its "
-            "own process on the same 2 cores; median (min-max). `% of limit` = the time the "
-            "1,000 rps limit allows / measured wall time; `% of achievable` uses min(limit, "
-            "emulator ceiling) instead. Wall time includes planning. Duplicates: planned "
-            "identifiers the emulator holds more than once; lost: planned identifiers it lacks; "
-            "ledger/totals: rows not `sent` plus days whose emulator totals differ from the "
-            "plan. The simple service runs on a sample and is extrapolated to all events.",
-            "",
-            f"Emulator ceiling (no latency, no limit, 32 SDK threads, no DB): "
-            f"{ceiling.show('{:.0f}')} requests/s.",
-            "",
-            table(
+            "project v1 / emulator v1",
+            _ratio(clean["project v1"], clean["emulator v1"]).show("{:.0%}"),
+            "80%",
+        ],
+        [
+            "project v1 / emulator v1, SDK",
+            _ratio(clean["project v1"], clean["emulator v1, SDK"]).show("{:.0%}"),
+            "—",
+        ],
+        [
+            "project v2 / emulator v2",
+            _ratio(clean["project v2"], clean["emulator v2"]).show("{:.0%}"),
+            "80%",
+        ],
+        [
+            "project v2 / emulator v2, sending only (planning excluded)",
+            Stats.of(
                 [
-                    "scenario",
-                    "events",
-                    "project s",
-                    "events/s",
-                    "% of limit",
-                    "% of achievable",
-                    "passes",
-                    "dup / lost / ledger",
-                    "simple service s",
-                    "speed-up",
-                    "simple lost",
-                ],
-                rows,
-            ),
+                    p["send_events_per_second"] / e["events_per_second"]
+                    for p, e in zip(clean["project v2"], clean["emulator v2"], strict=True)
+                ]
+            ).show("{:.0%}"),
+            "—",
+        ],
+    ]
+    faulty_rows = []
+    for api in APIS:
+        samples = results["faulty"][f"project {api}"]
+        faulty_rows.append(
+            [
+                f"project {api}",
+                f"{samples[0]['events']:,}",
+                Stats.of([s["seconds"] for s in samples]).show("{:.1f}"),
+                _rate(samples),
+                f"{max(s['passes'] for s in samples)}",
+                f"{sum(s['transient_failures'] for s in samples):,}",
+                f"{sum(s['duplicates'] for s in samples)} / {sum(s['lost'] for s in samples)} / "
+                f"{sum(s['ledger_not_sent'] + s['totals_differ'] for s in samples)}",
+            ]
+        )
+    simple = results["simple"]
+    simple_seconds = Stats.of([s["seconds"] for s in simple])
+    v1_seconds = Stats.of([s["seconds"] for s in results["faulty"]["project v1"]])
+    lines = [
+        "## 2. Reporting: the project against the emulator alone, v1 and v2",
+        "",
+        f"Machine: {facts_lines(results['facts'])}",
+        "",
+        f"`python -m bench.reporting` — {args['repeats']} repeats; one emulator process "
+        f"({args.get('server', 'werkzeug')}; no latency, no limit), candidates in an order "
+        f"rotating each repeat; ceilings run {args['seconds']:.0f} s each; each project run "
+        "reports a fresh day (new identifiers) and is the asset's step: `plan_window` for both "
+        "meters, `revoke_leases`, `send_chunks` over `unsent_chunks`; "
+        "median (min-max); ratios taken within each repeat. Cores: CPU seconds per wall second "
+        "of this process (client: the driver, or the project's planner and sender) and of the "
+        "emulator's process. Check: duplicates / lost / (ledger rows not `sent` + days whose "
+        "emulator totals differ from the plan).",
+        "",
+        table(
+            [
+                "candidate",
+                "what runs",
+                "events",
+                "events/s",
+                "events/s sending",
+                "planning s",
+                "client cores",
+                "emulator cores",
+                "dup / lost / ledger",
+            ],
+            rows,
+        ),
+        "",
+        table(["ratio (within each repeat)", "median (min-max)", "target"], ratios),
+        "",
+        f"Under {FAULTY.name} (exactly-once under faults; rows left `failed` get another pass):",
+        "",
+        table(
+            [
+                "candidate",
+                "events",
+                "seconds",
+                "events/s",
+                "passes",
+                "transient failures",
+                "dup / lost / ledger",
+            ],
+            faulty_rows,
+        ),
+        "",
+        "Simple service (one event at a time with the SDK, 2 retries, no ledger) on a sample of "
+        f"{simple[0]['sample']} events a repeat under the same faults: "
+        f"{_rate(simple)} events/s, extrapolated "
+        f"{simple_seconds.show('{:.0f}')} s for the v1 day "
+        f"({simple_seconds.median / v1_seconds.median:.0f}x the project's v1), "
+        f"lost {sum(s['lost'] for s in simple)} of {sum(s['sample'] for s in simple)}.",
+        *_profiles(results, args),
+    ]
+    return "\n".join(lines)
+
+
+def _plan_text(plan: str) -> str:
+    """A plan without the statement's 100 identifiers spelled out in it."""
+    return re.sub(r"'\{[^}]*\}'", "'{...}'", plan)
+
+
+def _profiles(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
+    """Where the sender's threads spend a clean run's wall time, per API, and the plans."""
+    lines: list[str] = []
+    for api, profiled in results.get("profiles", {}).items():
+        run = profiled["run"]
+        lines += [
             "",
-            "v2 meter event stream (SDK directly, 100 events a request, 4 in flight, 50 ms, "
-            f"1,000 rps; not the pipeline's sender): {_stats(v2, 'seconds').show('{:.1f}')} s, "
-            f"{_stats(v2, 'events_per_second').show('{:.0f}')} events/s, "
-            f"{sum(v['duplicates'] for v in v2)} duplicates, {sum(v['lost'] for v in v2)} lost.",
+            f"Sender profile, project {api} (one more clean run: {run['events']:,} events, "
+            f"{run['events_per_second']:,.0f} events/s end to end, planning "
+            f"{run['plan_seconds']:.1f} s, sending {run['send_seconds']:.1f} s with "
+            f"{args['concurrency'][api]} workers; the sampler and timers cost it a little). Wall "
+            "time by call, summed over threads (`bench.sender_profile.CallTimers`):",
+            "",
+            table(["work", "calls", "mean ms", "total s"], profiled["timers"]),
+            "",
+            "Stack samples of the sender's worker threads and the main thread (`bench.sampler`; "
+            "the main thread plans, claims v1 chunks and waits), innermost frames:",
+            "",
+            "```",
+            *profiled["sampler"].split("\n")[3:15],
+            "```",
         ]
-    )
+        if profiled["plans"]:
+            lines += [
+                "",
+                f"One claim and one outcome write of {profiled['plans']['rows']} fresh rows under "
+                "`EXPLAIN (ANALYZE, BUFFERS, WAL)`:",
+                "",
+                "```",
+                _plan_text(profiled["plans"]["claim"]),
+                "",
+                _plan_text(profiled["plans"]["write"]),
+                "```",
+            ]
+    return lines
 
 
 def render(data: dict[str, Any]) -> str:
     """The RESULTS.md section for the JSON a full run wrote."""
-    return _section(data, data["organizations"], data["repeats"], data["concurrency"])
+    return _section(data, data["args"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="300 organizations, 1 repeat")
-    parser.add_argument("--organizations", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 repeat")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=5.0, help="each ceiling's duration")
+    parser.add_argument("--v1-organizations", type=int, default=5_000)
+    parser.add_argument("--v2-organizations", type=int, default=50_000)
+    parser.add_argument("--v1-concurrency", type=int, default=32)
+    parser.add_argument("--v2-concurrency", type=int, default=8)
     parser.add_argument("--baseline-sample", type=int, default=200)
-    parser.add_argument("--api", choices=["v1", "v2"], default="v1", help="the sender's API")
+    parser.add_argument("--no-profile", action="store_true", help="skip the sampled runs")
+    parser.add_argument(
+        "--server",
+        choices=["werkzeug", "gunicorn"],
+        default="gunicorn",
+        help="the emulator's HTTP server (see bench/emulator_gunicorn.py)",
+    )
     args = parser.parse_args()
-    organizations = 300 if args.quick else args.organizations
-    repeats = 1 if args.quick else args.repeats
+    sizes: dict[MeterEventApi, int] = (
+        {"v1": 300, "v2": 2_000}
+        if args.quick
+        else {"v1": args.v1_organizations, "v2": args.v2_organizations}
+    )
+    concurrency: dict[MeterEventApi, int] = {"v1": args.v1_concurrency, "v2": args.v2_concurrency}
+    repeats, seconds = (1, 2.0) if args.quick else (args.repeats, args.seconds)
     sample = 50 if args.quick else args.baseline_sample
     results = measure(
-        organizations, repeats, args.concurrency, sample, lambda m: print(m, flush=True), args.api
+        sizes,
+        concurrency,
+        repeats,
+        seconds,
+        sample,
+        not args.no_profile,
+        args.server,
+        lambda m: print(m, flush=True),
     )
+    summary = {
+        "server": args.server,
+        "organizations": sizes,
+        "concurrency": concurrency,
+        "repeats": repeats,
+        "seconds": seconds,
+    }
     record(
         "reporting",
-        {
-            "organizations": organizations,
-            "repeats": repeats,
-            "concurrency": args.concurrency,
-            **results,
-        },
-        _section(results, organizations, repeats, args.concurrency),
+        {"args": summary, **results},
+        _section(results, summary),
         quick=args.quick,
     )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import time
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -40,8 +39,11 @@ def create_app(runtime: Runtime) -> Flask:
         if request.path.startswith("/_emulator"):
             return None
         g.request_id = new_id("req_", 14)
-        # Hash the raw body before form parsing consumes it (the cached copy feeds the parser).
-        g.fingerprint = hashlib.sha256(request.get_data(cache=True)).hexdigest()
+        # Read the raw body before form parsing consumes it (the cached copy feeds the parser);
+        # its hash only matters to a request with an Idempotency-Key (see replay.py).
+        body = request.get_data(cache=True)
+        idempotent = "Idempotency-Key" in request.headers
+        g.fingerprint = hashlib.sha256(body).hexdigest() if idempotent else None
         g.api_key = None if request.path == STREAM_PATH else authenticate()
         if not faults.allow_request() or faults.roll("error_429"):
             g.no_replay_save = True
@@ -60,14 +62,14 @@ def create_app(runtime: Runtime) -> Flask:
         if replay is not None:
             return replay
         if request.endpoint != "create_meter_event":
-            time.sleep(faults.latency_seconds())
+            faults.delay()
         return None
 
     @app.after_request
     def stripe_epilogue(response: Response) -> Response:
         if request.path.startswith("/_emulator"):
             return response
-        save_for_replay(state.idempotency, response, state.now())
+        save_for_replay(state.idempotency, response, state.now)
         response.headers["Request-Id"] = g.get("request_id", "")
         runtime.hand_over_events()
         if faults.roll("drop"):

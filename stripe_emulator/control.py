@@ -95,8 +95,9 @@ class EmulatorControl:
         )
         return result
 
-    def meter_events(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/meter_events")
+    def meter_events(self, after: int = 0) -> list[dict[str, Any]]:
+        """Stored meter events, oldest first; `after` keeps those with a larger `seq`."""
+        result: list[dict[str, Any]] = self._call("GET", f"/meter_events?after={after}")
         return result
 
     def error_reports(self) -> list[dict[str, Any]]:

@@ -105,7 +105,7 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
 
     @bp.get("/meter_events")
     def meter_events() -> Response:
-        return jsonify(state.meter_events.records())
+        return jsonify(state.meter_events.records(after=int(request.args.get("after", 0))))
 
     @bp.get("/error_reports")
     def error_reports() -> Response:

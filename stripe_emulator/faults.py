@@ -85,3 +85,10 @@ class Faults:
     def latency_seconds(self) -> float:
         with self._lock:
             return self._config.latency_ms / 1000.0
+
+    def delay(self) -> None:
+        """Wait the configured latency; not at all without one (even `sleep(0)` hands the
+        interpreter lock to another thread, which costs a request its turn)."""
+        latency = self.latency_seconds()
+        if latency > 0:
+            time.sleep(latency)

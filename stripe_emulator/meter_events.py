@@ -118,6 +118,8 @@ class MeterEvents:
                 "type": "cancel",
             }
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self, after: int = 0) -> list[dict[str, Any]]:
+        """Every stored event, or those stored after sequence number `after` (a benchmark holding
+        a million events checks each run's own without fetching them all again)."""
         with self._store.lock:
-            return [asdict(e) for e in self._store.data.events]
+            return [asdict(e) for e in self._store.data.events if e.seq > after]

@@ -6,6 +6,8 @@ method, path and raw-body fingerprint, otherwise Stripe answers `idempotency_err
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Response, g, request
 
 from stripe_emulator.errors import StripeAPIError
@@ -49,8 +51,10 @@ def replayed(keys: IdempotencyKeys) -> Response | None:
     return response
 
 
-def save_for_replay(keys: IdempotencyKeys, response: Response, now: int) -> None:
-    """Keep the response unless it is one Stripe lets the client retry (5xx, 401, 429)."""
+def save_for_replay(keys: IdempotencyKeys, response: Response, now: Callable[[], int]) -> None:
+    """Keep the response unless it is one Stripe lets the client retry (5xx, 401, 429).
+
+    `now` is only read when a response is kept (it takes the store's lock)."""
     scope = _scope()
     cacheable = response.status_code < 500 and response.status_code not in (401, 429)
     if scope and cacheable and not g.get("no_replay_save"):
@@ -63,6 +67,6 @@ def save_for_replay(keys: IdempotencyKeys, response: Response, now: int) -> None
                 status=response.status_code,
                 body=response.get_data(as_text=True),
                 headers={h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers},
-                saved_at=now,
+                saved_at=now(),
             ),
         )

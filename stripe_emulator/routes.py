@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Flask, Response, g, request
 
 from stripe_emulator.errors import rate_limited
@@ -76,13 +74,13 @@ def register_routes(app: Flask, runtime: Runtime) -> None:
         if meter is not None and isinstance(payload, dict):
             customer = payload.get(meter["customer_mapping"]["event_payload_key"])
         if meter is None or not customer:
-            time.sleep(faults.latency_seconds())
+            faults.delay()
             return json_response(events.create(request_params, g.request_id))
         if not events.try_acquire_slot(str(customer), meter["id"]):
             g.no_replay_save = True
             raise rate_limited(_CONCURRENCY)
         try:
-            time.sleep(faults.latency_seconds())
+            faults.delay()
             return json_response(events.create(request_params, g.request_id))
         finally:
             events.release_slot(str(customer), meter["id"])

@@ -100,8 +100,8 @@ def write_outcomes(engine: Engine, owner: str, outcomes: Sequence[RowOutcome]) -
                             CAST(:reasons AS text[]), CAST(:codes AS text[]),
                             CAST(:attempts AS int[]))
                      AS o(identifier, status, reason, code, attempt)
-                WHERE l.identifier = o.identifier AND l.lease_owner = :owner
-                  AND l.status = ANY(:unsent)
+                WHERE l.identifier = o.identifier AND l.identifier = ANY(:identifiers)
+                  AND l.lease_owner = :owner AND l.status = ANY(:unsent)
                 """
             ),
             {

@@ -1,14 +1,14 @@
 """Deliver ledger rows to Stripe, through the v1 meter-event API or the v2 meter event stream.
 
 Rows come in the order they must arrive (per customer and meter: days, then revisions,
-ascending; see `ledger.unsent_rows`). Rows are claimed by lease (`leases.py`), sent without
-holding a database connection, and their outcomes written in batches.
-
-Rows are read and sent a chunk of whole customers at a time (`ledger.unsent_chunks`).
+ascending; see `ledger.unsent_rows`), a chunk of whole customers at a time
+(`ledger.unsent_chunks`). Each chunk is claimed by lease in one statement (`leases.py`), sent
+without holding a database connection, and its outcomes written OUTCOME_BATCH at a time: a few
+statements per thousand events, whatever the concurrency.
 
 - v1: Stripe allows one concurrent meter-event call per customer per meter, so rows are grouped
   by (customer, event name) and each group is sent in order by one worker; groups run in
-  parallel up to `concurrency`. A chunk is claimed in one statement.
+  parallel up to `concurrency`.
 - v2: events go out up to 100 per stream request, `concurrency` requests in flight. The rows are
   sent in waves: wave k holds the k-th row of every (customer, event name) group, and a wave
   starts once the previous one is answered. A request therefore never holds two revisions of
@@ -27,7 +27,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -122,10 +122,7 @@ def send_chunks(
             groups: dict[tuple[str, str], list[LedgerRow]] = {}
             for row in rows:
                 groups.setdefault(_key(row), []).append(row)
-            if api == "v1":
-                _send_chunk_v1(run, pool, list(groups.values()))
-            else:
-                _send_waves_v2(run, pool, list(groups.values()))
+            _send_chunk(run, pool, list(groups.values()), api)
     return run.report
 
 
@@ -141,26 +138,52 @@ def _precheck(run: _Pass, row: LedgerRow, previous: datetime | None) -> RowOutco
     return None
 
 
-def _send_chunk_v1(run: _Pass, pool: ThreadPoolExecutor, groups: list[list[LedgerRow]]) -> None:
-    """Claim the chunk in one statement, send each group in order, write outcomes in batches."""
+class _OutcomeWriter:
+    """Gathers the outcomes of one chunk's calls and writes them OUTCOME_BATCH at a time."""
+
+    def __init__(self, run: _Pass) -> None:
+        self.run = run
+        self.written: set[str] = set()
+        self._pending: list[RowOutcome] = []
+
+    def add(self, outcomes: Sequence[RowOutcome]) -> None:
+        self._pending += outcomes
+        if len(self._pending) >= OUTCOME_BATCH:
+            self.flush()
+
+    def collect(self, futures: Sequence[Future[list[RowOutcome]]]) -> None:
+        """Add each call's outcomes as it finishes. After an unexpected error the other calls
+        finish first, so no row is given back while a call may still be sending it."""
+        try:
+            for future in as_completed(futures):
+                self.add(future.result())
+        finally:
+            wait(futures)
+
+    def flush(self) -> None:
+        leases.write_outcomes(self.run.engine, self.run.owner, self._pending)
+        self.written.update(o.identifier for o in self._pending)
+        self._pending = []
+
+
+def _send_chunk(
+    run: _Pass, pool: ThreadPoolExecutor, groups: list[list[LedgerRow]], api: MeterEventApi
+) -> None:
+    """Claim the chunk in one statement, send it, write outcomes in batches."""
     identifiers = [row.identifier for group in groups for row in group]
     claimed = leases.claim(run.engine, identifiers, run.owner, run.lease)
-    futures = [pool.submit(_send_group_v1, run, group, claimed) for group in groups]
-    outcomes: list[RowOutcome] = []
-    written: set[str] = set()
+    writer = _OutcomeWriter(run)
     try:
-        for done, future in enumerate(as_completed(futures), start=1):
-            outcomes += future.result()
-            if len(outcomes) >= OUTCOME_BATCH or done == len(futures):
-                leases.write_outcomes(run.engine, run.owner, outcomes)
-                written.update(o.identifier for o in outcomes)
-                outcomes = []
+        if api == "v1":
+            writer.collect([pool.submit(_send_group_v1, run, group, claimed) for group in groups])
+        else:
+            _send_waves_v2(run, pool, groups, claimed, writer)
+        writer.flush()
     finally:
-        # After an unexpected error the other groups finish their calls first; then the rows
-        # claimed but not recorded are given back, so a retry of this step does not wait for
-        # their leases to expire (one Stripe accepted is answered as a duplicate when resent).
-        wait(futures)
-        leases.release(run.engine, run.owner, [i for i in claimed if i not in written])
+        # Rows claimed but not recorded (a group held elsewhere, an unexpected error) are given
+        # back, so a retry of this step does not wait for their leases to expire (one Stripe
+        # accepted is answered as a duplicate when resent).
+        leases.release(run.engine, run.owner, [i for i in claimed if i not in writer.written])
 
 
 def _send_group_v1(
@@ -213,51 +236,39 @@ def _settled(run: _Pass, row: LedgerRow, result: SendResult) -> RowOutcome:
     return RowOutcome(row.identifier, LedgerStatus.FAILED, message, result.code)
 
 
-def _send_waves_v2(run: _Pass, pool: ThreadPoolExecutor, groups: list[list[LedgerRow]]) -> None:
+def _send_waves_v2(
+    run: _Pass,
+    pool: ThreadPoolExecutor,
+    groups: list[list[LedgerRow]],
+    claimed: dict[str, datetime | None],
+    writer: _OutcomeWriter,
+) -> None:
     """Wave k sends the k-th row of every group; a group held elsewhere stops there."""
     blocked: set[tuple[str, str]] = set()
     depth = max((len(group) for group in groups), default=0)
     for k in range(depth):
         wave = [group[k] for group in groups if len(group) > k and _key(group[k]) not in blocked]
-        batches = [wave[i : i + MAX_STREAM_EVENTS] for i in range(0, len(wave), MAX_STREAM_EVENTS)]
-        newly: set[tuple[str, str]] = set()
-        for future in [pool.submit(_send_batch_v2, run, batch) for batch in batches]:
-            newly.update(future.result())
-        for group in groups:
-            if len(group) > k and _key(group[k]) in newly:
-                for later in group[k + 1 :]:
-                    run.report.record(later, "claimed_elsewhere")
-        blocked |= newly
+        to_send: list[LedgerRow] = []
+        for row in wave:
+            if row.identifier not in claimed:
+                run.report.record(row, "claimed_elsewhere")
+                blocked.add(_key(row))
+            elif outcome := _precheck(run, row, claimed[row.identifier]):
+                writer.add([outcome])
+            else:
+                to_send.append(row)
+        batches = [
+            to_send[i : i + MAX_STREAM_EVENTS] for i in range(0, len(to_send), MAX_STREAM_EVENTS)
+        ]
+        writer.collect([pool.submit(_stream, run, batch) for batch in batches])
+    for group in groups:
+        held = [index for index, row in enumerate(group) if row.identifier not in claimed]
+        for later in group[held[0] + 1 :] if held else []:
+            run.report.record(later, "claimed_elsewhere")
 
 
 def _key(row: LedgerRow) -> tuple[str, str]:
     return (row.stripe_customer_id, row.event_name)
-
-
-def _send_batch_v2(run: _Pass, batch: list[LedgerRow]) -> set[tuple[str, str]]:
-    """Claim, stream and record one request's rows; return the groups held by another sender."""
-    claimed = leases.claim(run.engine, [r.identifier for r in batch], run.owner, run.lease)
-    blocked = set()
-    outcomes: list[RowOutcome] = []
-    to_send: list[LedgerRow] = []
-    for row in batch:
-        if row.identifier not in claimed:
-            run.report.record(row, "claimed_elsewhere")
-            blocked.add(_key(row))
-            continue
-        outcome = _precheck(run, row, claimed[row.identifier])
-        if outcome is None:
-            to_send.append(row)
-        else:
-            outcomes.append(outcome)
-    try:
-        if to_send:
-            outcomes += _stream(run, to_send)
-        leases.write_outcomes(run.engine, run.owner, outcomes)
-    except BaseException:
-        leases.release(run.engine, run.owner, list(claimed))
-        raise
-    return blocked
 
 
 def _stream(run: _Pass, rows: list[LedgerRow]) -> list[RowOutcome]:

@@ -12,6 +12,7 @@ import stripe
 from billing_pipeline_tests.support.stripe import NOON, make_client
 from stripe_emulator import EmulatorControl, StripeEmulator
 from stripe_emulator.forms import decode_pairs
+from stripe_emulator.ids import new_id
 
 # Every test here starts from an empty emulator whose clock reads NOON.
 pytestmark = pytest.mark.usefixtures("emulator_at_noon")
@@ -142,3 +143,10 @@ def test_form_decoding_rebuilds_nested_keys_and_lists() -> None:
         "expand": ["a", "b"],
         "event_name": "x",
     }
+
+
+def test_ids_are_the_prefix_and_letters_and_digits_of_the_asked_length() -> None:
+    ids = [new_id("cus_", 14) for _ in range(200)]
+    assert all(i.startswith("cus_") and len(i) == 18 and i[4:].isalnum() for i in ids)
+    assert all(i[4:].isascii() for i in ids)
+    assert len(set(ids)) == 200

@@ -54,6 +54,18 @@ def test_accepted_event_is_echoed_and_recorded(
 
 
 @pytest.mark.usefixtures("readings_meter")
+def test_control_plane_lists_events_after_a_sequence_number(
+    stripe_client: stripe.StripeClient, customer: str, emulator_at_noon: EmulatorControl
+) -> None:
+    for name in ("first", "second", "third"):
+        send(stripe_client, customer, identifier=name)
+    (first, *later) = emulator_at_noon.meter_events()
+    assert [e["identifier"] for e in later] == ["second", "third"]
+    assert emulator_at_noon.meter_events(after=first["seq"]) == later
+    assert emulator_at_noon.meter_events(after=later[-1]["seq"]) == []
+
+
+@pytest.mark.usefixtures("readings_meter")
 def test_unknown_and_inactive_event_names_are_rejected(
     stripe_client: stripe.StripeClient, customer: str, make_meter: Callable[..., Any]
 ) -> None:
