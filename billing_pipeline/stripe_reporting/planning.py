@@ -141,6 +141,9 @@ inserted AS (
 )
 """
 
+# A plan that inserts this many rows refreshes the ledger's statistics before anything reads it.
+ANALYZE_AFTER_ROWS = 10_000
+
 _COUNTS_SQL = "SELECT day, status, count(*) AS n FROM inserted GROUP BY day, status"
 _ROWS_SQL = "SELECT * FROM inserted ORDER BY stripe_customer_id, part_start"
 
@@ -221,6 +224,10 @@ def plan_window(
             plan.add([LedgerRow(**row._mapping) for row in result])
         else:
             plan.counts.update({(row.day, row.status): int(row.n) for row in result})
+        if plan.counts.total() >= ANALYZE_AFTER_ROWS:
+            # Autovacuum analyzes later; until then the planner takes the new rows for a few and
+            # scans every unsent row where the sender's claims and writes want the primary key.
+            connection.execute(text("ANALYZE billing.meter_ledger"))
         if target.window is None and meter.aggregation == "last":
             reassert = reassert_rows(connection, meter, first_day, end_day, now)
             insert_rows(connection, reassert)
