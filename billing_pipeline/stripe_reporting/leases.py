@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -80,41 +81,41 @@ def claim(
 
 
 def write_outcomes(engine: Engine, owner: str, outcomes: Sequence[RowOutcome]) -> None:
-    """Record a batch of outcomes in one statement and free their leases.
+    """Record a batch of outcomes and free their leases, one statement per kind of outcome.
 
     Only rows still unsent and leased by `owner` are written: a meter error report that already
-    marked a row rejected wins over the 200 that preceded it.
+    marked a row rejected wins over the 200 that preceded it. Rows sharing an outcome (nearly
+    all of a batch) are one primary-key lookup each; joining the rows to a list of outcomes
+    made the planner loop over the list once per row.
     """
-    if not outcomes:
-        return
+    kinds: dict[tuple[str, str | None, str | None, int], list[str]] = defaultdict(list)
+    for o in outcomes:
+        kinds[(str(o.status), o.reason, o.code, int(o.count_attempt))].append(o.identifier)
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                """
-                UPDATE billing.meter_ledger l
-                SET status = o.status, status_reason = o.reason, error_code = o.code,
-                    attempts = l.attempts + o.attempt, updated_at = now(),
-                    sent_at = CASE WHEN o.status = :sent THEN now() ELSE l.sent_at END,
-                    lease_owner = NULL, lease_expires_at = NULL
-                FROM unnest(CAST(:identifiers AS text[]), CAST(:statuses AS text[]),
-                            CAST(:reasons AS text[]), CAST(:codes AS text[]),
-                            CAST(:attempts AS int[]))
-                     AS o(identifier, status, reason, code, attempt)
-                WHERE l.identifier = o.identifier AND l.identifier = ANY(:identifiers)
-                  AND l.lease_owner = :owner AND l.status = ANY(:unsent)
-                """
-            ),
-            {
-                "sent": LedgerStatus.SENT,
-                "identifiers": [o.identifier for o in outcomes],
-                "statuses": [str(o.status) for o in outcomes],
-                "reasons": [o.reason for o in outcomes],
-                "codes": [o.code for o in outcomes],
-                "attempts": [int(o.count_attempt) for o in outcomes],
-                "owner": owner,
-                "unsent": list(UNSENT_STATUSES),
-            },
-        )
+        for (status, reason, code, attempt), identifiers in kinds.items():
+            connection.execute(
+                text(
+                    """
+                    UPDATE billing.meter_ledger
+                    SET status = :status, status_reason = :reason, error_code = :code,
+                        attempts = attempts + :attempt, updated_at = now(),
+                        sent_at = CASE WHEN :status = :sent THEN now() ELSE sent_at END,
+                        lease_owner = NULL, lease_expires_at = NULL
+                    WHERE identifier = ANY(:identifiers) AND lease_owner = :owner
+                      AND status = ANY(:unsent)
+                    """
+                ),
+                {
+                    "status": status,
+                    "reason": reason,
+                    "code": code,
+                    "attempt": attempt,
+                    "sent": LedgerStatus.SENT,
+                    "identifiers": identifiers,
+                    "owner": owner,
+                    "unsent": list(UNSENT_STATUSES),
+                },
+            )
 
 
 def release(engine: Engine, owner: str, identifiers: Sequence[str]) -> None:
