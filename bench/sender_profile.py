@@ -114,7 +114,7 @@ def explain_batch(engine: Engine, day: date, meters: list[str], size: int) -> di
         leases.claim(engine, identifiers, owner, DEFAULT_LEASE)
     # The claim ran for real; write the rows' outcomes as a 200 from the stream would.
     write_plan: list[str] = []
-    with _explained(engine, "unnest(", write_plan):
+    with _explained(engine, "attempts = attempts +", write_plan):
         leases.write_outcomes(
             engine, owner, [RowOutcome(i, LedgerStatus.SENT, "bench explain") for i in identifiers]
         )
