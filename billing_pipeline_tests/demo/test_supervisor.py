@@ -96,7 +96,7 @@ class Demo:
         """Whether the webserver is this supervisor's, not one left by a killed predecessor."""
         assert self.process is not None
         children = psutil.Process(self.process.pid).children()
-        return any("dagster-webserver" in " ".join(child.cmdline()) for child in children)
+        return any("dagster-webserver" in " ".join(_cmdline(child)) for child in children)
 
     def leftovers(self) -> list[str]:
         """Processes this demo started that still run: its Postgres, Dagster, anything else."""
@@ -154,3 +154,12 @@ def test_recovers_after_kill_9(demo: Demo) -> None:
     os.kill(second.pid, signal.SIGTERM)
     assert second.wait(timeout=60) == 0
     assert demo.wait_for_no_leftovers() == []
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    """A child's command line; empty for one that exited meanwhile (a finished migration step
+    is a zombie until the supervisor reaps it)."""
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
