@@ -91,6 +91,8 @@ def write_outcomes(engine: Engine, owner: str, outcomes: Sequence[RowOutcome]) -
     kinds: dict[tuple[str, str | None, str | None, int], list[str]] = defaultdict(list)
     for o in outcomes:
         kinds[(str(o.status), o.reason, o.code, int(o.count_attempt))].append(o.identifier)
+    if not kinds:
+        return
     with engine.begin() as connection:
         for (status, reason, code, attempt), identifiers in kinds.items():
             connection.execute(
