@@ -14,7 +14,7 @@ load from elsewhere hits every candidate:
   connections, pre-built bodies, no SDK, no database: what the emulator alone answers on v1;
 - `emulator v1, SDK`: `bench.emulator_ceiling.run_v1_sdk`, 32 threads of the official SDK, no
   database: the same plus the SDK's own cost, which any v1 client pays;
-- `project v1`: the reporting step as the asset runs it with `--api v1`: `plan_window` for both
+- `project v1`: the reporting step as the asset runs it with `--api v1`: `plan_targets` for both
   meters, `revoke_leases`, `send_chunks(engine, client, unsent_chunks(...), api="v1")`; a pass
   that left rows `failed` is followed by another, as the asset's Dagster RetryPolicy would (the
   policy's delay is not added);
@@ -72,7 +72,7 @@ from billing_pipeline.stripe_client import MAX_STREAM_EVENTS, StripeBilling
 from billing_pipeline.stripe_reporting.leases import revoke_leases
 from billing_pipeline.stripe_reporting.ledger import unsent_chunks
 from billing_pipeline.stripe_reporting.meter_sync import verify_meters
-from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
+from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_targets
 from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_chunks
 from billing_pipeline.usage.daily_usage import refresh_daily_usage
 from billing_pipeline.usage.meters import METERS
@@ -210,15 +210,13 @@ def _verify(events: list[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> dic
 
 
 def _plan(engine: Engine, billing: StripeBilling, day: date) -> Counter[str]:
-    """The asset's planning for one day: both meters, with the window Stripe reports; the
-    rows planned, by status (the asset keeps counts only; the rows stay in the ledger)."""
+    """The asset's planning for one day: both meters side by side (`plan_targets`), with the
+    window Stripe reports; the rows planned, by status (the asset keeps counts only)."""
     remote = verify_meters(billing, METERS)
+    targets = [MeterTarget(meter, remote[meter.name].event_time_window) for meter in METERS]
     counts = Counter[str]()
-    for meter in METERS:
-        target = MeterTarget(meter, remote[meter.name].event_time_window)
-        plan = plan_window(engine, target, day, day + timedelta(days=1))
-        for (_, status), n in plan.counts.items():
-            counts[status] += n
+    for (_, status), n in plan_targets(engine, targets, day, day + timedelta(days=1)).items():
+        counts[status] += n
     return counts
 
 
@@ -556,7 +554,7 @@ def _section(results: dict[str, Any], args: dict[str, Any]) -> str:
         f"`python -m bench.reporting` — {args['repeats']} repeats; one emulator process "
         f"({args.get('server', 'werkzeug')}; no latency, no limit), candidates in an order "
         f"rotating each repeat; ceilings run {args['seconds']:.0f} s each; each project run "
-        "reports a fresh day (new identifiers) and is the asset's step: `plan_window` for both "
+        "reports a fresh day (new identifiers) and is the asset's step: `plan_targets` for both "
         "meters, `revoke_leases`, `send_chunks` over `unsent_chunks`; "
         "median (min-max); ratios taken within each repeat. Cores: CPU seconds per wall second "
         "of this process (client: the driver, or the project's planner and sender) and of the "

@@ -2,7 +2,6 @@
 
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,7 @@ from billing_pipeline.stripe_reporting.ledger import (
 from billing_pipeline.stripe_reporting.locking import ReportingLockTimeoutError, reporting_lock
 from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError, verify_meters
 from billing_pipeline.stripe_reporting.period_close import PERIOD_CLOSE_TAG
-from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
+from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_targets
 from billing_pipeline.stripe_reporting.reconciliation import day_totals
 from billing_pipeline.stripe_reporting.sender import SendReport, send_chunks
 from billing_pipeline.usage.assets import usage_asset_key
@@ -134,14 +133,7 @@ def _report(
     settled = settle_in_doubt(engine, client, {name: remote[name].id for name in differences})
     closing = context.run.tags.get(PERIOD_CLOSE_TAG)
     until = datetime.fromisoformat(closing) if closing else None
-    planned_by_day: Counter[tuple[date, str]] = Counter()
-    # Each meter is one statement in its own backend: planned side by side, the run waits for
-    # the slower meter, not for the sum.
-    with ThreadPoolExecutor(max(1, len(targets)), thread_name_prefix="plan") as pool:
-        for plan in pool.map(
-            lambda target: plan_window(engine, target, plan_first, plan_end, now, until), targets
-        ):
-            planned_by_day += plan.counts
+    planned_by_day = plan_targets(engine, targets, plan_first, plan_end, now, until)
     planned_counts: Counter[str] = Counter()
     for (_, status), n in planned_by_day.items():
         planned_counts[status] += n
