@@ -22,11 +22,11 @@ from collections import Counter
 from typing import Any
 
 import dagster as dg
-from sqlalchemy import text
 
 from bench.common import (
     Stats,
     facts_lines,
+    ledger_outcome,
     machine_facts,
     postgres_server,
     record,
@@ -37,7 +37,6 @@ from bench.emulator import API_KEY, control, emulator_process
 from bench.reporting import attach_customers
 from billing_demo.seed.generator import SeedOptions
 from billing_demo.seed.loader import seed_database
-from billing_pipeline.db.engine import make_engine
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.assets import build_reporting_asset
@@ -107,31 +106,17 @@ def run_once(
             seconds = time.perf_counter() - began
             assert result.success
             steps = _step_seconds(instance, result.run_id)
-        engine = make_engine(db_url, pool_size=1)
-        with engine.connect() as connection:
-            statuses: Counter[str] = Counter(
-                dict(
-                    connection.execute(
-                        text("SELECT status, count(*) FROM billing.meter_ledger GROUP BY status")
-                    ).all()
-                )
-            )
-            sent_ids = set(
-                connection.execute(
-                    text("SELECT identifier FROM billing.meter_ledger WHERE status = 'sent'")
-                ).scalars()
-            )
-        engine.dispose()
+        ledger = ledger_outcome(db_url)
         received = Counter(e["identifier"] for e in control(api_url).meter_events())
     return {
         "readings": seeded.readings,
         "days": f"{options.start_date}..{options.end_date}",
         "seconds": seconds,
         "steps": steps,
-        "ledger": dict(statuses),
+        "ledger": dict(ledger.statuses),
         "duplicates": sum(n - 1 for n in received.values()),
-        "lost": len(sent_ids - set(received)),
-        "open": statuses["pending"] + statuses["failed"],
+        "lost": len(ledger.sent - set(received)),
+        "open": ledger.statuses["pending"] + ledger.statuses["failed"],
     }
 
 

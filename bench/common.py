@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from billing_demo.seed.generator import SeedOptions
 from billing_pipeline import config
 from billing_pipeline.db import migrate
 from billing_pipeline.db.embedded import EmbeddedPostgres
@@ -103,6 +105,50 @@ class Stats:
 
     def as_dict(self) -> dict[str, float]:
         return {"median": self.median, "min": self.low, "max": self.high, "n": self.n}
+
+
+def billed_seed(organizations: int, days: int) -> SeedOptions:
+    """The demo's seed with every organization paying, 2 sensors and 2 readings a sensor-day:
+    what is reported is per organization, not per reading, so readings are kept few."""
+    return SeedOptions(
+        organizations=organizations,
+        sensors_per_org=2,
+        days=days,
+        readings_per_sensor_per_day=2,
+        paid_fraction=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class LedgerOutcome:
+    """What a benchmark run left in the ledger, to compare with what the emulator holds."""
+
+    statuses: Counter[str]
+    sent: set[str]
+    leased: int
+
+
+def ledger_outcome(db_url: str) -> LedgerOutcome:
+    """The ledger's rows per status, the identifiers recorded sent and the rows still leased."""
+    engine = make_engine(db_url, pool_size=1)
+    with engine.connect() as connection:
+        statuses: Counter[str] = Counter(
+            dict(
+                connection.execute(
+                    text("SELECT status, count(*) FROM billing.meter_ledger GROUP BY status")
+                ).all()
+            )
+        )
+        sent = set(
+            connection.execute(
+                text("SELECT identifier FROM billing.meter_ledger WHERE status = 'sent'")
+            ).scalars()
+        )
+        leased = connection.execute(
+            text("SELECT count(*) FROM billing.meter_ledger WHERE lease_owner IS NOT NULL")
+        ).scalar_one()
+    engine.dispose()
+    return LedgerOutcome(statuses, sent, int(leased))
 
 
 def peak_rss_mib() -> float:

@@ -49,8 +49,10 @@ from sqlalchemy import text
 from bench.common import (
     OUT_DIR,
     Stats,
+    billed_seed,
     cloned_database,
     facts_lines,
+    ledger_outcome,
     machine_facts,
     peak_rss_mib,
     postgres_server,
@@ -59,7 +61,6 @@ from bench.common import (
     table,
 )
 from bench.emulator import API_KEY, emulator_with_customers
-from billing_demo.seed.generator import SeedOptions
 from billing_demo.seed.loader import seed_database
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.db.statuses import UNSENT_STATUSES
@@ -97,13 +98,7 @@ class Source:
 def seeded(server: str, organizations: int, days: int) -> Iterator[Source]:
     """The demo's own seed (sensor history, dropouts), all organizations paying, 2 sensors and
     2 readings a sensor-day: what is reported is per organization, not per reading."""
-    options = SeedOptions(
-        organizations=organizations,
-        sensors_per_org=2,
-        days=days,
-        readings_per_sensor_per_day=2,
-        paid_fraction=1.0,
-    )
+    options = billed_seed(organizations, days)
     with scratch_database(server, "bench_month_src") as url:
         began = time.perf_counter()
         summary = seed_database(url, options)
@@ -306,28 +301,6 @@ def held_totals(events: Sequence[dict[str, Any]], meters: dict[str, RemoteMeter]
     return +totals
 
 
-def _ledger(db_url: str) -> tuple[Counter[str], set[str], int]:
-    engine = make_engine(db_url, pool_size=1)
-    with engine.connect() as connection:
-        statuses: Counter[str] = Counter(
-            dict(
-                connection.execute(
-                    text("SELECT status, count(*) FROM billing.meter_ledger GROUP BY status")
-                ).all()
-            )
-        )
-        sent = set(
-            connection.execute(
-                text("SELECT identifier FROM billing.meter_ledger WHERE status = 'sent'")
-            ).scalars()
-        )
-        leased = connection.execute(
-            text("SELECT count(*) FROM billing.meter_ledger WHERE lease_owner IS NOT NULL")
-        ).scalar_one()
-    engine.dispose()
-    return statuses, sent, int(leased)
-
-
 def check(
     db_url: str, api_url: str, meters: dict[str, RemoteMeter], owed: Counter[Key]
 ) -> dict[str, Any]:
@@ -335,7 +308,8 @@ def check(
     events = EmulatorControl(api_url, timeout=600).meter_events()
     held = held_totals(events, meters)
     identifiers = Counter(e["identifier"] for e in events)
-    statuses, sent, leased = _ledger(db_url)
+    ledger = ledger_outcome(db_url)
+    statuses, sent, leased = ledger.statuses, ledger.sent, ledger.leased
     differing = [key for key in owed.keys() | held.keys() if owed[key] != held[key]]
     return {
         "events_held": len(events),
@@ -382,7 +356,8 @@ def _kill_mid_reporting(spec: RunSpec) -> dict[str, Any]:
             time.sleep(0.05)
         process.wait()
     held = len(EmulatorControl(spec.api_url, timeout=600).meter_events())
-    statuses, _, leased = _ledger(spec.db_url)
+    ledger = ledger_outcome(spec.db_url)
+    statuses, leased = ledger.statuses, ledger.leased
     return {
         "killed": process.returncode == -signal.SIGKILL,
         "sent_when_killed": sent,

@@ -50,6 +50,7 @@ from sqlalchemy import Engine, text
 from bench import emulator_ceiling as ceiling
 from bench.common import (
     Stats,
+    billed_seed,
     facts_lines,
     machine_facts,
     postgres_server,
@@ -116,16 +117,9 @@ class Setup:
 
 def _seed(db_url: str, api_url: str, organizations: int, days: int) -> list[date]:
     """Seed, give every organization an emulator customer, create the meters, aggregate."""
-    from billing_demo.seed.generator import SeedOptions
     from billing_demo.seed.loader import seed_database
 
-    options = SeedOptions(
-        organizations=organizations,
-        sensors_per_org=2,
-        days=days,
-        readings_per_sensor_per_day=2,
-        paid_fraction=1.0,
-    )
+    options = billed_seed(organizations, days)
     seed_database(db_url, options)
     attach_customers(db_url, api_url)
     engine = make_engine(db_url, pool_size=1)
