@@ -41,7 +41,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +58,8 @@ V1_CONNECTIONS = 16
 # cost); each needs customers of its own, so `_setup` must be given at least this many.
 V1_SDK_THREADS = 32
 V2_IN_FLIGHT = 4
+# The SDK driver's v2 threads: as many requests in flight as the pipeline's v2 sender default.
+V2_SDK_THREADS = 8
 V2_BATCH = 100
 CUSTOMERS_PER_CONNECTION = 8
 EVENT_NAME = "bench_ceiling"
@@ -157,25 +159,65 @@ def run_v1_sdk(url: str, customers: list[list[str]], seconds: float, tag: str) -
     """v1 through the official SDK from `V1_SDK_THREADS` threads, no database: the client work
     the pipeline's v1 sender also does, without its ledger. Each thread has its own customers."""
     client = sdk_client(url)
-    deadline = time.monotonic() + seconds
     ts = int(datetime.now(UTC).timestamp()) - 3600
+
+    def call(w: int, mine: list[str], n: int) -> int:
+        client.v1.billing.meter_events.create(
+            {
+                "event_name": EVENT_NAME,
+                "identifier": f"sdk-{tag}-{w}-{n}",
+                "timestamp": ts,
+                "payload": {"stripe_customer_id": mine[n % len(mine)], "value": "1"},
+            }
+        )
+        return 1
+
+    return _sdk_threads(call, customers, V1_SDK_THREADS, seconds)
+
+
+def run_v2_sdk(url: str, customers: list[list[str]], seconds: float, tag: str) -> dict[str, Any]:
+    """The v2 stream through the official SDK (`v2.billing.meter_event_stream.create` with the
+    session token), 100 events a request from `V2_SDK_THREADS` threads, no database: what the
+    pipeline's v2 sender pays the SDK per request, without its ledger."""
+    client = sdk_client(url)
+    token = client.v2.billing.meter_event_session.create().authentication_token
+    ts = iso8601(int(datetime.now(UTC).timestamp()) - 3600)
+
+    def call(w: int, mine: list[str], n: int) -> int:
+        events: list[Any] = [
+            {
+                "event_name": EVENT_NAME,
+                "identifier": f"sdk2-{tag}-{w}-{n}-{i}",
+                "timestamp": ts,
+                "payload": {"stripe_customer_id": mine[i % len(mine)], "value": "1"},
+            }
+            for i in range(V2_BATCH)
+        ]
+        client.v2.billing.meter_event_stream.create({"events": events}, {"api_key": token})
+        return V2_BATCH
+
+    return _sdk_threads(call, customers, V2_SDK_THREADS, seconds)
+
+
+def _sdk_threads(
+    call: Callable[[int, list[str], int], int],
+    customers: list[list[str]],
+    threads: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """Run `call(worker, its customers, n)` (events sent) in `threads` threads until the
+    deadline; events in answered calls, and how many calls raised."""
+    if len(customers) < threads:
+        raise ValueError(f"{threads} SDK threads need as many customer sets, got {len(customers)}")
+    deadline = time.monotonic() + seconds
     lock = threading.Lock()
     totals: dict[str, Any] = {"events": 0, "statuses": {}}
 
     def worker(w: int) -> None:
-        mine = customers[w]
         ok, failed, n = 0, 0, 0
         while time.monotonic() < deadline:
             try:
-                client.v1.billing.meter_events.create(
-                    {
-                        "event_name": EVENT_NAME,
-                        "identifier": f"sdk-{tag}-{w}-{n}",
-                        "timestamp": ts,
-                        "payload": {"stripe_customer_id": mine[n % len(mine)], "value": "1"},
-                    }
-                )
-                ok += 1
+                ok += call(w, customers[w], n)
             except stripe.StripeError:
                 failed += 1
             n += 1
@@ -185,13 +227,11 @@ def run_v1_sdk(url: str, customers: list[list[str]], seconds: float, tag: str) -
             if failed:
                 totals["statuses"]["error"] = totals["statuses"].get("error", 0) + failed
 
-    if len(customers) < V1_SDK_THREADS:
-        raise ValueError(f"run_v1_sdk needs {V1_SDK_THREADS} customer sets, got {len(customers)}")
     began = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(V1_SDK_THREADS)]
-    for thread in threads:
+    workers = [threading.Thread(target=worker, args=(w,)) for w in range(threads)]
+    for thread in workers:
         thread.start()
-    for thread in threads:
+    for thread in workers:
         thread.join()
     return {**totals, "seconds": time.perf_counter() - began}
 

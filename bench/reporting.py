@@ -20,6 +20,9 @@ load from elsewhere hits every candidate:
   policy's delay is not added);
 - `emulator v2`: `bench.emulator_ceiling.run_v2`, 100 events a request, 4 in flight, raw
   `http.client`: the emulator's own v2 stream ceiling;
+- `emulator v2, SDK`: `bench.emulator_ceiling.run_v2_sdk`, 8 threads of the official SDK's
+  `meter_event_stream.create`, 100 events a request, no database: the same plus the SDK's own
+  cost per request, which the v2 sender pays too;
 - `project v2`: the same reporting step with `api="v2"`.
 
 Ratios (project / emulator, per API) are taken within each repeat. Then, per repeat, both
@@ -350,8 +353,16 @@ CEILINGS: dict[str, Driver] = {
     "emulator v1": ceiling.run_v1,
     "emulator v1, SDK": ceiling.run_v1_sdk,
     "emulator v2": ceiling.run_v2,
+    "emulator v2, SDK": ceiling.run_v2_sdk,
 }
-CANDIDATES = ("emulator v1", "emulator v1, SDK", "project v1", "emulator v2", "project v2")
+CANDIDATES = (
+    "emulator v1",
+    "emulator v1, SDK",
+    "project v1",
+    "emulator v2",
+    "emulator v2, SDK",
+    "project v2",
+)
 
 
 def run_ceiling(
@@ -472,6 +483,8 @@ def _section(results: dict[str, Any], args: dict[str, Any]) -> str:
         f"concurrency {concurrency['v1']}",
         "emulator v2": f"`run_v2`: raw http.client, {ceiling.V2_BATCH} events a request, "
         f"{ceiling.V2_IN_FLIGHT} in flight",
+        "emulator v2, SDK": f"`run_v2_sdk`: {ceiling.V2_SDK_THREADS} threads of the SDK, "
+        f"{ceiling.V2_BATCH} events a request, no DB",
         "project v2": f"reporting step, `--api v2`, {sizes['v2']:,} organizations x 2 meters, "
         f"concurrency {concurrency['v2']} (requests in flight)",
     }
@@ -510,6 +523,11 @@ def _section(results: dict[str, Any], args: dict[str, Any]) -> str:
             "project v2 / emulator v2",
             _ratio(clean["project v2"], clean["emulator v2"]).show("{:.0%}"),
             "80%",
+        ],
+        [
+            "project v2 / emulator v2, SDK",
+            _ratio(clean["project v2"], clean["emulator v2, SDK"]).show("{:.0%}"),
+            "—",
         ],
         [
             "project v2 / emulator v2, sending only (planning excluded)",
