@@ -154,6 +154,8 @@ daily_usage = Table(
 
 LEDGER_STATUSES = tuple(LedgerStatus)
 
+LEDGER_FILLFACTOR = 50
+
 meter_ledger = Table(
     "meter_ledger",
     billing_metadata,
@@ -214,6 +216,10 @@ meter_ledger = Table(
         "revision",
         postgresql_where=text("status IN ('pending', 'failed')"),
     ),
+    # Half of each page left free when rows are planned, so a sender's claim (lease columns
+    # only, none indexed) is a heap-only update on the same page with no index entries:
+    # measured 3x cheaper claims and ~10% more events/s end to end (bench/RESULTS.md).
+    postgresql_with={"fillfactor": LEDGER_FILLFACTOR},
 )
 
 billing_periods = Table(

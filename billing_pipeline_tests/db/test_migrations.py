@@ -7,11 +7,16 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from billing_pipeline.db import migrate
 from billing_pipeline.db.engine import make_engine
-from billing_pipeline.db.schema import BILLING_SCHEMA, app_metadata, billing_metadata
+from billing_pipeline.db.schema import (
+    BILLING_SCHEMA,
+    LEDGER_FILLFACTOR,
+    app_metadata,
+    billing_metadata,
+)
 from billing_pipeline_tests.support.databases import create_database, drop_database
 
 
@@ -70,3 +75,14 @@ def test_billing_only_leaves_application_schema_untouched(empty_database: str) -
     tables = _tables(empty_database)
     assert tables[None] == set()
     assert {"daily_usage", "meter_ledger", "webhook_inbox"} <= tables["billing"]
+
+
+def test_the_ledger_keeps_room_on_its_pages_for_heap_only_claims(empty_database: str) -> None:
+    migrate.upgrade(empty_database)
+    engine = make_engine(empty_database, pool_size=1)
+    with engine.connect() as connection:
+        options = connection.execute(
+            text("SELECT reloptions FROM pg_class WHERE oid = 'billing.meter_ledger'::regclass")
+        ).scalar_one()
+    engine.dispose()
+    assert options == [f"fillfactor={LEDGER_FILLFACTOR}"]
