@@ -19,10 +19,10 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline.db.engine import make_engine
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.ledger import LedgerRow, insert_rows, new_row, unsent_rows
+from billing_pipeline.stripe_reporting.ledger import LedgerRow, insert_rows, unsent_rows
 from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_rows
 from billing_pipeline.usage.meters import TEMPERATURE_READINGS
-from billing_pipeline_tests.support.builders import midnight
+from billing_pipeline_tests.support.builders import pending_day_row
 from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
@@ -56,22 +56,10 @@ def test_a_killed_senders_rows_go_out_once_after_its_lease_expires(
     emulator_control: EmulatorControl,
     stripe_billing: StripeBilling,
 ) -> None:
-    now = datetime.now(UTC)
     rows = [
-        new_row(
-            TEMPERATURE_READINGS,
-            "day",
-            customer,
-            (midnight(day), midnight(day + timedelta(days=1))),
-            1,
-            10 + n,
-            10 + n,
-            [n],
-            now,
-            None,
-        )
+        pending_day_row(customer, TODAY - timedelta(days=d), 10 + n, n)
         for n, customer in enumerate(new_customer(stripe_billing, f"C{n}") for n in range(5))
-        for day in (TODAY - timedelta(days=d) for d in range(8, 0, -1))
+        for d in range(8, 0, -1)
     ]
     with engine.begin() as connection:
         insert_rows(connection, rows)

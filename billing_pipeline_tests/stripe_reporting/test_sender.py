@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.ledger import insert_rows, new_row, unsent_chunks
+from billing_pipeline.stripe_reporting.ledger import insert_rows, unsent_chunks
 from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_chunks
 from billing_pipeline.usage.meters import TEMPERATURE_READINGS
-from billing_pipeline_tests.support.builders import midnight
+from billing_pipeline_tests.support.builders import pending_day_row
 from billing_pipeline_tests.support.stripe import new_customer
 from stripe_emulator.control import EmulatorControl
 
@@ -33,23 +33,11 @@ def test_chunk_after_chunk_each_row_goes_out_once_in_its_customers_order(
     emulator_control: EmulatorControl,
     stripe_billing: StripeBilling,
 ) -> None:
-    now = datetime.now(UTC)
     customers = [new_customer(stripe_billing, f"C{n}") for n in range(6)]
     rows = [
-        new_row(
-            TEMPERATURE_READINGS,
-            "day",
-            customer,
-            (midnight(day), midnight(day + timedelta(days=1))),
-            1,
-            100 * n + d,
-            100 * n + d,
-            [n],
-            now,
-            None,
-        )
+        pending_day_row(customer, TODAY - timedelta(days=d), 100 * n + d, n)
         for n, customer in enumerate(customers)
-        for d, day in enumerate(TODAY - timedelta(days=d) for d in range(DAYS, 0, -1))
+        for d in range(DAYS, 0, -1)
     ]
     with engine.begin() as connection:
         insert_rows(connection, rows)

@@ -11,10 +11,29 @@ from billing_pipeline.stripe_reporting.identifiers import (
     event_identifier,
     event_timestamp,
 )
+from billing_pipeline.stripe_reporting.ledger import LedgerRow, new_row
+from billing_pipeline.usage.meters import TEMPERATURE_READINGS
 
 
 def midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def pending_day_row(customer: str, day: date, value: int, organization_id: int) -> LedgerRow:
+    """A first revision of a whole day of readings, as planning writes it for a `day` meter:
+    for sender tests that insert ledger rows directly."""
+    return new_row(
+        TEMPERATURE_READINGS,
+        "day",
+        customer,
+        (midnight(day), midnight(day + timedelta(days=1))),
+        1,
+        value,
+        value,
+        [organization_id],
+        datetime.now(UTC),
+        None,
+    )
 
 
 def add_organization(engine: Engine, organization_id: int, customer: str | None = None) -> None:
