@@ -92,6 +92,8 @@ class WebhookDeliverer:
                 status: int | str = deliver(url, self.secret, payload, timeout=5.0)
             except Exception as exc:  # a dead receiver must not kill the delivery thread
                 status = f"error: {type(exc).__name__}"
-            self.deliveries.append({"event_id": payload["id"], "url": url, "status": status})
+            # The outcome reaches the event first: whoever sees the delivery listed then also
+            # sees its `pending_webhooks` updated.
             if on_result is not None:
                 on_result(payload["id"], status)
+            self.deliveries.append({"event_id": payload["id"], "url": url, "status": status})

@@ -159,14 +159,21 @@ def test_events_are_delivered_signed_and_undelivered_ones_stay_listed(
         "customer.subscription.created",
         subscription.id,
     )
+    # The recorder has the body before the emulator has its 200: wait for the emulator's record.
+    _wait_for_deliveries(emulator_at_noon, 1)
     # Thin events go to the event destination, not here.
     assert stripe_client.v1.events.list({"delivery_success": False}).data == []
 
     emulator_at_noon.set_webhook_endpoint(f"http://127.0.0.1:{free_port()}/webhooks/stripe")
     stripe_client.v1.subscriptions.cancel(subscription.id)
-    deadline = time.monotonic() + 5.0
-    while len(emulator_at_noon.webhook_deliveries()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_for_deliveries(emulator_at_noon, 2)
     assert str(emulator_at_noon.webhook_deliveries()[-1]["status"]).startswith("error")
     [missed] = stripe_client.v1.events.list({"delivery_success": False}).data
     assert (missed.type, missed.pending_webhooks) == ("customer.subscription.deleted", 1)
+
+
+def _wait_for_deliveries(emulator: EmulatorControl, count: int) -> None:
+    """Until the emulator has recorded `count` delivery outcomes (it sends from a thread)."""
+    deadline = time.monotonic() + 5.0
+    while len(emulator.webhook_deliveries()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
