@@ -34,7 +34,7 @@ def apply_invoice_outcome(
         return InboxStatus.IGNORED
     customer_id = id_of(invoice.get("customer"))
     metadata = subscription_details(invoice).get("metadata")
-    row = row_for(connection, subscription_id, customer_id, metadata)
+    row = row_for(connection, event, subscription_id, customer_id, metadata)
     fill_facts(connection, row["id"], customer_id)
     connection.execute(
         text(

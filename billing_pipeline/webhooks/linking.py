@@ -6,18 +6,22 @@ order (the README's "Identification" section states the same rules with examples
 1. `checkout.session.completed` names it: `client_reference_id`, else `metadata.organization_id`.
 2. A subscription or invoice event of a subscription not linked yet names it through the
    subscription's metadata (`subscription_data.metadata.organization_id` at checkout; for an
-   invoice, `parent.subscription_details.metadata`), or through another subscription of the same
-   Stripe customer.
-3. The application may have created a row for the organization before checkout (no Stripe ids
+   invoice, `parent.subscription_details.metadata`).
+3. Another subscription of the same Stripe customer names it, but only once the event has waited
+   CHECKOUT_WAIT in the inbox: Stripe sends subscription and invoice events before
+   `checkout.session.completed`, and a customer may subscribe a second organization through
+   Checkout (`client_reference_id`). Linking such a subscription to the customer's first
+   organization at once would bill the second organization's usage to nobody and leave its
+   checkout to fail; waiting lets the checkout, which outranks the customer, link it first.
+4. The application may have created a row for the organization before checkout (no Stripe ids
    yet): the first link claims that row instead of adding a second one.
 
-Otherwise the event waits (HandlerError, retried with backoff): its checkout is usually seconds
-newer, because Stripe sends subscription and invoice events before `checkout.session.completed`.
+Otherwise the event waits (HandlerError, retried with the inbox's backoff).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, RowMapping, text
 
@@ -25,6 +29,15 @@ from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.webhooks.inbox import ClaimedEvent
 from billing_pipeline.webhooks.payloads import HandlerError, data_object, id_of
+from billing_pipeline.webhooks.retries import DEAD_LETTER_AFTER
+
+# How long an event of a subscription that names no organization waits in the inbox for its
+# checkout before the customer's other subscription links it. Checkout usually follows within
+# seconds; the wait is as long as the retry policy allows: the last attempt before the dead
+# letter comes DEAD_LETTER_AFTER after the first failure, which is after the event arrived, so
+# that attempt always finds the wait over and links through the customer instead of dying.
+CHECKOUT_WAIT = timedelta(minutes=20)
+assert CHECKOUT_WAIT < DEAD_LETTER_AFTER
 
 
 def _organization_id(value: object, source: str) -> int:
@@ -97,6 +110,7 @@ def _link(
 
 def row_for(
     connection: Connection,
+    event: ClaimedEvent,
     subscription_id: str,
     customer_id: str | None,
     metadata: object,
@@ -104,9 +118,9 @@ def row_for(
     """The locked row of a subscription, linking it first when the event names the organization.
 
     Without a link the organization comes from `metadata.organization_id` (set through
-    `subscription_data.metadata` at checkout) or from another subscription of the same customer.
-    Otherwise this is an error: a later attempt retries it once `checkout.session.completed`,
-    usually only seconds newer, has linked the subscription.
+    `subscription_data.metadata` at checkout), or, once the event has waited CHECKOUT_WAIT for
+    its checkout, from another subscription of the same customer. Otherwise this is an error: a
+    later attempt retries it once `checkout.session.completed` has linked the subscription.
     """
     row = _find_row(connection, subscription_id)
     if row is not None:
@@ -114,8 +128,7 @@ def row_for(
     source = "metadata.organization_id"
     org_ref = metadata.get("organization_id") if isinstance(metadata, dict) else None
     if org_ref is None and customer_id is not None:
-        source = f"another subscription of customer {customer_id}"
-        org_ref = connection.execute(
+        customer_organization = connection.execute(
             text(
                 """
                 SELECT organization_id FROM subscriptions
@@ -124,6 +137,14 @@ def row_for(
             ),
             {"customer": customer_id},
         ).scalar_one_or_none()
+        if customer_organization is not None and not _waited_for_checkout(connection, event):
+            raise HandlerError(
+                f"subscription {subscription_id} names no organization and its customer "
+                f"{customer_id} already has one: waiting up to {CHECKOUT_WAIT} for its "
+                "checkout.session.completed before linking it through the customer"
+            )
+        source = f"another subscription of customer {customer_id}"
+        org_ref = customer_organization
     if org_ref is None:
         raise HandlerError(
             f"subscription {subscription_id} is not linked to an organization yet "
@@ -132,6 +153,17 @@ def row_for(
     organization_id = _organization_id(org_ref, source)
     _require_organization(connection, organization_id, source)
     return _link(connection, organization_id, subscription_id, customer_id)
+
+
+def _waited_for_checkout(connection: Connection, event: ClaimedEvent) -> bool:
+    """Whether the event arrived here CHECKOUT_WAIT ago (the database's clock, the one the
+    inbox's backoff is written with). Arrival, not Stripe's `created`: a recovered event is
+    hours old and its checkout may be recovered in the same batch."""
+    waited: bool = connection.execute(
+        text("SELECT received_at <= now() - :wait FROM billing.webhook_inbox WHERE id = :id"),
+        {"id": event.id, "wait": CHECKOUT_WAIT},
+    ).scalar_one()
+    return waited
 
 
 def fill_facts(

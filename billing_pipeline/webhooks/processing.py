@@ -4,19 +4,17 @@ Each event is claimed, applied and closed in one transaction, so a crash leaves 
 next run and never half-applied. A handler error is recorded with the attempt count instead of
 failing the batch, and the event is not tried again before its backoff is over
 (`next_attempt_at`), however often runs are launched: by the sensor, by an operator, or several
-at once. Waits double from FIRST_RETRY_DELAY: 45 s, 1.5, 3, 6 and 12 minutes, so the
-MAX_ATTEMPTS-th (6th) failure, and with it the dead letter the asset check shows, comes no sooner
-than DEAD_LETTER_AFTER (23 min 15 s) after the first. That is time for what Stripe sends first
-(subscription and invoice events before `checkout.session.completed`) to find its organization,
-and for a missing organization to be created. Database outages are not the event's fault: they
-fail the run and cost no attempt.
+at once. The waits (`retries.py`: 45 s, 1.5, 3, 6 and 12 minutes) put the dead letter the asset
+check shows no sooner than DEAD_LETTER_AFTER (23 min 15 s) after the first failure. That is time
+for what Stripe sends first (subscription and invoice events before `checkout.session.completed`)
+to find its organization, and for a missing organization to be created. Database outages are
+not the event's fault: they fail the run and cost no attempt.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -26,20 +24,18 @@ from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.webhooks import inbox
 from billing_pipeline.webhooks.handlers import apply_event
 from billing_pipeline.webhooks.payloads import HandlerError
+from billing_pipeline.webhooks.retries import DEAD_LETTER_AFTER, MAX_ATTEMPTS, retry_delay
+
+__all__ = [
+    "DEAD_LETTER_AFTER",
+    "MAX_ATTEMPTS",
+    "BatchResult",
+    "process_event",
+    "process_open_events",
+    "retry_delay",
+]
 
 logger = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 6
-FIRST_RETRY_DELAY = timedelta(seconds=45)
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """How long an event waits after its `attempts`-th failure: 45 s, doubling each time."""
-    return FIRST_RETRY_DELAY * 2 ** (attempts - 1)
-
-
-# The least time between an event's first failure and its dead letter.
-DEAD_LETTER_AFTER = sum((retry_delay(n) for n in range(1, MAX_ATTEMPTS)), timedelta())
 
 
 @dataclass

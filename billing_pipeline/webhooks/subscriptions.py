@@ -121,7 +121,7 @@ def apply_subscription_change(
         raise HandlerError(f"event {event.event_id} carries a subscription without an id")
     state = _state(subscription, subscription_id)
     customer_id = id_of(subscription.get("customer"))
-    row = row_for(connection, subscription_id, customer_id, subscription.get("metadata"))
+    row = row_for(connection, event, subscription_id, customer_id, subscription.get("metadata"))
     fill_facts(
         connection,
         row["id"],
