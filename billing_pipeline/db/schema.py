@@ -235,6 +235,20 @@ billing_periods = Table(
     Index("ix_billing_periods_period_end", "period_end"),
 )
 
+subscription_status_history = Table(
+    "subscription_status_history",
+    billing_metadata,
+    # Every status the webhook flow learned, from the instant it took effect (Stripe's own
+    # timestamps where it gives them, else the event's `created`): attribution bills each part
+    # of a day by the status its subscription had then, not by today's.
+    Column("stripe_subscription_id", Text, primary_key=True),
+    _timestamp("effective_from", nullable=False, primary_key=True),
+    Column("status", Text, nullable=False),
+    # The newest event that wrote this point: an older one never overwrites it.
+    _timestamp("event_created", nullable=False),
+    _timestamp("recorded_at", nullable=False, default_now=True),
+)
+
 invoices = Table(
     "invoices",
     billing_metadata,

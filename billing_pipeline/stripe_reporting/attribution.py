@@ -21,10 +21,14 @@ not ended by the part's start and its status is billable:
 - not billable: `incomplete`, `incomplete_expired` (the first payment never succeeded) and
   `paused` (Stripe creates no invoices while paused).
 
-The status is the subscription's current one, applied to every day planned: a subscription that
-becomes `paused` or `incomplete_expired` stops billing the days still inside Stripe's window
-(their events are reversed), which is what an operator should expect from a subscription that
-never paid. Several organizations on one customer are summed, for `last` gauges too.
+The status is the one the subscription had at the part's end, near which its event is stamped
+(`billing.subscription_status_history`, kept by the webhook flow, `webhooks/status_history.py`),
+so a trial paused and then resumed bills its trial days and the days since the resume and never
+its paused days, whenever the run. Before the first point of its history a subscription has the
+first status seen; a subscription without history (a row from before the history was kept, or
+one the application wrote itself) has its current status on every day. A subscription that
+becomes `incomplete_expired` was `incomplete` before: it bills no day. Several organizations on
+one customer are summed, for `last` gauges too.
 """
 
 from __future__ import annotations
@@ -164,13 +168,24 @@ FROM measured o
 LEFT JOIN LATERAL (
     SELECT s.stripe_customer_id
     FROM subscriptions s
+    CROSS JOIN LATERAL (
+        SELECT coalesce(
+            (SELECT h.status FROM billing.subscription_status_history h
+             WHERE h.stripe_subscription_id = s.stripe_subscription_id
+               AND h.effective_from < o.part_end
+             ORDER BY h.effective_from DESC LIMIT 1),
+            (SELECT h.status FROM billing.subscription_status_history h
+             WHERE h.stripe_subscription_id = s.stripe_subscription_id
+             ORDER BY h.effective_from LIMIT 1),
+            s.status) AS status
+    ) AS part_status
     WHERE s.organization_id = o.organization_id
       AND s.stripe_customer_id IS NOT NULL
       AND s.started_at IS NOT NULL
       AND s.started_at < o.part_end
       AND (s.ended_at IS NULL OR s.ended_at > o.part_start)
-      AND s.status = ANY(CAST(:billable AS text[]))
-      AND (s.status <> 'canceled' OR s.ended_at IS NOT NULL)
+      AND part_status.status = ANY(CAST(:billable AS text[]))
+      AND (part_status.status <> 'canceled' OR s.ended_at IS NOT NULL)
     ORDER BY s.started_at DESC, s.id DESC
     LIMIT 1
 ) c ON true

@@ -10,6 +10,9 @@ the `created` of the newest event applied to its state (`state_event_created`):
   from Stripe (`GET /v1/subscriptions/{id}`) instead. Stripe never reactivates a canceled
   subscription, so a canceled one can only stay canceled.
 
+Every snapshot, stale ones included, also adds a point to the subscription's status history
+(`status_history.py`), which attribution reads per part of a day.
+
 Without a Stripe key a tie cannot be settled: the event waits and is retried (then dead-lettered,
 visible in Dagster) rather than guessed.
 """
@@ -29,6 +32,7 @@ from billing_pipeline.webhooks.billing_periods import record_period
 from billing_pipeline.webhooks.inbox import ClaimedEvent
 from billing_pipeline.webhooks.linking import fill_facts, row_for
 from billing_pipeline.webhooks.payloads import HandlerError, data_object, id_of, timestamp
+from billing_pipeline.webhooks.status_history import effective_from, record_status
 
 SUBSCRIPTION_EVENT_TYPES = (
     "customer.subscription.created",
@@ -107,6 +111,18 @@ def _write_state(
     )
 
 
+def _record_history(
+    connection: Connection,
+    subscription: Mapping[str, Any],
+    subscription_id: str,
+    state: dict[str, Any],
+    event: ClaimedEvent,
+) -> None:
+    status = state["status"]
+    effective = effective_from(subscription, status, event.stripe_created)
+    record_status(connection, subscription_id, status, effective, event.stripe_created)
+
+
 def apply_subscription_change(
     connection: Connection, event: ClaimedEvent, stripe: StripeBilling | None
 ) -> InboxStatus:
@@ -131,9 +147,14 @@ def apply_subscription_change(
     )
     applied: datetime | None = row["state_event_created"]
     if applied is not None and event.stripe_created < applied:
+        # Stale for the current state, but still a true point of the status history.
+        _record_history(connection, subscription, subscription_id, state, event)
         return InboxStatus.PROCESSED
+    snapshot: Mapping[str, Any] = subscription
     if applied is not None and event.stripe_created == applied:
-        state = _state(_current_from_stripe(stripe, subscription_id, event), subscription_id)
+        snapshot = _current_from_stripe(stripe, subscription_id, event)
+        state = _state(snapshot, subscription_id)
+    _record_history(connection, snapshot, subscription_id, state, event)
     _write_state(connection, row["id"], state, event.stripe_created)
     record_period(
         connection, subscription_id, customer_id, state["period_start"], state["period_end"]

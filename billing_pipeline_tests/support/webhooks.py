@@ -84,7 +84,9 @@ def subscription_event(
     canceled_at: int | None = None,
     ended_at: int | None = None,
     metadata: dict[str, str] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """A subscription event; `extra` sets further fields of the subscription (`trial_end`, …)."""
     item = {
         "id": f"si_{uuid.uuid4().hex[:14]}",
         "object": "subscription_item",
@@ -106,6 +108,7 @@ def subscription_event(
         "items": {"object": "list", "data": [item], "has_more": False},
         "latest_invoice": None,
         "metadata": metadata or {},
+        **extra,
     }
     return event(event_type, obj, created)
 
