@@ -1,8 +1,10 @@
 """The dry run: what the next real run would send, per meter, customer and day, and why.
 
-It runs the very planning a real run runs (`planning.plan_window`) and reads the rows a run
-would then send (`ledger.unsent_rows`), both on one connection whose transaction it then rolls
-back: the ledger is unchanged and no meter event reaches Stripe. Only the reason is worked out
+It recomputes the daily usage a run of those days recomputes (`usage/<meter>`, from the source
+rows: a late reading or a back-dated sensor counts as it will in the run), runs the very planning
+a real run runs (`planning.plan_window`) and reads the rows a run would then send
+(`ledger.unsent_rows`), all on one connection whose transaction it then rolls back: the usage
+and the ledger are unchanged and no meter event reaches Stripe. Only the reason is worked out
 here, by comparing each row with the ledger as it stood before the plan.
 
 Raw `sum` rows a real run would first mark in doubt (attempted more than 23 h ago, unconfirmed)
@@ -23,6 +25,7 @@ from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.stripe_reporting.in_doubt import DEDUPE_SAFE
 from billing_pipeline.stripe_reporting.ledger import REASSERT, LedgerRow, unsent_rows
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
+from billing_pipeline.usage.daily_usage import refresh_daily_usage
 
 Key = tuple[str, str, date]  # (meter, customer, day)
 
@@ -72,14 +75,23 @@ def dry_run(
     first_day: date,
     end_day: date,
     now: datetime | None = None,
+    recomputed: tuple[date, date] | None = None,
 ) -> DryRun:
-    """Plan [first_day, end_day) as a real run would, roll back, and explain each event."""
+    """Plan [first_day, end_day) as a real run would, roll back, and explain each event.
+
+    `recomputed`: the days whose usage the run recomputes first (its partitions, when the run
+    materializes the usage assets too, as the schedules and backfills do); None when the usage
+    is already as the run will find it (the run-config dry run, after its usage steps)."""
     now = now or datetime.now(UTC)
     names = [t.meter.name for t in targets]
     window = {"meters": names, "first_day": first_day, "end_day": end_day}
     with engine.connect() as connection:
         transaction = connection.begin()
         try:
+            if recomputed is not None:
+                start, end = (datetime.combine(d, datetime.min.time(), UTC) for d in recomputed)
+                for target in targets:
+                    refresh_daily_usage(connection, target.meter, start, end)
             prior: dict[Key, list[_Prior]] = defaultdict(list)
             for row in connection.execute(text(_PRIOR_SQL), window):
                 prior[(row.meter, row.customer, row.day)].append(

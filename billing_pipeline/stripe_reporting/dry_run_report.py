@@ -16,6 +16,7 @@ from billing_pipeline.stripe_reporting.planning import MeterTarget
 
 HEADER = ("day", "meter", "customer", "revision", "value", "day total", "why")
 ROWS_SHOWN = 100
+NOTHING_TO_SEND = "nothing to send"
 
 
 class ReportingConfig(dg.Config):
@@ -41,8 +42,11 @@ def _rows(result: DryRun) -> list[tuple[object, ...]]:
 
 def render_text(result: DryRun, first_day: date, end_day: date) -> str:
     rows = [tuple(map(str, row)) for row in _rows(result)]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
     lines = [f"dry run {first_day}..{end_day - timedelta(days=1)}: nothing written, nothing sent"]
+    if not rows:
+        lines += [NOTHING_TO_SEND, _summary(result)]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
     lines += [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
         for row in [HEADER, tuple("-" * w for w in widths), *rows]

@@ -20,7 +20,11 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
-from billing_pipeline.stripe_reporting.attribution import attribution_params, organization_parts_sql
+from billing_pipeline.stripe_reporting.attribution import (
+    CUSTOMER_VALUE_SQL,
+    attribution_params,
+    customer_parts_cte,
+)
 from billing_pipeline.stripe_reporting.identifiers import day_start
 from billing_pipeline.stripe_reporting.ledger import planned_windows
 from billing_pipeline.stripe_reporting.reconciliation import TOLERANCE, ledger_views
@@ -45,6 +49,10 @@ class StatusLine:
     usage: int = 0
     billed: int = 0
     unbilled: int = 0
+    # What the customers should hold: usage less unbilled for `sum` meters; for a gauge cut into
+    # parts, each customer's latest part (an organization that changed customer that day is
+    # held by both, each until its part ends).
+    billable: int = 0
     rows: Counter[str] = field(default_factory=Counter)
     stripe: float | None = None  # None: Stripe was not asked
 
@@ -56,18 +64,37 @@ class StatusLine:
     def problems(self) -> list[str]:
         """What needs attention on this line; empty when the day is fully and exactly billed."""
         found = [f"{self.rows[s]} {s}" for s in WATCHED if self.rows[s]]
-        if self.billed != self.usage - self.unbilled:
-            found.append(f"billed {self.billed} ≠ billable {self.usage - self.unbilled}")
+        if self.billed != self.billable:
+            found.append(f"billed {self.billed} ≠ billable {self.billable}")
         if self.stripe is not None and abs(self.stripe - self.billed) > TOLERANCE:
             found.append(f"Stripe holds {self.stripe:g} ≠ billed {self.billed}")
         return found
 
 
-_USAGE_SQL = """
-SELECT day, sum(value)::bigint AS usage,
-       coalesce(sum(value) FILTER (WHERE customer IS NULL), 0)::bigint AS unbilled
-FROM ({parts}) o
-GROUP BY day
+# Per organization and day first, as the meter aggregates a day's parts (`sum` adds them, a
+# `last` gauge is its latest part: the sensors active at the day's end, never the parts added
+# up); `billable` is what the customers should hold, with the aggregation Stripe and the ledger
+# view use per customer and day.
+_USAGE_SQL = f"""
+WITH {{parts}},
+organization_days AS (
+    SELECT day, organization_id,
+           CASE WHEN :last THEN (array_agg(value ORDER BY part_start DESC))[1]
+                ELSE sum(value) END AS usage,
+           CASE WHEN :last
+                THEN (array_agg(CASE WHEN customer IS NULL THEN value ELSE 0 END
+                                ORDER BY part_start DESC))[1]
+                ELSE coalesce(sum(value) FILTER (WHERE customer IS NULL), 0) END AS unbilled
+    FROM organization_parts GROUP BY day, organization_id
+),
+customer_days AS (
+    SELECT day, {CUSTOMER_VALUE_SQL} AS target FROM customer_parts GROUP BY customer, day
+)
+SELECT o.day, sum(o.usage)::bigint AS usage, sum(o.unbilled)::bigint AS unbilled,
+       coalesce((SELECT sum(c.target) FROM customer_days c WHERE c.day = o.day), 0)::bigint
+           AS billable
+FROM organization_days o
+GROUP BY o.day
 """
 
 _COUNTS_SQL = """
@@ -93,11 +120,15 @@ def billing_status(
     with engine.connect() as connection:
         windows = planned_windows(connection)
         for meter in meters:
-            params = attribution_params(meter, windows.get(meter.name), first_day, end_day)
-            sql = _USAGE_SQL.format(parts=organization_parts_sql(meter))
+            params = {
+                **attribution_params(meter, windows.get(meter.name), first_day, end_day),
+                "last": meter.aggregation == "last",
+            }
+            sql = _USAGE_SQL.format(parts=customer_parts_cte(meter))
             for row in connection.execute(text(sql), params):
                 entry = line(row.day, meter.name)
                 entry.usage, entry.unbilled = int(row.usage), int(row.unbilled)
+                entry.billable = int(row.billable)
         for row in connection.execute(text(_COUNTS_SQL), window):
             line(row.day, row.meter).rows[row.status] = int(row.n)
     # `settled_before` only decides the views' `settling` flag, which the status does not show.
@@ -150,6 +181,7 @@ def totals(lines: Sequence[StatusLine]) -> list[StatusLine]:
         total.usage += entry.usage
         total.billed += entry.billed
         total.unbilled += entry.unbilled
+        total.billable += entry.billable
         total.rows.update(entry.rows)
         if entry.stripe is not None:
             total.stripe = (total.stripe or 0.0) + entry.stripe

@@ -97,6 +97,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     targets = [MeterTarget(m, remote[m.name].event_time_window) for m in METERS]
     plan_first, plan_end = planned_days(first, end, now)
     with _engine() as engine:
-        result = dry_run(engine, targets, plan_first, plan_end, now)
+        # A run of these days (a backfill, the schedule) recomputes their usage first.
+        result = dry_run(engine, targets, plan_first, plan_end, now, recomputed=(first, end))
     print(render_text(result, plan_first, plan_end))
     return 0

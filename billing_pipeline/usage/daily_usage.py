@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
+from billing_pipeline.db.transactions import in_transaction
 from billing_pipeline.usage.meters import Meter
 
 PREVIEW_ROWS = 10
@@ -57,11 +58,14 @@ class DayUsage:
 
 
 def refresh_daily_usage(
-    engine: Engine, meter: Meter, start: datetime, end: datetime
+    engine: Engine | Connection, meter: Meter, start: datetime, end: datetime
 ) -> dict[date, DayUsage]:
-    """Recompute `meter` for every UTC day in [start, end); return each day's stored figures."""
+    """Recompute `meter` for every UTC day in [start, end); return each day's stored figures.
+
+    Given a connection it writes in the caller's transaction: the dry run recomputes what a run
+    would, then rolls it back."""
     window = {"meter": meter.name, "start": start, "end": end}
-    with engine.begin() as connection:
+    with in_transaction(engine) as connection:
         connection.execute(
             text("SELECT pg_advisory_xact_lock(hashtext('billing.daily_usage'), hashtext(:meter))"),
             window,

@@ -28,6 +28,7 @@ from billing_pipeline_tests.support.builders import (
     add_sensor,
     midnight,
 )
+from billing_pipeline_tests.support.meter_kinds import recreate_meters
 from billing_pipeline_tests.support.reporting import (
     ASSETS,
     days_before,
@@ -180,6 +181,85 @@ def test_dry_run_lists_exactly_what_the_next_run_sends_and_writes_nothing(
             }
         )
     )
+
+
+def test_dry_run_says_nothing_to_send_and_counts_the_usage_the_run_recomputes(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    alpha = new_customer(stripe_billing, "Alpha")
+    seed(engine, {1: alpha}, {1: {D0: 6, D1: 2}})
+    assert run_days(dagster_instance, database_url, emulator_server.url, D0, D1).success
+    days = ["--from", D0.isoformat(), "--to", D1.isoformat()]
+
+    assert main(["stripe", "dry-run", *days]) == 0
+    output = capsys.readouterr().out
+    assert "nothing to send" in output and "would send 0 meter events" in output
+
+    # Three late readings of D0, not yet in `billing.daily_usage`: the run of D0..D1 recomputes
+    # the usage before it plans, so it sends the correction, and the dry run must say so.
+    add_readings(engine, 10, D0, 3)
+    before = len(emulator_control.meter_events())
+    assert main(["stripe", "dry-run", *days]) == 0
+    output = capsys.readouterr().out
+    assert "correction: source 6 → 9" in output and "would send 1 meter events" in output
+    assert run_days(dagster_instance, database_url, emulator_server.url, D0, D1).success
+    sent = emulator_control.meter_events()[before:]
+    assert [(e["customer"], e["value"]) for e in sent] in ([(alpha, 9)], [(alpha, 3)])
+
+
+def test_status_takes_a_gauges_latest_part_on_a_day_cut_by_a_period_end(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recreate_meters(emulator_control, stripe_billing, "pre_aggregated")  # hourly: days are cut
+    alpha = new_customer(stripe_billing, "Alpha")
+    seed(engine, {1: alpha}, {1: {D0: 4}})
+    # A period ends at 12:00 on D0; a second sensor arrives at 15:00: 1 sensor in the first part,
+    # 2 in the second and at the day's end.
+    noon = midnight(D0) + timedelta(hours=12)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO billing.billing_periods (stripe_subscription_id, period_start, "
+                "period_end, stripe_customer_id) VALUES (:sub, :start, :end, :customer)"
+            ),
+            {
+                "sub": f"sub_{alpha}",
+                "start": noon - timedelta(days=30),
+                "end": noon,
+                "customer": alpha,
+            },
+        )
+    add_sensor(engine, 11, 1, noon + timedelta(hours=3))
+    assert run_days(dagster_instance, database_url, emulator_server.url, D0).success
+    with engine.connect() as connection:
+        sensors_at_day_end = connection.execute(
+            text(
+                "SELECT count(*) FROM sensors WHERE organization_id = 1 AND created_at < :end "
+                "AND (deactivated_at IS NULL OR deactivated_at >= :end)"
+            ),
+            {"end": midnight(D1)},
+        ).scalar_one()
+
+    assert main(["status", "--from", D0.isoformat(), "--to", D0.isoformat(), "--stripe"]) == 0
+    output = capsys.readouterr().out
+
+    usage, billed, unbilled = table(output)[(D0.isoformat(), "active_sensors")][:3]
+    assert (int(usage), int(billed), int(unbilled)) == (sensors_at_day_end, sensors_at_day_end, 0)
+    assert output.rstrip().endswith("healthy")
 
 
 def test_dry_run_config_sends_nothing_and_billing_status_asset_reports(
