@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     Table,
     Text,
     UniqueConstraint,
@@ -246,6 +247,30 @@ subscription_status_history = Table(
     Column("status", Text, nullable=False),
     # The newest event that wrote this point: an older one never overwrites it.
     _timestamp("event_created", nullable=False),
+    _timestamp("recorded_at", nullable=False, default_now=True),
+)
+
+subscription_prices = Table(
+    "subscription_prices",
+    billing_metadata,
+    # The prices of each subscription's items as its newest event lists them, with the Stripe
+    # meter a metered price bills: two subscriptions of one customer pricing one meter would each
+    # bill the customer's whole usage, which attribution refuses to report.
+    Column("stripe_subscription_id", Text, primary_key=True),
+    Column("stripe_price_id", Text, primary_key=True),
+    Column("stripe_meter_id", Text, nullable=True),
+    Column("unit_amount_decimal", Numeric, nullable=True),  # minor units, as Stripe gives it
+    Column("currency", Text, nullable=True),
+    _timestamp("event_created", nullable=False),
+)
+
+stripe_meters = Table(
+    "stripe_meters",
+    billing_metadata,
+    # The Stripe meter each declared meter reports to, as the last reporting run verified it.
+    Column("meter", Text, primary_key=True),
+    Column("stripe_meter_id", Text, nullable=False),
+    Column("event_name", Text, nullable=False),
     _timestamp("recorded_at", nullable=False, default_now=True),
 )
 

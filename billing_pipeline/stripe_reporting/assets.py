@@ -25,6 +25,7 @@ from billing_pipeline.stripe_reporting.period_close import PERIOD_CLOSE_TAG
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_targets
 from billing_pipeline.stripe_reporting.reconciliation import day_totals
 from billing_pipeline.stripe_reporting.sender import SendReport, send_chunks
+from billing_pipeline.stripe_reporting.shared_meters import record_stripe_meters
 from billing_pipeline.usage.assets import usage_asset_key
 from billing_pipeline.usage.meters import METERS, Meter
 
@@ -96,6 +97,9 @@ def build_reporting_asset(
             raise dg.Failure(description=str(error), allow_retries=False) from error
         targets = [MeterTarget(meter, remote[meter.name].event_time_window) for meter in meters]
         engine = postgres.engine()
+        # Attribution holds the usage that several subscriptions of a customer price on one meter
+        # by this meter id (shared_meters.py).
+        record_stripe_meters(engine, remote)
         if config.dry_run:
             plan = planned_days(first_day, end_day, datetime.now(UTC))
             return dry_run_result(engine, targets, *plan)

@@ -29,6 +29,16 @@ first status seen; a subscription without history (a row from before the history
 one the application wrote itself) has its current status on every day. A subscription that
 becomes `incomplete_expired` was `incomplete` before: it bills no day. Several organizations on
 one customer are summed, for `last` gauges too.
+
+Several subscriptions on one meter: Stripe's meter aggregates per customer, so every subscription
+of the customer with a price on the meter bills the customer's whole usage. A part for which two
+or more subscriptions of the customer would bill (as above: started, not ended, billable status
+at the part) with a price on the meter's Stripe meter (`billing.subscription_prices`,
+`billing.stripe_meters`) is held: `customer` is NULL with that reason, `held_customer` names the
+customer, `shared_subscriptions` the subscriptions, and `customer_parts` keeps the part marked
+`held` so that planning sends nothing for it, neither a value nor a reversal: what Stripe already
+holds for it stays, and is billed once per subscription until the operator resolves it (README,
+"Several subscriptions on one meter").
 """
 
 from __future__ import annotations
@@ -41,6 +51,10 @@ from billing_pipeline.usage.meters import Meter
 BILLABLE_STATUSES = ("active", "trialing", "past_due", "unpaid", "canceled")
 
 AFTER_END = "after the subscription ended: Stripe bills no usage past a subscription's end"
+SHARED_METER = (
+    "held: several subscriptions of the customer price this meter, and Stripe would bill the "
+    "customer's whole usage on each of them: "
+)
 SHORT_PART = (
     "less than the Stripe meter's hour window between two billing boundaries: it cannot be "
     "reported apart from its neighbour"
@@ -78,13 +92,17 @@ def attribution_params(
         "hour_windows": window == "hour",
         "short_part": SHORT_PART,
         "after_end": AFTER_END,
+        "shared_meter": SHARED_METER,
     }
 
 
 def organization_parts_sql(meter: Meter) -> str:
-    """Rows `(day, part_start, part_end, organization_id, value, customer, reason)`.
+    """Rows `(day, part_start, part_end, organization_id, value, customer, held_customer,
+    shared_subscriptions, reason)`.
 
-    `customer` is NULL when no subscription bills the part; `reason` says why.
+    `customer` is NULL when no subscription bills the part; `reason` says why. A part held
+    because several subscriptions of its customer price the meter names that customer in
+    `held_customer` and the subscriptions in `shared_subscriptions`.
     """
     return f"""
 WITH usage_days AS (
@@ -146,8 +164,13 @@ measured AS (
     FROM organization_parts o
 )
 SELECT o.day, o.part_start, o.part_end, o.organization_id, o.value,
-       CASE WHEN o.reportable THEN c.stripe_customer_id END AS customer,
+       CASE WHEN o.reportable AND shared.subscriptions IS NULL THEN c.stripe_customer_id END
+           AS customer,
+       CASE WHEN o.reportable THEN shared.customer END AS held_customer,
+       CASE WHEN o.reportable THEN shared.subscriptions END AS shared_subscriptions,
        CASE
+           WHEN shared.subscriptions IS NOT NULL AND o.reportable
+               THEN CAST(:shared_meter AS text) || array_to_string(shared.subscriptions, ', ')
            WHEN c.stripe_customer_id IS NOT NULL AND o.reportable THEN NULL
            WHEN NOT EXISTS (
                SELECT 1 FROM subscriptions s WHERE s.organization_id = o.organization_id)
@@ -168,40 +191,67 @@ FROM measured o
 LEFT JOIN LATERAL (
     SELECT s.stripe_customer_id
     FROM subscriptions s
-    CROSS JOIN LATERAL (
-        SELECT coalesce(
-            (SELECT h.status FROM billing.subscription_status_history h
-             WHERE h.stripe_subscription_id = s.stripe_subscription_id
-               AND h.effective_from < o.part_end
-             ORDER BY h.effective_from DESC LIMIT 1),
-            (SELECT h.status FROM billing.subscription_status_history h
-             WHERE h.stripe_subscription_id = s.stripe_subscription_id
-             ORDER BY h.effective_from LIMIT 1),
-            s.status) AS status
-    ) AS part_status
+    CROSS JOIN LATERAL ({_status_at_part("s")}) AS part_status
     WHERE s.organization_id = o.organization_id
       AND s.stripe_customer_id IS NOT NULL
-      AND s.started_at IS NOT NULL
-      AND s.started_at < o.part_end
-      AND (s.ended_at IS NULL OR s.ended_at > o.part_start)
-      AND part_status.status = ANY(CAST(:billable AS text[]))
-      AND (part_status.status <> 'canceled' OR s.ended_at IS NOT NULL)
+      AND {_bills_part("s")}
     ORDER BY s.started_at DESC, s.id DESC
     LIMIT 1
 ) c ON true
+LEFT JOIN LATERAL (
+    SELECT min(t.stripe_customer_id) AS customer,
+           array_agg(t.stripe_subscription_id ORDER BY t.stripe_subscription_id) AS subscriptions
+    FROM subscriptions t
+    CROSS JOIN LATERAL ({_status_at_part("t")}) AS part_status
+    WHERE t.stripe_customer_id = c.stripe_customer_id
+      AND {_bills_part("t")}
+      AND EXISTS (
+          SELECT 1 FROM billing.subscription_prices p
+          JOIN billing.stripe_meters m ON m.stripe_meter_id = p.stripe_meter_id
+          WHERE p.stripe_subscription_id = t.stripe_subscription_id AND m.meter = :meter)
+    HAVING count(*) > 1
+) shared ON true
 """
+
+
+def _status_at_part(s: str) -> str:
+    """The status subscription `s` had at the end of part `o`: its history's latest point
+    before then, else its first point, else (no history) its current status."""
+    return f"""
+        SELECT coalesce(
+            (SELECT h.status FROM billing.subscription_status_history h
+             WHERE h.stripe_subscription_id = {s}.stripe_subscription_id
+               AND h.effective_from < o.part_end
+             ORDER BY h.effective_from DESC LIMIT 1),
+            (SELECT h.status FROM billing.subscription_status_history h
+             WHERE h.stripe_subscription_id = {s}.stripe_subscription_id
+             ORDER BY h.effective_from LIMIT 1),
+            {s}.status) AS status"""
+
+
+def _bills_part(s: str) -> str:
+    """Whether subscription `s` (with `part_status`) bills part `o`."""
+    return f"""{s}.started_at IS NOT NULL
+      AND {s}.started_at < o.part_end
+      AND ({s}.ended_at IS NULL OR {s}.ended_at > o.part_start)
+      AND part_status.status = ANY(CAST(:billable AS text[]))
+      AND (part_status.status <> 'canceled' OR {s}.ended_at IS NOT NULL)"""
 
 
 def customer_parts_cte(meter: Meter) -> str:
     """CTEs `organization_parts` and `customer_parts`: one row per (customer, day, part) with
-    the source's total for that customer and its organizations."""
+    the source's total for that customer and its organizations. A part several subscriptions of
+    the customer would bill is `held`: planning sends nothing for it, and readers that compare
+    what a customer should pay leave it out."""
     return f"""
 organization_parts AS ({organization_parts_sql(meter)}),
 customer_parts AS (
-    SELECT customer, day, part_start, min(part_end) AS part_end, sum(value)::bigint AS target,
-           array_agg(organization_id ORDER BY organization_id) AS organization_ids
+    SELECT coalesce(customer, held_customer) AS customer, day, part_start,
+           min(part_end) AS part_end, sum(value)::bigint AS target,
+           array_agg(organization_id ORDER BY organization_id) AS organization_ids,
+           bool_or(held_customer IS NOT NULL) AS held
     FROM organization_parts
-    WHERE customer IS NOT NULL
-    GROUP BY customer, day, part_start
+    WHERE customer IS NOT NULL OR held_customer IS NOT NULL
+    GROUP BY coalesce(customer, held_customer), day, part_start
 )
 """

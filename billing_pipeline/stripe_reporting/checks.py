@@ -5,6 +5,8 @@
   organizations and reasons;
 - `unbilled_usage`: usage no Stripe customer pays for (no billable subscription that day), with
   the reason; billed by the next run once a subscription covers the day;
+- `subscriptions_sharing_a_meter`: customers whose several subscriptions price one meter (the
+  usage is held back: Stripe would bill it once per subscription), with what is at stake;
 - `stripe_reconciliation` (in `reconciliation_check.py`): Stripe against the source.
 """
 
@@ -22,6 +24,7 @@ from billing_pipeline.stripe_reporting.attribution import attribution_params, or
 from billing_pipeline.stripe_reporting.invoice_usage import invoice_gaps
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, planned_windows
 from billing_pipeline.stripe_reporting.reconciliation_check import stripe_reconciliation
+from billing_pipeline.stripe_reporting.shared_meters import shared_meters
 from billing_pipeline.usage.meters import METERS
 
 ROWS_SHOWN = 50
@@ -316,11 +319,71 @@ def usage_after_invoice_finalized(
     )
 
 
+@dg.asset_check(
+    asset=REPORTING_KEY,
+    name="subscriptions_sharing_a_meter",
+    description=(
+        "Fails (error) while a customer has two or more billable subscriptions with prices on "
+        "the same Stripe meter on a day inside Stripe's window: Stripe's meters aggregate per "
+        "customer, so each of them bills the customer's whole usage. The pipeline reports "
+        "nothing new for those days; each row names the customer, the subscriptions, the days, "
+        "the units held back, the units Stripe already holds from before (billed by every one "
+        "of the subscriptions) and what each subscription's price makes of them. See README, "
+        "'Several subscriptions on one meter'."
+    ),
+)
+def subscriptions_sharing_a_meter(postgres: PostgresResource) -> dg.AssetCheckResult:
+    now = datetime.now(UTC)
+    engine = postgres.engine()
+    with engine.connect() as connection:
+        windows = planned_windows(connection)
+    found = shared_meters(
+        engine, METERS, windows, (now - STRIPE_WINDOW).date(), now.date() + timedelta(days=1)
+    )
+    return dg.AssetCheckResult(
+        passed=not found,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            None
+            if not found
+            else "; ".join(
+                f"customer {f.customer}: subscriptions {', '.join(f.subscriptions)} all price "
+                f"{f.meter} on {len(f.days)} days ({f.days[0]}..{f.days[-1]}): {f.units} units "
+                f"held back, {f.reported} already in Stripe and billed by each; at stake "
+                f"{f.at_stake}"
+                for f in found[:ROWS_SHOWN]
+            )
+        ),
+        metadata={
+            "customers": dg.MetadataValue.json(sorted({f.customer for f in found})),
+            "units_held": sum(f.units for f in found),
+            "units_billed_more_than_once": sum(f.reported for f in found),
+            "details": markdown_table(
+                ("customer", "meter", "subscriptions", "days", "held", "in Stripe", "at stake"),
+                [
+                    (
+                        f.customer,
+                        f.meter,
+                        ", ".join(f.subscriptions),
+                        ", ".join(map(str, f.days)),
+                        f.units,
+                        f.reported,
+                        f.at_stake,
+                    )
+                    for f in found[:ROWS_SHOWN]
+                ],
+                numeric=("held", "in Stripe"),
+            ),
+        },
+    )
+
+
 ledger_checks = [
     ledger_failed_rows,
     ledger_stale_pending_rows,
     ledger_in_doubt_rows,
     ledger_expired_rows,
     unbilled_usage,
+    subscriptions_sharing_a_meter,
 ]
 reporting_checks = [stripe_reconciliation, usage_after_invoice_finalized, *ledger_checks]

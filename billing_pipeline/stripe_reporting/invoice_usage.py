@@ -7,6 +7,13 @@ money billed wrongly for good; this module finds each one, with the ledger rows 
 that reached Stripe after finalization (the usual cause: late readings, a late webhook).
 The invoices come from the webhook flow (`billing.invoices`); a line is tied to a declared meter
 through its price's `recurring.meter`.
+
+A line is compared with the usage of the organizations of the line's own subscription (all of
+the customer's when the subscription is not linked here), not with the customer's total: Stripe
+bills a meter's whole customer total on every subscription that prices it, so with two such
+subscriptions each line holds the total, and only a comparison per subscription shows that the
+customer pays it twice (README, "Several subscriptions on one meter"). Held parts count as the
+organization's usage: the line misses them, and the gap says so.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from billing_pipeline.usage.meters import Meter
 # The finalized lines inside Stripe's window that bill one of the meter's prices.
 _LINES_SQL = """
 SELECT i.id AS invoice, e.n AS line, i.stripe_customer_id AS customer, i.finalized_at,
+       i.stripe_subscription_id AS subscription,
        to_timestamp(CAST(e.l ->> 'start' AS bigint)) AS period_start,
        to_timestamp(CAST(e.l ->> 'end' AS bigint)) AS period_end,
        coalesce(CAST(e.l ->> 'quantity' AS bigint), 0) AS invoiced
@@ -53,11 +61,21 @@ _SPAN_SQL = (
 _GAPS_SQL = f"""
 WITH {{parts}},
 lines AS ({_LINES_SQL}),
+line_parts AS (
+    SELECT l.invoice, l.line, o.part_start, sum(o.value) AS target
+    FROM lines l
+    JOIN organization_parts o ON coalesce(o.customer, o.held_customer) = l.customer
+        AND o.part_start >= l.period_start AND o.part_start < l.period_end
+    WHERE NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.stripe_subscription_id = l.subscription)
+       OR o.organization_id IN (
+           SELECT s.organization_id FROM subscriptions s
+           WHERE s.stripe_subscription_id = l.subscription)
+    GROUP BY l.invoice, l.line, o.part_start
+),
 sources AS (
     SELECT l.invoice, l.line, coalesce({CUSTOMER_VALUE_SQL}, 0) AS source
     FROM lines l
-    LEFT JOIN customer_parts c ON c.customer = l.customer
-        AND c.part_start >= l.period_start AND c.part_start < l.period_end
+    LEFT JOIN line_parts c ON c.invoice = l.invoice AND c.line = l.line
     GROUP BY l.invoice, l.line
 ),
 late AS (

@@ -85,6 +85,7 @@ states AS (
            coalesce(c.target, 0) AS target,
            c.organization_ids,
            c.customer IS NOT NULL AS has_usage,
+           coalesce(c.held, false) AS held,
            coalesce(l.last_revision, 0) AS last_revision,
            coalesce(l.counted_sum, 0) AS counted_sum, l.counted_target, l.last_timestamp
     FROM customer_parts c
@@ -96,7 +97,8 @@ needed AS (
                 ELSE s.target - s.counted_sum END AS value,
            {stamp_start} AS stamp_start
     FROM states s
-    WHERE CASE WHEN CAST(:whole_values AS boolean) THEN
+    -- A part several subscriptions of the customer would bill gets nothing (attribution.py).
+    WHERE NOT s.held AND CASE WHEN CAST(:whole_values AS boolean) THEN
               -- Nothing sent yet: a 0 is worth sending only for a gauge that has usage rows
               -- (its sensors are all gone, so the period's last value must drop).
               CASE WHEN counted_target IS NULL

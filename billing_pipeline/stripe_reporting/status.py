@@ -53,6 +53,8 @@ class StatusLine:
     # parts, each customer's latest part (an organization that changed customer that day is
     # held by both, each until its part ends).
     billable: int = 0
+    # Part of `unbilled`: held back because several subscriptions of one customer price the meter.
+    held: int = 0
     rows: Counter[str] = field(default_factory=Counter)
     stripe: float | None = None  # None: Stripe was not asked
 
@@ -64,6 +66,11 @@ class StatusLine:
     def problems(self) -> list[str]:
         """What needs attention on this line; empty when the day is fully and exactly billed."""
         found = [f"{self.rows[s]} {s}" for s in WATCHED if self.rows[s]]
+        if self.held:
+            found.append(
+                f"{self.held} held: several subscriptions of one customer price this meter "
+                "(check subscriptions_sharing_a_meter)"
+            )
         if self.billed != self.billable:
             found.append(f"billed {self.billed} ≠ billable {self.billable}")
         if self.stripe is not None and abs(self.stripe - self.billed) > TOLERANCE:
@@ -84,13 +91,20 @@ organization_days AS (
            CASE WHEN :last
                 THEN (array_agg(CASE WHEN customer IS NULL THEN value ELSE 0 END
                                 ORDER BY part_start DESC))[1]
-                ELSE coalesce(sum(value) FILTER (WHERE customer IS NULL), 0) END AS unbilled
+                ELSE coalesce(sum(value) FILTER (WHERE customer IS NULL), 0) END AS unbilled,
+           CASE WHEN :last
+                THEN (array_agg(CASE WHEN held_customer IS NOT NULL THEN value ELSE 0 END
+                                ORDER BY part_start DESC))[1]
+                ELSE coalesce(sum(value) FILTER (WHERE held_customer IS NOT NULL), 0) END
+               AS held
     FROM organization_parts GROUP BY day, organization_id
 ),
 customer_days AS (
-    SELECT day, {CUSTOMER_VALUE_SQL} AS target FROM customer_parts GROUP BY customer, day
+    SELECT day, {CUSTOMER_VALUE_SQL} AS target FROM customer_parts WHERE NOT held
+    GROUP BY customer, day
 )
 SELECT o.day, sum(o.usage)::bigint AS usage, sum(o.unbilled)::bigint AS unbilled,
+       sum(o.held)::bigint AS held,
        coalesce((SELECT sum(c.target) FROM customer_days c WHERE c.day = o.day), 0)::bigint
            AS billable
 FROM organization_days o
@@ -128,7 +142,7 @@ def billing_status(
             for row in connection.execute(text(sql), params):
                 entry = line(row.day, meter.name)
                 entry.usage, entry.unbilled = int(row.usage), int(row.unbilled)
-                entry.billable = int(row.billable)
+                entry.billable, entry.held = int(row.billable), int(row.held)
         for row in connection.execute(text(_COUNTS_SQL), window):
             line(row.day, row.meter).rows[row.status] = int(row.n)
     # `settled_before` only decides the views' `settling` flag, which the status does not show.
@@ -182,6 +196,7 @@ def totals(lines: Sequence[StatusLine]) -> list[StatusLine]:
         total.billed += entry.billed
         total.unbilled += entry.unbilled
         total.billable += entry.billable
+        total.held += entry.held
         total.rows.update(entry.rows)
         if entry.stripe is not None:
             total.stripe = (total.stripe or 0.0) + entry.stripe

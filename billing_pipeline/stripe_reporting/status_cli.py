@@ -88,6 +88,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     from billing_pipeline.stripe_reporting.dry_run_report import render_text
     from billing_pipeline.stripe_reporting.meter_sync import verify_meters
     from billing_pipeline.stripe_reporting.planning import MeterTarget
+    from billing_pipeline.stripe_reporting.shared_meters import record_stripe_meters
     from billing_pipeline.usage.meters import METERS
 
     first, end = window(args)
@@ -97,6 +98,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     targets = [MeterTarget(m, remote[m.name].event_time_window) for m in METERS]
     plan_first, plan_end = planned_days(first, end, now)
     with _engine() as engine:
+        record_stripe_meters(engine, remote)  # as a run does before it plans
         # A run of these days (a backfill, the schedule) recomputes their usage first.
         result = dry_run(engine, targets, plan_first, plan_end, now, recomputed=(first, end))
     print(render_text(result, plan_first, plan_end))

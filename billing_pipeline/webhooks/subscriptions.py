@@ -1,4 +1,4 @@
-"""`customer.subscription.created|updated|deleted`: a subscription's status, period, cancellation.
+"""`customer.subscription.*`: a subscription's status, period, cancellation, prices.
 
 Stripe delivers out of order and its `created` has one-second resolution, so the row remembers
 the `created` of the newest event applied to its state (`state_event_created`):
@@ -11,7 +11,8 @@ the `created` of the newest event applied to its state (`state_event_created`):
   subscription, so a canceled one can only stay canceled.
 
 Every snapshot, stale ones included, also adds a point to the subscription's status history
-(`status_history.py`), which attribution reads per part of a day.
+(`status_history.py`), which attribution reads per part of a day; the event that writes the
+state also replaces the subscription's prices (`subscription_prices.py`).
 
 Without a Stripe key a tie cannot be settled: the event waits and is retried (then dead-lettered,
 visible in Dagster) rather than guessed.
@@ -33,6 +34,7 @@ from billing_pipeline.webhooks.inbox import ClaimedEvent
 from billing_pipeline.webhooks.linking import fill_facts, row_for
 from billing_pipeline.webhooks.payloads import HandlerError, data_object, id_of, timestamp
 from billing_pipeline.webhooks.status_history import effective_from, record_status
+from billing_pipeline.webhooks.subscription_prices import record_prices
 
 SUBSCRIPTION_EVENT_TYPES = (
     "customer.subscription.created",
@@ -156,6 +158,7 @@ def apply_subscription_change(
         state = _state(snapshot, subscription_id)
     _record_history(connection, snapshot, subscription_id, state, event)
     _write_state(connection, row["id"], state, event.stripe_created)
+    record_prices(connection, subscription_id, snapshot, event.stripe_created)
     record_period(
         connection, subscription_id, customer_id, state["period_start"], state["period_end"]
     )

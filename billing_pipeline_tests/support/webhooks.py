@@ -113,6 +113,22 @@ def subscription_event(
     return event(event_type, obj, created)
 
 
+def priced_items(prices: list[Any], period: tuple[int, int]) -> dict[str, Any]:
+    """A subscription's `items` list with one item per Stripe price (an SDK object or a dict),
+    as Stripe embeds it: the whole price, `recurring.meter` included."""
+    data = [
+        {
+            "id": f"si_{uuid.uuid4().hex[:14]}",
+            "object": "subscription_item",
+            "current_period_start": period[0],
+            "current_period_end": period[1],
+            "price": json.loads(str(price)) if not isinstance(price, dict) else price,
+        }
+        for price in prices
+    ]
+    return {"object": "list", "data": data, "has_more": False}
+
+
 def invoice_event(
     event_type: str, invoice: str, subscription: str, customer: str, created: int
 ) -> dict[str, Any]:
@@ -128,6 +144,36 @@ def invoice_event(
         },
     }
     return event(event_type, obj, created)
+
+
+def finalized_invoice_event(
+    invoice: str,
+    subscription: str,
+    customer: str,
+    created: int,
+    lines: list[tuple[str, int, int, int]],
+) -> dict[str, Any]:
+    """`invoice.finalized` with one line per (price, quantity, period start, period end)."""
+    payload = invoice_event("invoice.finalized", invoice, subscription, customer, created)
+    payload["data"]["object"] |= {
+        "status_transitions": {"finalized_at": created},
+        "billing_reason": "subscription_cycle",
+        "lines": {
+            "object": "list",
+            "has_more": False,
+            "data": [
+                {
+                    "id": f"il_{uuid.uuid4().hex[:14]}",
+                    "object": "line_item",
+                    "quantity": quantity,
+                    "period": {"start": start, "end": end},
+                    "pricing": {"type": "price_details", "price_details": {"price": price}},
+                }
+                for price, quantity, start, end in lines
+            ],
+        },
+    }
+    return payload
 
 
 def dumps(payload: dict[str, Any]) -> str:
