@@ -40,6 +40,9 @@ SUBSCRIPTION_EVENT_TYPES = (
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
+    # A subscription entering or leaving `paused` (not a pause of payment collection).
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
 )
 
 
