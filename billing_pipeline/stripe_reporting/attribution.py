@@ -199,17 +199,33 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) c ON true
 LEFT JOIN LATERAL (
-    SELECT min(t.stripe_customer_id) AS customer,
-           array_agg(t.stripe_subscription_id ORDER BY t.stripe_subscription_id) AS subscriptions
-    FROM subscriptions t
-    CROSS JOIN LATERAL ({_status_at_part("t")}) AS part_status
-    WHERE t.stripe_customer_id = c.stripe_customer_id
-      AND {_bills_part("t")}
-      AND EXISTS (
-          SELECT 1 FROM billing.subscription_prices p
-          JOIN billing.stripe_meters m ON m.stripe_meter_id = p.stripe_meter_id
-          WHERE p.stripe_subscription_id = t.stripe_subscription_id AND m.meter = :meter)
-    HAVING count(*) > 1
+    SELECT c.stripe_customer_id AS customer, subscriptions
+    FROM (
+        SELECT CASE
+            -- Computed once per statement (an InitPlan): only the customers with two
+            -- subscriptions pricing the meter at all are looked at part by part.
+            WHEN c.stripe_customer_id = ANY(ARRAY(
+                SELECT u.stripe_customer_id FROM subscriptions u
+                JOIN billing.subscription_prices p
+                    ON p.stripe_subscription_id = u.stripe_subscription_id
+                JOIN billing.stripe_meters m ON m.stripe_meter_id = p.stripe_meter_id
+                WHERE m.meter = :meter AND u.stripe_customer_id IS NOT NULL
+                GROUP BY u.stripe_customer_id HAVING count(DISTINCT u.id) > 1))
+            THEN (
+                SELECT array_agg(t.stripe_subscription_id ORDER BY t.stripe_subscription_id)
+                FROM subscriptions t
+                CROSS JOIN LATERAL ({_status_at_part("t")}) AS part_status
+                WHERE t.stripe_customer_id = c.stripe_customer_id
+                  AND {_bills_part("t")}
+                  AND EXISTS (
+                      SELECT 1 FROM billing.subscription_prices p
+                      JOIN billing.stripe_meters m ON m.stripe_meter_id = p.stripe_meter_id
+                      WHERE p.stripe_subscription_id = t.stripe_subscription_id
+                        AND m.meter = :meter)
+                HAVING count(*) > 1)
+        END AS subscriptions
+    ) AS candidates
+    WHERE subscriptions IS NOT NULL
 ) shared ON true
 """
 
@@ -230,12 +246,16 @@ def _status_at_part(s: str) -> str:
 
 
 def _bills_part(s: str) -> str:
-    """Whether subscription `s` (with `part_status`) bills part `o`."""
+    """Whether subscription `s` (with `part_status`) bills part `o`: `canceled` only with an
+    `ended_at`. The status is named once: PostgreSQL inlines it, and each mention would look
+    the history up again."""
     return f"""{s}.started_at IS NOT NULL
       AND {s}.started_at < o.part_end
       AND ({s}.ended_at IS NULL OR {s}.ended_at > o.part_start)
-      AND part_status.status = ANY(CAST(:billable AS text[]))
-      AND (part_status.status <> 'canceled' OR {s}.ended_at IS NOT NULL)"""
+      AND part_status.status = ANY(CASE WHEN {s}.ended_at IS NOT NULL
+                                        THEN CAST(:billable AS text[])
+                                        ELSE array_remove(CAST(:billable AS text[]), 'canceled')
+                                   END)"""
 
 
 def customer_parts_cte(meter: Meter) -> str:
