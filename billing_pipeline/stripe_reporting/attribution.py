@@ -7,11 +7,24 @@ Parts: Stripe invoices a customer's meter over each billing period, by event tim
 that contains a billing boundary of the customer's subscriptions (a period's start or end, a
 subscription's start or end) is cut there; each part is measured on its own (the meter's
 `part_sql`) and stamped inside itself. A day without a boundary is one part, valued from
-`billing.daily_usage`. Boundaries are the union over every subscription of the customer, so all
-of a customer's organizations are cut at the same instants. Only Stripe meters that can hold
-several events of one day apart split days (`splits_days`): raw `sum` meters and hourly
-pre-aggregated meters. A part shorter than its hour window's remainder (two boundaries inside
-one hour) cannot be told apart from its neighbour there and is not billed, with that reason.
+`billing.daily_usage`. Only Stripe meters that can hold several events of one day apart split
+days (`splits_days`): raw `sum` meters and hourly pre-aggregated meters.
+
+Boundaries per (organization, customer, day): an organization is cut only at the boundaries of
+the customer holding it at that time, the instants all that customer's organizations are cut at
+(its customer's `customer_parts` must be one part per instant, or a gauge would count only the
+organizations of the latest part). Which customer holds a piece of a day is decided per piece,
+so the day is first cut at the boundaries of every customer the organization ever had; the
+pieces a customer holds are then put back together inside that customer's own parts (summed,
+or for a gauge the latest piece: the sensors at the part's end).
+
+Hour windows: an hourly meter keeps one event per customer and window, so each part of a cut
+day needs a window of its own that it overlaps; its events are stamped where the two meet, which
+is inside the part and so inside its period. From the day's last part backwards each part takes
+the latest window it touches that the later parts left free (a part ending at 24:00 takes the
+23:00 window even when it starts at 23:20; the part before it then takes 22:00). A part left
+without a free window (three or more boundaries within about an hour) is not billed, with that
+reason.
 
 A subscription bills a part when it has a Stripe customer, has started before the part ends, has
 not ended by the part's start and its status is billable:
@@ -56,8 +69,8 @@ SHARED_METER = (
     "customer's whole usage on each of them: "
 )
 SHORT_PART = (
-    "less than the Stripe meter's hour window between two billing boundaries: it cannot be "
-    "reported apart from its neighbour"
+    "no hour window of its own: the later parts of its day took every hour window it touches "
+    "(three or more billing boundaries within about an hour)"
 )
 
 
@@ -98,14 +111,19 @@ def attribution_params(
 
 def organization_parts_sql(meter: Meter) -> str:
     """Rows `(day, part_start, part_end, organization_id, value, customer, held_customer,
-    shared_subscriptions, reason)`.
+    shared_subscriptions, reason, stamp_start, stamp_end)`.
 
     `customer` is NULL when no subscription bills the part; `reason` says why. A part held
     because several subscriptions of its customer price the meter names that customer in
-    `held_customer` and the subscriptions in `shared_subscriptions`.
+    `held_customer` and the subscriptions in `shared_subscriptions`. `stamp_start` and
+    `stamp_end` bound the timestamps the part's events may carry: the part itself, or on an
+    hourly meter the part's own hour window within it.
     """
+    # A gauge's merged pieces are worth the latest piece's value (sensors at the part's end).
+    latest_piece = "(array_agg(h.value ORDER BY h.piece_start DESC))[1]"
+    merged_value = latest_piece if meter.aggregation == "last" else "sum(h.value)"
     return f"""
-WITH usage_days AS (
+WITH RECURSIVE usage_days AS (
     SELECT u.day, u.organization_id, u.value
     FROM billing.daily_usage u
     WHERE u.meter = :meter AND u.day >= :first_day AND u.day < :end_day
@@ -156,26 +174,17 @@ organization_parts AS (
     LEFT JOIN part_values v
         ON v.organization_id = p.organization_id AND v.part_start = p.part_start
 ),
-measured AS (
-    SELECT o.*,
-           NOT CAST(:hour_windows AS boolean) OR o.part_start = date_trunc('hour', o.part_start)
-               OR date_trunc('hour', o.part_start) + interval '1 hour' < o.part_end
-               AS reportable
-    FROM organization_parts o
-)
+attributed AS (
 SELECT o.day, o.part_start, o.part_end, o.organization_id, o.value,
-       CASE WHEN o.reportable AND shared.subscriptions IS NULL THEN c.stripe_customer_id END
-           AS customer,
-       CASE WHEN o.reportable THEN shared.customer END AS held_customer,
-       CASE WHEN o.reportable THEN shared.subscriptions END AS shared_subscriptions,
+       CASE WHEN shared.subscriptions IS NULL THEN c.stripe_customer_id END AS customer,
+       shared.customer AS held_customer, shared.subscriptions AS shared_subscriptions,
        CASE
-           WHEN shared.subscriptions IS NOT NULL AND o.reportable
+           WHEN shared.subscriptions IS NOT NULL
                THEN CAST(:shared_meter AS text) || array_to_string(shared.subscriptions, ', ')
-           WHEN c.stripe_customer_id IS NOT NULL AND o.reportable THEN NULL
+           WHEN c.stripe_customer_id IS NOT NULL THEN NULL
            WHEN NOT EXISTS (
                SELECT 1 FROM subscriptions s WHERE s.organization_id = o.organization_id)
                THEN 'no subscription (free tier)'
-           WHEN c.stripe_customer_id IS NOT NULL THEN CAST(:short_part AS text)
            WHEN EXISTS (
                SELECT 1 FROM subscriptions s
                WHERE s.organization_id = o.organization_id AND s.ended_at <= o.part_start
@@ -187,7 +196,7 @@ SELECT o.day, o.part_start, o.part_end, o.organization_id, o.value,
            ELSE 'no billable subscription at this time (not started, ended, no Stripe customer, '
                 || 'or status not billable)'
        END AS reason
-FROM measured o
+FROM organization_parts o
 LEFT JOIN LATERAL (
     SELECT s.stripe_customer_id
     FROM subscriptions s
@@ -227,6 +236,105 @@ LEFT JOIN LATERAL (
     ) AS candidates
     WHERE subscriptions IS NOT NULL
 ) shared ON true
+),
+-- The customer's own parts: its days cut at its boundaries only. An organization's parts above
+-- are cut at the boundaries of every customer it ever had, so that each piece has one customer;
+-- the pieces a customer holds are put back together inside that customer's parts.
+customer_boundaries AS (
+    SELECT DISTINCT t.stripe_customer_id AS customer, b.at,
+           CAST(b.at AT TIME ZONE 'UTC' AS date) AS day
+    FROM subscriptions t
+    CROSS JOIN LATERAL (
+        SELECT t.started_at UNION ALL SELECT t.ended_at
+        UNION ALL SELECT p.period_start FROM billing.billing_periods p
+            WHERE p.stripe_subscription_id = t.stripe_subscription_id
+        UNION ALL SELECT p.period_end FROM billing.billing_periods p
+            WHERE p.stripe_subscription_id = t.stripe_subscription_id
+    ) AS b (at)
+    WHERE CAST(:split AS boolean) AND t.stripe_customer_id IS NOT NULL
+      AND b.at >= CAST(:first_day AS timestamptz) AND b.at < CAST(:end_day AS timestamptz)
+      AND CAST(b.at AT TIME ZONE 'UTC' AS time) <> time '00:00'
+),
+pieces AS (
+    SELECT a.* FROM attributed a
+    WHERE a.customer IS NOT NULL
+      AND a.part_end - a.part_start < interval '1 day'
+),
+customer_cuts AS (
+    SELECT customer, day, part_start,
+           lead(part_start, 1, CAST(day AS timestamptz) + interval '1 day')
+               OVER (PARTITION BY customer, day ORDER BY part_start) AS part_end
+    FROM (
+        SELECT customer, day, at AS part_start FROM customer_boundaries
+        UNION
+        SELECT customer, day, CAST(day AS timestamptz) FROM pieces
+    ) AS cuts
+),
+customer_pieces AS (
+    SELECT p.day, g.part_start, g.part_end, p.organization_id, p.customer,
+           p.part_start AS piece_start, p.value
+    FROM pieces p
+    JOIN customer_cuts g ON g.customer = p.customer AND g.day = p.day
+        AND g.part_start <= p.part_start AND p.part_start < g.part_end
+),
+customer_organization_parts AS (
+    SELECT a.day, a.part_start, a.part_end, a.organization_id, a.value, a.customer
+    FROM attributed a
+    WHERE a.customer IS NOT NULL AND a.part_end - a.part_start >= interval '1 day'
+    UNION ALL
+    SELECT h.day, h.part_start, h.part_end, h.organization_id, {merged_value}, h.customer
+    FROM customer_pieces h
+    GROUP BY h.day, h.part_start, h.part_end, h.organization_id, h.customer
+),
+-- Hourly meters keep one event per customer and hour window, so each part of a cut day needs
+-- an hour window of its own that it overlaps: from the day's last part backwards, each takes
+-- the latest window it touches that the parts after it left free.
+cut_parts AS (
+    SELECT customer, day, part_start,
+           date_trunc('hour', part_start, 'UTC') AS first_window,
+           date_trunc('hour', part_end - interval '1 microsecond', 'UTC') AS last_window,
+           row_number() OVER (PARTITION BY customer, day ORDER BY part_start DESC) AS k
+    FROM (SELECT DISTINCT customer, day, part_start, part_end FROM customer_pieces) AS p
+    WHERE CAST(:hour_windows AS boolean)
+),
+hour_windows (customer, day, k, part_start, stamp_window, last_taken) AS (
+    SELECT customer, day, k, part_start, last_window, last_window
+    FROM cut_parts WHERE k = 1
+    UNION ALL
+    SELECT p.customer, p.day, p.k, p.part_start,
+           CASE WHEN least(p.last_window, w.last_taken - interval '1 hour') >= p.first_window
+                THEN least(p.last_window, w.last_taken - interval '1 hour') END,
+           CASE WHEN least(p.last_window, w.last_taken - interval '1 hour') >= p.first_window
+                THEN least(p.last_window, w.last_taken - interval '1 hour')
+                ELSE w.last_taken END
+    FROM hour_windows w
+    JOIN cut_parts p ON p.customer = w.customer AND p.day = w.day AND p.k = w.k + 1
+),
+stamped AS (
+    SELECT o.*,
+           CASE WHEN NOT CAST(:hour_windows AS boolean) THEN o.part_start
+                WHEN w.customer IS NULL THEN o.part_end - interval '1 hour'  -- a whole day
+                WHEN w.stamp_window IS NOT NULL THEN greatest(w.stamp_window, o.part_start)
+           END AS stamp_start,
+           CASE WHEN NOT CAST(:hour_windows AS boolean) OR w.customer IS NULL THEN o.part_end
+                WHEN w.stamp_window IS NOT NULL
+                    THEN least(w.stamp_window + interval '1 hour', o.part_end)
+           END AS stamp_end
+    FROM customer_organization_parts o
+    LEFT JOIN hour_windows w
+        ON w.customer = o.customer AND w.day = o.day AND w.part_start = o.part_start
+)
+SELECT day, part_start, part_end, organization_id, value,
+       CASE WHEN stamp_start IS NOT NULL THEN customer END AS customer,
+       CAST(NULL AS text) AS held_customer, CAST(NULL AS text[]) AS shared_subscriptions,
+       CASE WHEN stamp_start IS NULL THEN CAST(:short_part AS text) END AS reason,
+       stamp_start, stamp_end
+FROM stamped
+UNION ALL
+SELECT day, part_start, part_end, organization_id, value, customer, held_customer,
+       shared_subscriptions, reason, CAST(NULL AS timestamptz), CAST(NULL AS timestamptz)
+FROM attributed
+WHERE customer IS NULL
 """
 
 
@@ -269,6 +377,7 @@ customer_parts AS (
     SELECT coalesce(customer, held_customer) AS customer, day, part_start,
            min(part_end) AS part_end, sum(value)::bigint AS target,
            array_agg(organization_id ORDER BY organization_id) AS organization_ids,
+           min(stamp_start) AS stamp_start, min(stamp_end) AS stamp_end,
            bool_or(held_customer IS NOT NULL) AS held
     FROM organization_parts
     WHERE customer IS NOT NULL OR held_customer IS NOT NULL

@@ -8,12 +8,12 @@ revision with another value is another identifier, never mistaken for delivered.
 
 Timestamps sit inside the event's own part of its UTC day (Stripe aggregates by timestamp, so
 this is what puts usage in the right billing period) and grow with the wall-clock time of
-planning, so a later revision is newer under both readings of "newer" (later timestamp, later
-arrival), even when a restored ledger reuses a revision number. On an hourly pre-aggregated
-meter every revision of a part stays in one hour window (the last that starts inside the part):
-a revision in another window would be counted beside the old one instead of replacing it.
+planning, and past the newest row of the same slot, so a later revision is newer under both
+readings of "newer" (later timestamp, later arrival), even when a restored ledger reuses a
+revision number. On an hourly pre-aggregated meter the range is the part's own hour window
+(`attribution.py` gives each part one), so each revision replaces the window's older events.
 
-Planning computes both in the database (`identifier_sql`, `timestamp_sql`, `stamp_start_sql`),
+Planning computes both in the database (`identifier_sql`, `timestamp_sql`),
 so revisions are written by one statement without passing through Python; the Python functions
 are the same rules for the rows Python builds (re-asserts), and a test holds the two equal.
 """
@@ -64,22 +64,6 @@ def day_start(day: date) -> datetime:
     return datetime.combine(day, time(0, tzinfo=UTC))
 
 
-def stamp_range(
-    part_start: datetime, part_end: datetime, window: str | None
-) -> tuple[datetime, datetime]:
-    """The seconds a part's events may carry: the part, or on an hourly meter its last window.
-
-    The last window starting inside the part keeps the events as late as the part allows, so a
-    day stays inside Stripe's 35-day window as long as it can. Each window belongs to the part
-    holding its start, so two parts never share one; a part holding no window start (two
-    boundaries inside one hour) is not billed (`attribution.py`).
-    """
-    if window != "hour":
-        return part_start, part_end
-    last = (part_end - timedelta(microseconds=1)).replace(minute=0, second=0, microsecond=0)
-    return max(last, part_start), part_end
-
-
 def event_timestamp(
     start: datetime, end: datetime, planned_at: datetime, after: datetime | None = None
 ) -> datetime:
@@ -127,12 +111,6 @@ def identifier_sql(customer: str, part_start: str, revision: str, value: str) ->
     full = f"'bp-' || CAST(:meter AS text) || '-' || {customer} || {tail}"
     short = f"'bp-' || CAST(:meter AS text) || '-c' || {_digest_sql(customer)} || {tail}"
     return f"CASE WHEN length({full}) <= {MAX_IDENTIFIER_LENGTH} THEN {full} ELSE {short} END"
-
-
-def stamp_start_sql(part_start: str, part_end: str, hourly: str) -> str:
-    """The start of `stamp_range` as SQL; `hourly` is a boolean SQL expression."""
-    last_hour = f"date_trunc('hour', {part_end} - interval '1 microsecond', 'UTC')"
-    return f"CASE WHEN {hourly} THEN greatest({last_hour}, {part_start}) ELSE {part_start} END"
 
 
 def timestamp_sql(start: str, end: str, planned_at: str, after: str) -> str:

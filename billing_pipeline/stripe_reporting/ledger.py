@@ -27,7 +27,6 @@ from billing_pipeline.db.transactions import in_transaction
 from billing_pipeline.stripe_reporting.identifiers import (
     event_identifier,
     event_timestamp,
-    stamp_range,
 )
 from billing_pipeline.usage.meters import Meter
 
@@ -73,9 +72,16 @@ def new_row(
     reason: str | None = None,
 ) -> LedgerRow:
     """A pending revision of the part [start, end), or an expired one when the part is outside
-    Stripe's window."""
+    Stripe's window.
+
+    Stamped anywhere inside the part: for meters that keep whole parts (raw meters, `day`
+    windows). An hourly meter's row belongs to the part's hour window, which planning assigns in
+    SQL (`attribution.py`).
+    """
+    if window == "hour":
+        raise ValueError("hourly meters' revisions are planned in SQL, in their hour window")
     part_start, part_end = part
-    stamp = event_timestamp(*stamp_range(*part, window), now, after)
+    stamp = event_timestamp(part_start, part_end, now, after)
     expired = stamp < now - STRIPE_WINDOW
     return LedgerRow(
         identifier=event_identifier(

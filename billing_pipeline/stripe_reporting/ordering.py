@@ -65,26 +65,57 @@ def reassert_rows(
     days: dict[str, dict[date, list[_Row]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         days[row.customer][row.day].append(_Row(**row._mapping))
+    wanted = [
+        (customer, day) for customer, by_day in days.items() for day in _days_to_reassert(by_day)
+    ]
+    last_revisions = _last_revisions(connection, meter, wanted)
     planned = []
-    for customer, by_day in days.items():
-        for day in _days_to_reassert(by_day):
-            newest = by_day[day][-1]
-            planned.append(
-                new_row(
-                    meter,
-                    None,
-                    customer,
-                    (day_start(day), day_start(day + timedelta(days=1))),
-                    newest.revision + 1,
-                    newest.target_value,
-                    newest.target_value,
-                    newest.organization_ids,
-                    now,
-                    newest.event_timestamp,
-                    reason=_REASON,
-                )
+    for customer, day in wanted:
+        newest = days[customer][day][-1]
+        planned.append(
+            new_row(
+                meter,
+                None,
+                customer,
+                (day_start(day), day_start(day + timedelta(days=1))),
+                # Past every row of the day, rejected, superseded or absent ones included: their
+                # identifiers are spent, and reusing one would stop every later plan.
+                last_revisions[(customer, day)] + 1,
+                newest.target_value,
+                newest.target_value,
+                newest.organization_ids,
+                now,
+                newest.event_timestamp,
+                reason=_REASON,
             )
+        )
     return planned
+
+
+def _last_revisions(
+    connection: Connection, meter: Meter, days: list[tuple[str, date]]
+) -> dict[tuple[str, date], int]:
+    """The highest revision of each (customer, whole day), whatever its status."""
+    if not days:
+        return {}
+    rows = connection.execute(
+        text(
+            """
+            SELECT l.stripe_customer_id AS customer, l.day, max(l.revision) AS revision
+            FROM billing.meter_ledger l
+            JOIN unnest(CAST(:customers AS text[]), CAST(:days AS date[])) AS w (customer, day)
+                ON l.stripe_customer_id = w.customer AND l.day = w.day
+            WHERE l.meter = :meter
+            GROUP BY l.stripe_customer_id, l.day
+            """
+        ),
+        {
+            "meter": meter.name,
+            "customers": [customer for customer, _ in days],
+            "days": [day for _, day in days],
+        },
+    )
+    return {(row.customer, row.day): int(row.revision) for row in rows}
 
 
 _REASON = (

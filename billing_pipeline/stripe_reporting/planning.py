@@ -6,7 +6,8 @@ Every run plans a whole range of days from the same attribution reconciliation c
 (`attribution.py`): a day whose organization moved to another customer gets a reversal for the
 old customer and the value for the new one, a day that had no customer is billed once one
 appears, and a day with nothing left to change plans nothing. Revisions are numbered past every
-row of the (meter, customer, part), whatever its status, so no earlier row can block a later one.
+row of the (meter, customer, part) and of its slot (below), whatever their status, so no earlier
+row can block a later one.
 A part that has not started yet (the rest of today after a period end) is left for a later run:
 its stamp would lie in the future, which Stripe refuses.
 
@@ -14,9 +15,18 @@ The revisions are computed and inserted by one statement in the database (identi
 timestamps too, `identifiers.py`), so a plan holds no row per organization in Python and the
 meter's lock lasts one statement.
 
-- Raw `sum` meters (Stripe's `event_time_window` null) send differences.
-- Raw `last` meters and pre-aggregated meters (`event_time_window=day`) send the whole value;
-  older unsent revisions of the day are superseded, never sent after their successor.
+Planning compares the source with the ledger per customer and slot, what Stripe keeps apart, so
+that a day re-cut by a boundary learned after it was billed converges like any correction:
+
+- Raw `sum` meters (Stripe's `event_time_window` null) send differences, per part, against the
+  counted rows whose timestamps lie in that part: the day's old event is corrected in the part,
+  hence the period, it actually lies in. A counted row no current part holds is reversed at its
+  own instant.
+- Hourly pre-aggregated meters send the whole value per hour window: the part stamped in the
+  window now, or 0 for a window no part uses any more. Each revision is stamped later inside the
+  window than every earlier row of it, and older unsent rows of the window are superseded.
+- Raw `last` meters and `day` windows send the whole value per part; older unsent revisions of
+  the part are superseded, never sent after their successor.
 """
 
 from __future__ import annotations
@@ -34,7 +44,6 @@ from billing_pipeline.db.transactions import in_transaction
 from billing_pipeline.stripe_reporting.attribution import attribution_params, customer_parts_cte
 from billing_pipeline.stripe_reporting.identifiers import (
     identifier_sql,
-    stamp_start_sql,
     timestamp_sql,
 )
 from billing_pipeline.stripe_reporting.ledger import (
@@ -64,41 +73,92 @@ class MeterTarget:
 
 _PLAN_SQL = """
 WITH {parts},
+-- What Stripe keeps apart, per customer: its "slots". An hourly meter keeps one event per hour
+-- window, so its slot is the window (each part has its own, `attribution.py`); a raw `sum`
+-- meter adds every event where its timestamp falls, so its slot is the part now holding that
+-- instant (an event no part holds any more is its own slot, reversed where it lies); other
+-- meters keep whole parts.
+current_parts AS (
+    SELECT c.*,
+           CASE WHEN CAST(:hour_windows AS boolean) THEN date_trunc('hour', c.stamp_start, 'UTC')
+                ELSE c.part_start END AS slot
+    FROM customer_parts c
+),
+ledger_rows AS (
+    SELECT m.stripe_customer_id AS customer, m.part_start, m.part_end, m.revision, m.status,
+           m.event_name, m.value, m.target_value, m.event_timestamp,
+           CASE WHEN CAST(:hour_windows AS boolean)
+                    THEN date_trunc('hour', m.event_timestamp, 'UTC')
+                WHEN CAST(:whole_values AS boolean) THEN m.part_start
+                ELSE coalesce(c.part_start, m.event_timestamp) END AS slot
+    FROM billing.meter_ledger m
+    LEFT JOIN customer_parts c
+        ON NOT CAST(:whole_values AS boolean) AND c.customer = m.stripe_customer_id
+        AND c.day = m.day AND m.event_timestamp >= c.part_start
+        AND m.event_timestamp < c.part_end
+    WHERE m.meter = :meter AND m.day >= :first_day AND m.day < :end_day
+),
 ledger AS (
-    SELECT stripe_customer_id AS customer, part_start,
-           max(part_end) AS part_end,
+    SELECT customer, slot,
            max(revision) AS last_revision,
            max(event_timestamp) AS last_timestamp,
            coalesce(sum(value) FILTER (
                WHERE status = ANY(:counted) AND event_name = :event_name), 0)::bigint
                AS counted_sum,
-           (array_agg(target_value ORDER BY revision DESC) FILTER (
-               WHERE status = ANY(:counted) AND event_name = :event_name))[1] AS counted_target
-    FROM billing.meter_ledger m
-    WHERE meter = :meter AND day >= :first_day AND day < :end_day
-    GROUP BY stripe_customer_id, part_start
+           (array_agg(target_value ORDER BY event_timestamp DESC, revision DESC) FILTER (
+               WHERE status = ANY(:counted) AND event_name = :event_name))[1] AS counted_target,
+           -- The part of the slot's newest row: a slot no part holds any more is brought to 0
+           -- under it.
+           (array_agg(part_start ORDER BY event_timestamp DESC, revision DESC))[1]
+               AS last_part_start,
+           (array_agg(part_end ORDER BY event_timestamp DESC, revision DESC))[1] AS last_part_end
+    FROM ledger_rows
+    GROUP BY customer, slot
 ),
 states AS (
     SELECT coalesce(c.customer, l.customer) AS customer,
-           coalesce(c.part_start, l.part_start) AS part_start,
-           coalesce(c.part_end, l.part_end) AS part_end,
+           coalesce(c.slot, l.slot) AS slot,
+           coalesce(c.part_start, l.last_part_start) AS part_start,
+           coalesce(c.part_end, l.last_part_end) AS part_end,
+           c.stamp_start AS part_stamp_start, c.stamp_end AS part_stamp_end,
            coalesce(c.target, 0) AS target,
            c.organization_ids,
            c.customer IS NOT NULL AS has_usage,
            coalesce(c.held, false) AS held,
            coalesce(l.last_revision, 0) AS last_revision,
            coalesce(l.counted_sum, 0) AS counted_sum, l.counted_target, l.last_timestamp
-    FROM customer_parts c
-    FULL JOIN ledger l ON l.customer = c.customer AND l.part_start = c.part_start
+    FROM current_parts c
+    FULL JOIN ledger l ON l.customer = c.customer AND l.slot = c.slot
 ),
 needed AS (
-    SELECT s.*, s.last_revision + 1 AS revision,
+    SELECT s.*,
+           -- Past every row of the slot and every row of the part, whatever their status: a
+           -- spent identifier is never planned again, and the slot's newest row is this one.
+           greatest(s.last_revision, (
+               SELECT max(r.revision) FROM billing.meter_ledger r
+               WHERE r.meter = :meter AND r.stripe_customer_id = s.customer
+                 AND r.day = CAST(s.part_start AT TIME ZONE 'UTC' AS date)
+                 AND r.part_start = s.part_start), 0) + 1 AS revision,
            CASE WHEN CAST(:whole_values AS boolean) THEN s.target
                 ELSE s.target - s.counted_sum END AS value,
-           {stamp_start} AS stamp_start
+           CASE WHEN s.part_stamp_start IS NOT NULL THEN s.part_stamp_start
+                WHEN CAST(:hour_windows AS boolean) THEN greatest(s.slot, s.part_start)
+                ELSE s.slot END AS stamp_start,
+           CASE WHEN s.part_stamp_start IS NOT NULL THEN s.part_stamp_end
+                WHEN CAST(:hour_windows AS boolean)
+                    THEN least(s.slot + interval '1 hour', s.part_end)
+                WHEN CAST(:whole_values AS boolean) THEN s.part_end
+                -- A raw event no part holds any more is reversed at its own instant.
+                ELSE s.slot + interval '1 second' END AS stamp_end
     FROM states s
-    -- A part several subscriptions of the customer would bill gets nothing (attribution.py).
-    WHERE NOT s.held AND CASE WHEN CAST(:whole_values AS boolean) THEN
+    -- A part several subscriptions of the customer would bill gets nothing (attribution.py),
+    -- neither a value nor a reversal of what its slots already hold.
+    WHERE NOT s.held
+      AND NOT EXISTS (
+          SELECT 1 FROM customer_parts h
+          WHERE h.held AND h.customer = s.customer
+            AND h.part_start < s.part_end AND s.part_start < h.part_end)
+      AND CASE WHEN CAST(:whole_values AS boolean) THEN
               -- Nothing sent yet: a 0 is worth sending only for a gauge that has usage rows
               -- (its sensors are all gone, so the period's last value must drop).
               CASE WHEN counted_target IS NULL
@@ -127,18 +187,22 @@ new_rows AS (
            CAST(:window AS text) AS aggregation_window, value, target AS target_value,
            event_timestamp,
            CASE WHEN event_timestamp < :oldest THEN :expired ELSE :pending END AS status,
-           CASE WHEN event_timestamp < :oldest THEN :outside_window END AS status_reason
+           CASE WHEN event_timestamp < :oldest THEN :outside_window END AS status_reason,
+           slot
     FROM stamped
 ),
--- Whole-value meters: an older unsent revision sent after its successor would make the stale
--- value the newest by arrival.
+-- Whole-value meters: an older unsent row of the slot sent after its successor would make the
+-- stale value the newest by arrival.
 superseded AS (
     UPDATE billing.meter_ledger l
     SET status = :superseded, status_reason = :superseded_reason, updated_at = now()
     FROM new_rows n
     WHERE CAST(:whole_values AS boolean) AND l.meter = n.meter
-      AND l.stripe_customer_id = n.stripe_customer_id AND l.part_start = n.part_start
-      AND l.revision < n.revision AND l.status = ANY(:unsent)
+      AND l.stripe_customer_id = n.stripe_customer_id AND l.day = n.day
+      AND CASE WHEN CAST(:hour_windows AS boolean)
+               THEN date_trunc('hour', l.event_timestamp, 'UTC') = n.slot
+               ELSE l.part_start = n.part_start END
+      AND l.identifier <> n.identifier AND l.status = ANY(:unsent)
 ),
 inserted AS (
     INSERT INTO billing.meter_ledger ({columns})
@@ -191,8 +255,7 @@ def plan_window(
     meter = target.meter
     sql = _PLAN_SQL.format(
         parts=customer_parts_cte(meter),
-        stamp_start=stamp_start_sql("s.part_start", "s.part_end", "CAST(:hour_windows AS boolean)"),
-        timestamp=timestamp_sql("n.stamp_start", "n.part_end", ":now", "n.last_timestamp"),
+        timestamp=timestamp_sql("n.stamp_start", "n.stamp_end", ":now", "n.last_timestamp"),
         identifier=identifier_sql("customer", "part_start", "revision", "value"),
         columns=COLUMNS,
         returning=COLUMNS if keep_rows else "day, status",

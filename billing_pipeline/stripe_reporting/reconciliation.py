@@ -130,23 +130,26 @@ def source_targets(
     return targets
 
 
-# Per part first (a whole-value revision replaces only its own part), then per day: `sum`
-# meters add the parts (raw ones their sent differences), `last` meters hold the latest part's.
+# Per slot first (a whole-value revision replaces only its own slot: the part, or on an hourly
+# meter the hour window, as planning keys them), then per day: `sum` meters add the slots (raw
+# ones their sent differences), `last` meters hold the latest slot's.
 _LEDGER_SQL = """
 WITH parts AS (
-    SELECT meter, stripe_customer_id AS customer, day, part_start,
+    SELECT meter, stripe_customer_id AS customer, day,
+           CASE WHEN aggregation_window = 'hour' THEN date_trunc('hour', event_timestamp, 'UTC')
+                ELSE part_start END AS slot,
            coalesce(sum(value) FILTER (WHERE status = :sent), 0) AS sent_sum,
-           (array_agg(target_value ORDER BY revision DESC) FILTER (WHERE status = :sent))[1]
-               AS newest_sent_target,
+           (array_agg(target_value ORDER BY event_timestamp DESC, revision DESC)
+               FILTER (WHERE status = :sent))[1] AS newest_sent_target,
            bool_or(status = ANY(:unsettled)) OR max(updated_at) >= :settled_before AS settling,
            max(updated_at) AS last_change
     FROM billing.meter_ledger m
     WHERE meter = ANY(:meters) AND day >= :first_day AND day < :end_day
-    GROUP BY meter, stripe_customer_id, day, part_start
+    GROUP BY 1, 2, 3, 4
 )
 SELECT meter, customer, day,
        CAST(CASE WHEN meter = ANY(:last_meters)
-                 THEN (array_agg(coalesce(newest_sent_target, 0) ORDER BY part_start DESC))[1]
+                 THEN (array_agg(coalesce(newest_sent_target, 0) ORDER BY slot DESC))[1]
                  WHEN meter = ANY(:whole_meters) THEN sum(coalesce(newest_sent_target, 0))
                  ELSE sum(sent_sum) END AS bigint) AS held,
        bool_or(settling) AS settling,

@@ -16,19 +16,23 @@ from sqlalchemy import Engine
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.checks import unbilled_usage
 from billing_pipeline.stripe_reporting.reconciliation_check import build_reconciliation_check
+from billing_pipeline_tests.support.billing_month import readings_in, sensors_active_at
 from billing_pipeline_tests.support.builders import (
     add_organization,
     add_readings,
+    add_readings_at,
     add_sensor,
     midnight,
 )
 from billing_pipeline_tests.support.reporting import (
     ASSETS,
     TODAY,
+    add_billing_period,
     days_before,
     move_subscriptions,
     reconcile_days,
     run_days,
+    stripe_value,
     stripe_view,
     subscribe,
 )
@@ -81,6 +85,67 @@ def test_a_moved_organization_is_reversed_on_the_old_customer_and_billed_on_the_
         ("active_sensors", beta, D2): 1,
         ("temperature_readings", beta, D2): 3,
     }
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed, evaluation.metadata
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_an_organization_that_moved_is_cut_only_at_its_new_customers_boundaries(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    stripe_billing: StripeBilling,
+    meter_kind: str,
+    api: str,
+) -> None:
+    # Issue 20, item 5: organization 1 left Alpha for Beta before D1. Alpha's period ends at
+    # 10:00 on D1; Beta's do not. Beta's D1 is one part holding both its organizations.
+    alpha, beta = new_customer(stripe_billing, "Alpha"), new_customer(stripe_billing, "Beta")
+    add_organization(engine, 3, customer=alpha)
+    add_organization(engine, 2, customer=beta)
+    add_organization(engine, 1)
+    subscribe(engine, 1, alpha, ended=midnight(D1) - timedelta(days=1))
+    subscribe(engine, 1, beta, started=midnight(D1) - timedelta(days=1))
+    boundary = midnight(D1) + timedelta(hours=10)
+    add_billing_period(engine, f"sub_{alpha}", alpha, boundary - timedelta(days=30), boundary)
+    add_billing_period(engine, f"sub_{alpha}", alpha, boundary, boundary + timedelta(days=30))
+    sensors = {1: (11, 12), 2: (21, 22, 23, 24, 25), 3: (31,)}
+    for organization, ids in sensors.items():
+        for sensor in ids:
+            add_sensor(engine, sensor, organization, midnight(D1) - timedelta(days=3))
+            add_readings_at(
+                engine, sensor, [midnight(D1) + timedelta(hours=h) for h in (3, 9, 12, 20)]
+            )
+
+    result = run_days(
+        dagster_instance,
+        database_url,
+        emulator_server.url,
+        D1,
+        assets=[*ASSETS, SETTLED],
+        meter_event_api=api,
+    )
+
+    assert result.success
+    organizations = {alpha: [3], beta: [1, 2]}
+    # What Stripe bills each customer for D1, and on hourly meters for each side of Alpha's
+    # period end too (a raw `last` meter bills whole days: README, "Billing periods").
+    spans = {alpha: [(midnight(D1), midnight(D2))], beta: [(midnight(D1), midnight(D2))]}
+    if meter_kind == "pre_aggregated":
+        spans[alpha] += [(midnight(D1), boundary), (boundary, midnight(D2))]
+    for customer, customer_spans in spans.items():
+        for start, end in customer_spans:
+            source = {
+                "temperature_readings": sum(
+                    readings_in(engine, o, start, end) for o in organizations[customer]
+                ),
+                "active_sensors": sum(
+                    sensors_active_at(engine, o, end) for o in organizations[customer]
+                ),
+            }
+            stripe = {m: stripe_value(stripe_billing, m, customer, start, end) for m in source}
+            assert stripe == source, (customer, start)
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed, evaluation.metadata
 

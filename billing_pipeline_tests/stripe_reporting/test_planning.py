@@ -9,24 +9,27 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from itertools import product
+from itertools import pairwise, product
 
 from sqlalchemy import Engine, text
 
+from billing_pipeline.stripe_reporting.attribution import (
+    SHORT_PART,
+    attribution_params,
+    organization_parts_sql,
+)
 from billing_pipeline.stripe_reporting.identifiers import (
     MAX_IDENTIFIER_LENGTH,
     event_identifier,
     event_timestamp,
     identifier_sql,
-    stamp_range,
-    stamp_start_sql,
     timestamp_sql,
 )
 from billing_pipeline.stripe_reporting.ledger import OUTSIDE_WINDOW, LedgerRow
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
 from billing_pipeline.usage.meters import ACTIVE_SENSORS, TEMPERATURE_READINGS, Meter
-from billing_pipeline_tests.support.builders import add_organization, midnight
-from billing_pipeline_tests.support.reporting import subscribe
+from billing_pipeline_tests.support.builders import add_organization, add_sensor, midnight
+from billing_pipeline_tests.support.reporting import add_billing_period, subscribe
 
 NOW = datetime.now(UTC)
 D1, D2 = NOW.date() - timedelta(days=4), NOW.date() - timedelta(days=3)
@@ -131,15 +134,13 @@ def test_the_database_computes_the_same_identifiers_and_timestamps_as_python(
     # must agree to the character and the second, or a rerun would send another identifier.
     starts = [midnight(D1), midnight(D1) + timedelta(hours=14, minutes=37, seconds=5)]
     starts.append(starts[1] + timedelta(microseconds=250_000))
-    start, end, stamp_start, planned_at, after = (
-        f"CAST(:{name} AS timestamptz)"
-        for name in ("start", "end", "stamp_start", "planned_at", "after")
+    start, end, planned_at, after = (
+        f"CAST(:{name} AS timestamptz)" for name in ("start", "end", "planned_at", "after")
     )
     query = text(
         f"""
         SELECT {identifier_sql("CAST(:customer AS text)", start, ":revision", ":value")} AS id,
-               {stamp_start_sql(start, end, "CAST(:hourly AS boolean)")} AS stamp_start,
-               {timestamp_sql(stamp_start, end, planned_at, after)} AS stamp
+               {timestamp_sql(start, end, planned_at, after)} AS stamp
         """
     )
     cases = list(
@@ -147,15 +148,13 @@ def test_the_database_computes_the_same_identifiers_and_timestamps_as_python(
             [("m", "cus_A"), ("m" * 40, "cus_" + "x" * 90), ("m", "cus_ü")],
             starts,
             [(1, 7), (12345, -7)],
-            [None, "hour"],
             [-1, 0.01, 1, 24 * 39, 24 * 50],  # planned this many hours after the part's end
             [None, timedelta(seconds=5)],  # the previous revision's stamp, before the part's end
         )
     )
     part_end = midnight(D2)
     with engine.connect() as connection:
-        for (meter, customer), part_start, (revision, value), window, hours, gap in cases:
-            first, _ = stamp_range(part_start, part_end, window)
+        for (meter, customer), part_start, (revision, value), hours, gap in cases:
             planned = part_end + timedelta(hours=hours)
             previous = None if gap is None else part_end - gap
             row = connection.execute(
@@ -168,15 +167,12 @@ def test_the_database_computes_the_same_identifiers_and_timestamps_as_python(
                     "end": part_end,
                     "revision": revision,
                     "value": value,
-                    "hourly": window == "hour",
-                    "stamp_start": first,
                     "planned_at": planned,
                     "after": previous,
                 },
             ).one()
             assert row.id == event_identifier(meter, meter, customer, part_start, revision, value)
-            assert row.stamp_start == first
-            assert row.stamp == event_timestamp(first, part_end, planned, previous)
+            assert row.stamp == event_timestamp(part_start, part_end, planned, previous)
 
 
 def test_timestamps_stay_inside_the_day_and_grow_with_planning_time() -> None:
@@ -188,18 +184,13 @@ def test_timestamps_stay_inside_the_day_and_grow_with_planning_time() -> None:
     assert event_timestamp(*day, NOW, after=midnight(D2) - timedelta(seconds=5)) > stamps[-1]
 
 
-def test_a_part_of_a_day_is_stamped_inside_itself_and_an_hour_meter_inside_one_window() -> None:
+def test_a_part_of_a_day_is_stamped_inside_itself() -> None:
     closing = (midnight(D1), midnight(D1) + timedelta(hours=14, minutes=37))
-    opening = (closing[1], midnight(D2))
-    hour_window = stamp_range(*opening, "hour")
     stamps = [
-        event_timestamp(*stamp_range(*closing, None), closing[1] + timedelta(minutes=m))
-        for m in (1, 20, 60 * 24 * 30)
+        event_timestamp(*closing, closing[1] + timedelta(minutes=m)) for m in (1, 20, 60 * 24 * 30)
     ]
 
     assert all(closing[0] <= s < closing[1] for s in stamps) and stamps == sorted(stamps)
-    assert hour_window == (midnight(D1) + timedelta(hours=23), midnight(D2))
-    assert stamp_range(*closing, "hour") == (midnight(D1) + timedelta(hours=14), closing[1])
 
 
 def test_a_day_outside_stripes_window_is_recorded_expired_with_the_reason(engine: Engine) -> None:
@@ -225,3 +216,46 @@ def test_two_plans_of_one_window_at_once_write_one_revision(engine: Engine) -> N
         results = list(pool.map(lambda _: run(), range(2)))
 
     assert sorted(len(r) for r in results) == [0, 1]
+
+
+def test_each_part_of_an_hourly_day_is_stamped_in_an_hour_window_of_its_own(
+    engine: Engine,
+) -> None:
+    # Issue 20, item 6: from the day's last part backwards, each part takes the latest hour
+    # window it overlaps that is still free; one with none left is listed, never billed.
+    add_organization(engine, 1, customer="cus_A")
+    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
+    set_usage(engine, ACTIVE_SENSORS, D1, 1, 1)
+    cuts = [timedelta(hours=h, minutes=m) for h, m in ((10, 10), (10, 40), (11, 0), (23, 20))]
+    instants = [midnight(D1) - timedelta(days=30), *(midnight(D1) + c for c in cuts)]
+    for start, end in pairwise([*instants, midnight(D2) + timedelta(days=30)]):
+        add_billing_period(engine, "sub_cus_A", "cus_A", start, end)
+
+    rows = plan(engine, MeterTarget(ACTIVE_SENSORS, "hour"))
+
+    windows = {
+        row.part_start.astimezone(UTC): row.event_timestamp.replace(minute=0, second=0)
+        for row in rows
+    }
+    hour = [midnight(D1) + timedelta(hours=h) for h in range(24)]
+    starts = [midnight(D1), *(midnight(D1) + c for c in cuts)]
+    assert windows == {
+        starts[0]: hour[9],
+        starts[2]: hour[10],
+        starts[3]: hour[22],
+        starts[4]: hour[23],
+    }
+    assert all(row.part_start <= row.event_timestamp < row.part_end for row in rows)
+    with engine.connect() as connection:
+        [unbilled] = connection.execute(
+            text(
+                f"SELECT * FROM ({organization_parts_sql(ACTIVE_SENSORS)}) AS o "
+                "WHERE customer IS NULL"
+            ),
+            attribution_params(ACTIVE_SENSORS, "hour", D1, D2),
+        ).all()
+    assert (unbilled.part_start, unbilled.part_end, unbilled.reason) == (
+        starts[1],
+        starts[2],
+        SHORT_PART,
+    )

@@ -104,6 +104,18 @@ def add_readings(
         )
 
 
+def add_readings_at(engine: Engine, sensor_id: int, times: list[datetime]) -> None:
+    """One reading of the sensor at each instant, ingested when recorded."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO temperature_readings (sensor_id, recorded_at, celsius, ingested_at) "
+                "VALUES (:sensor, :recorded, 4.5, :recorded)"
+            ),
+            [{"sensor": sensor_id, "recorded": at} for at in times],
+        )
+
+
 def add_ledger_row(
     engine: Engine,
     organization_id: int,

@@ -75,17 +75,41 @@ def stripe_view(
 def period_value(
     billing: StripeBilling, event_name: str, customer: str, first: date, end: date
 ) -> float:
-    """Stripe's aggregate over a whole period (no grouping window): what an invoice bills."""
-    meter = next(m for m in billing.list_meters() if m.event_name == event_name)
+    """Stripe's aggregate over whole days [first, end) (no grouping window)."""
+    return stripe_value(billing, event_name, customer, midnight(first), midnight(end))
+
+
+def stripe_value(
+    billing: StripeBilling, event_name: str, customer: str, start: datetime, end: datetime
+) -> float:
+    """Stripe's aggregate over [start, end) (minute-aligned instants, no grouping window): what
+    an invoice for a period with those bounds bills."""
+    meter = next(
+        m for m in billing.list_meters() if m.event_name == event_name and m.status == "active"
+    )
     summaries = billing.client.v1.billing.meters.event_summaries.list(
         meter.id,
         {
             "customer": customer,
-            "start_time": int(midnight(first).timestamp()),
-            "end_time": int(midnight(end).timestamp()),
+            "start_time": int(start.timestamp()),
+            "end_time": int(end.timestamp()),
         },
     )
     return sum(float(s.aggregated_value) for s in summaries.auto_paging_iter())
+
+
+def add_billing_period(
+    engine: Engine, subscription: str, customer: str, start: datetime, end: datetime
+) -> None:
+    """A billing period as the webhook flow records it (`customer.subscription.*`)."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO billing.billing_periods (stripe_subscription_id, period_start, "
+                "period_end, stripe_customer_id) VALUES (:subscription, :start, :end, :customer)"
+            ),
+            {"subscription": subscription, "start": start, "end": end, "customer": customer},
+        )
 
 
 def subscribe(
