@@ -67,6 +67,10 @@ class EmulatorControl:
         """ "timestamp" (latest event timestamp wins) or "arrival" (latest received wins)."""
         self._call("POST", "/last_mode", {"mode": mode})
 
+    def set_negative_values(self, mode: str) -> None:
+        """`allowed` or `refused`: whether meter event values may be negative."""
+        self._call("POST", "/negative_values", {"mode": mode})
+
     def set_newer_mode(self, mode: str) -> None:
         """Pre-aggregated meters keep each window's newest event: "arrival" (latest received,
         the default) or "timestamp" (latest timestamp, ties broken by arrival)."""

@@ -71,6 +71,11 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         faults.set_rate_limit(None if rps is None else float(rps))
         return jsonify(faults.config())
 
+    @bp.post("/negative_values")
+    def set_negative_values() -> Response:
+        state.set_negative_values(str(_body()["mode"]))
+        return jsonify({"mode": state.settings.negative_values})
+
     @bp.post("/last_mode")
     def set_last_mode() -> Response:
         state.set_last_mode(str(_body()["mode"]))

@@ -20,10 +20,20 @@ class Runtime:
     deliverer: WebhookDeliverer
     counts: Counter[str] = field(default_factory=Counter)
     counts_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Contract mode (tests): each API response is checked against its published shape, a
+    # departure answers 500 instead, and `contract` counts what was checked, per view.
+    check_responses: bool = False
+    contract: Counter[str] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
 
     def count(self, key: str) -> None:
         with self.counts_lock:
             self.counts[key] += 1
+
+    def record_contract(self, endpoint: str, violations: list[str]) -> None:
+        with self.counts_lock:
+            self.contract[endpoint] += 1
+            self.violations.extend(f"{endpoint}: {violation}" for violation in violations)
 
     def hand_over_events(self) -> None:
         """Queue the events produced so far for delivery: snapshot events for the webhook
