@@ -117,6 +117,12 @@ class EmulatorControl:
         result: dict[str, int] = self._call("GET", "/request_count")
         return result
 
+    def contract(self) -> dict[str, Any]:
+        """Contract mode: how many answers and webhook events were checked against Stripe's
+        published shapes (by view or event type), and every departure since the last reset."""
+        result: dict[str, Any] = self._call("GET", "/contract")
+        return result
+
     def reset(self) -> None:
         """Forget all objects, events and settings, and return the clock to real time."""
         self._call("POST", "/reset")

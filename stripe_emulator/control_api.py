@@ -125,6 +125,11 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         with runtime.counts_lock:
             return jsonify(dict(runtime.counts))
 
+    @bp.get("/contract")
+    def contract() -> Response:
+        with runtime.counts_lock:
+            return jsonify({"checked": dict(runtime.contract), "violations": runtime.violations})
+
     @bp.post("/reset")
     def reset() -> Response:
         state.reset()
@@ -132,6 +137,7 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         runtime.deliverer.deliveries.clear()
         with runtime.counts_lock:
             runtime.counts.clear()
+            runtime.violations.clear()
         return jsonify({"reset": True})
 
     return bp

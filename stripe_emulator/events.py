@@ -65,13 +65,13 @@ class Events:
                 "type": event_type,
             }
             store.data.v1_events.append(event)
-            if store.settings.webhook_endpoint:
-                store.event_outbox.append(event)
+            store.event_outbox.append(event)
             store.dirty = True
             return event
 
     def drain_outbox(self) -> list[dict[str, Any]]:
-        """Snapshot events produced since the last call, for the webhook deliverer."""
+        """Snapshot events produced since the last call, for the webhook deliverer (which
+        sends them only if an endpoint is configured) and the contract check."""
         with self._store.lock:
             drained, self._store.event_outbox = self._store.event_outbox, []
             return drained

@@ -24,7 +24,8 @@ from stripe._stripe_object import StripeObject
 from stripe.events._event_classes import get_v2_event_class
 
 from stripe_emulator.errors import invalid
-from stripe_emulator.sdk_types import PINNED_API_VERSION, Kind, resource
+from stripe_emulator.request_rules import ENDPOINT_PARAMS
+from stripe_emulator.sdk_types import PINNED_API_VERSION, Kind, resource, typed_dict
 
 # Fields Stripe leaves out of an object unless asked (`expand[]`/`include[]`, per the API
 # reference of each object) or that only a deleted object carries.
@@ -42,6 +43,32 @@ ABSENT_UNLESS_ASKED: dict[str, frozenset[str]] = {
     # `account` and `context` are set only on events of connected accounts and organizations.
     "event": frozenset({"account", "context"}),
 }
+
+
+# The objects the emulator renders (their classes pull in every class they embed).
+_RENDERED = (
+    "customer",
+    "billing.meter",
+    "billing.meter_event",
+    "billing.meter_event_adjustment",
+    "billing.meter_event_summary",
+    "v2.billing.meter_event_session",
+    "product",
+    "price",
+    "subscription",
+    "invoice",
+    "test_helpers.test_clock",
+    "event",
+)
+
+
+def warm_up_shapes() -> None:
+    """Read every published type the emulator serves now rather than on first use."""
+    for view in ENDPOINT_PARAMS:
+        typed_dict(ENDPOINT_PARAMS[view])
+    for name in _RENDERED:
+        cls = get_object_class("V2" if name.startswith("v2.") else "V1", name)
+        resource(cls)
 
 
 def check_api_version(requested: str | None) -> None:

@@ -20,6 +20,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from stripe_emulator.app import create_app
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.faults import Faults
+from stripe_emulator.response_shapes import warm_up_shapes
 from stripe_emulator.runtime import Runtime
 from stripe_emulator.state import EmulatorState
 from stripe_emulator.store import LastMode, NegativeValues, NewerMode, Settings
@@ -84,6 +85,9 @@ class StripeEmulator:
         return EmulatorControl(self.url)
 
     def start(self) -> StripeEmulator:
+        if self.check_responses:
+            # Reading the SDK's types takes a second: not inside a test's first request.
+            warm_up_shapes()
         if self.state_file is not None and self.state_file.exists():
             snapshot = json.loads(self.state_file.read_text())
             snapshot["settings"].update(self._modes)

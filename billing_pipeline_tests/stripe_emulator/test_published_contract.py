@@ -230,6 +230,20 @@ def test_a_response_in_another_shape_is_a_contract_violation(
     ]
 
 
+def test_webhook_events_are_checked_as_they_are_produced(
+    stripe_client: stripe.StripeClient, emulator_at_noon: EmulatorControl, customer: str
+) -> None:
+    """Events reach the pipeline by delivery, not only by `GET /v1/events`: each is checked
+    when produced, and the fixtures fail a test that produced a departing one."""
+    before = emulator_at_noon.contract()["checked"].get("event customer.subscription.created", 0)
+    price = price_for_event(stripe_client, "readings")
+    stripe_client.v1.subscriptions.create({"customer": customer, "items": [{"price": price}]})
+    stripe_client.v1.customers.list()  # any request hands the new event over
+    checked = emulator_at_noon.contract()["checked"]
+    assert checked["event customer.subscription.created"] == before + 1
+    assert checked["create_subscription"] >= 1
+
+
 def test_basic_and_bearer_authentication(
     emulator_server: StripeEmulator, emulator_at_noon: EmulatorControl
 ) -> None:
