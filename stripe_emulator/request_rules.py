@@ -139,6 +139,13 @@ def check_request(endpoint: str | None, params: dict[str, Any], *, form: bool) -
         raise RuntimeError(f"no published parameter rules for the emulator view {endpoint}")
     kind = typed_dict(ENDPOINT_PARAMS[endpoint])
     _Checker(endpoint, ENDPOINT_PARAMS[endpoint], form).object(kind, params, "")
+    if params.get("expand"):
+        # Valid for Stripe, but answering unexpanded would be a shape Stripe never gives.
+        raise invalid(
+            "The Stripe emulator does not emulate expand (documented by Stripe; see "
+            "stripe_emulator/README.md).",
+            param="expand",
+        )
 
 
 def _path(parent: str, name: str) -> str:

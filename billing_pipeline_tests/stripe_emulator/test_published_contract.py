@@ -110,6 +110,12 @@ def test_types_enums_and_required_parameters_are_checked(
         lambda: stripe_client.v1.billing.meters.create({"display_name": "X", "event_name": "x"}),  # type: ignore[typeddict-item]
         "Missing required param: default_aggregation",
     )
+    # Valid for Stripe, not emulated: refused rather than answered unexpanded.
+    _refused(
+        lambda: stripe_client.v1.customers.retrieve(customer, {"expand": ["test_clock"]}),
+        "does not emulate expand",
+        "expand",
+    )
 
 
 def test_length_limits_of_the_spec_are_enforced(stripe_client: stripe.StripeClient) -> None:
