@@ -15,7 +15,7 @@ from typing import Any
 from stripe_emulator.errors import invalid, no_such
 from stripe_emulator.ids import new_id
 from stripe_emulator.pagination import int_param, paginate
-from stripe_emulator.sdk_types import PINNED_API_VERSION
+from stripe_emulator.sdk_types import API_VERSION
 from stripe_emulator.store import Store
 
 RETENTION_S = 30 * 86400
@@ -56,7 +56,7 @@ class Events:
             event: dict[str, Any] = {
                 "id": new_id("evt_test_", 24),
                 "object": "event",
-                "api_version": PINNED_API_VERSION,
+                "api_version": API_VERSION,
                 "created": store.clock.now() if created is None else created,
                 "data": data,
                 "livemode": False,

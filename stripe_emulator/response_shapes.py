@@ -25,7 +25,7 @@ from stripe.events._event_classes import get_v2_event_class
 
 from stripe_emulator.errors import invalid
 from stripe_emulator.request_rules import ENDPOINT_PARAMS
-from stripe_emulator.sdk_types import PINNED_API_VERSION, Kind, resource, typed_dict
+from stripe_emulator.sdk_types import API_VERSION, Kind, resource, typed_dict
 
 # Fields Stripe leaves out of an object unless asked (`expand[]`/`include[]`, per the API
 # reference of each object) or that only a deleted object carries.
@@ -73,9 +73,9 @@ def warm_up_shapes() -> None:
 
 def check_api_version(requested: str | None) -> None:
     """No header is the account's default, which here is the pinned version."""
-    if requested is not None and requested != PINNED_API_VERSION:
+    if requested is not None and requested != API_VERSION:
         raise invalid(
-            f"This emulator renders objects only in API version {PINNED_API_VERSION} (the "
+            f"This emulator renders objects only in API version {API_VERSION} (the "
             f"version the pinned stripe SDK sends); it cannot answer in {requested}.",
             param="Stripe-Version",
         )

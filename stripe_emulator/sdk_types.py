@@ -23,14 +23,18 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import stripe
 import typing_extensions
 from stripe._expandable_field import ExpandableField
 from stripe._list_object import ListObject
 from stripe._request_options import RequestOptions
 from stripe._stripe_object import StripeObject, UntypedStripeObject
 
+# What requirements.lock pins (a test holds the installed SDK to it, so an upgrade is seen).
 PINNED_SDK = "16.1.0"
 PINNED_API_VERSION = "2026-10-28.endive"
+# The one version the emulator renders: the one whose types it reads, which the SDK also sends.
+API_VERSION: str = stripe.api_version
 
 
 @dataclass(frozen=True)

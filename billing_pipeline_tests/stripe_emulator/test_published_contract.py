@@ -196,7 +196,7 @@ def test_objects_come_in_the_shape_of_the_pinned_api_version(
         timeout=10,
     )
     assert answer.status_code == 400
-    assert PINNED_API_VERSION in answer.json()["error"]["message"]
+    assert "2026-10-28.endive" in answer.json()["error"]["message"]
 
 
 def test_invoices_render_payment_settings_and_advance_the_customers_sequence(
