@@ -1,5 +1,6 @@
 """The JSON shape of a new subscription and its items (API reference `subscription`,
-`subscription_item`, version basil: each item carries its period and embeds its price)."""
+`subscription_item`; since basil each item carries its period, and endive adds
+`billing_schedules`, `managed_payments` and the item's legacy `plan`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """`/v1/subscriptions`: a subscription's lifecycle, each change announced as an event.
 
-Objects follow Stripe's API version basil: the billing period lives on each item
-(`items.data[].current_period_start|end`) and each item embeds its price. Every change emits
+Objects follow the installed SDK's API version (endive; response_shapes.py checks them): the
+billing period lives on each item (`items.data[].current_period_start|end`, since basil) and
+each item embeds its price and the legacy `plan`. Every change emits
 `customer.subscription.created|updated|deleted` (with `previous_attributes` on updates), so
 `GET /v1/subscriptions/{id}` and the event list always agree. Stripe never reactivates a
 canceled subscription; neither does this.
@@ -9,9 +10,8 @@ canceled subscription; neither does this.
 Periods come from the prices' interval and the billing cycle anchor (billing_periods.py); what
 happens when one ends (roll-over, scheduled cancellation, invoices) is billing.py's, which calls
 `renew` and `end` here. A customer on a test clock subscribes, changes and cancels at that
-clock's time. An item may still name a price id the emulator does not know: it is kept as a
-bare `{"id", "object"}` with a monthly interval and bills nothing (a real Stripe answers 404;
-kept so tests of the webhook flow need no catalog).
+clock's time. An item must name a price the emulator knows (Stripe's 404 otherwise). Trials,
+`pause_collection` and resuming follow Stripe's docs as the emulator's README describes.
 """
 
 from __future__ import annotations
