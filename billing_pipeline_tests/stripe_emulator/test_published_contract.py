@@ -320,6 +320,31 @@ def test_a_trial_without_payment_method_pauses_and_resume_restarts_billing(
 
 
 @pytest.mark.parametrize(
+    ("behavior", "status", "period_start"),
+    [("create_invoice", "active", NOON + 7 * DAY), ("cancel", "canceled", NOON)],
+)
+def test_a_trial_ends_as_its_missing_payment_method_behavior_says(
+    stripe_client: stripe.StripeClient,
+    make_meter: Callable[..., Any],
+    behavior: str,
+    status: str,
+    period_start: int,
+) -> None:
+    clock, created = _subscription_on_clock(
+        stripe_client,
+        make_meter,
+        trial_end=NOON + 7 * DAY,
+        trial_settings={"end_behavior": {"missing_payment_method": behavior}},
+    )
+    advance_test_clock(stripe_client, clock, NOON + 8 * DAY)
+    ended = stripe_client.v1.subscriptions.retrieve(created.id)
+    assert ended.status == status
+    assert ended["items"].data[0].current_period_start == period_start
+    # Usage in a trial is free: no invoice for it.
+    assert stripe_client.v1.invoices.list({"subscription": created.id}).data == []
+
+
+@pytest.mark.parametrize(
     ("behavior", "status"),
     [("keep_as_draft", "draft"), ("void", "void"), ("mark_uncollectible", "uncollectible")],
 )
