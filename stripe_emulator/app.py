@@ -9,6 +9,7 @@ once, in the resource modules.
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 
 from flask import Flask, Response, g, request
@@ -18,9 +19,11 @@ from stripe_emulator.control_api import control_blueprint
 from stripe_emulator.errors import StripeAPIError, rate_limited
 from stripe_emulator.ids import new_id
 from stripe_emulator.replay import replayed, save_for_replay
+from stripe_emulator.request_rules import check_request
+from stripe_emulator.response_shapes import check_api_version, response_violations
 from stripe_emulator.routes import STREAM_PATH, register_routes
 from stripe_emulator.runtime import Runtime
-from stripe_emulator.wire import authenticate, json_response
+from stripe_emulator.wire import authenticate, is_json_body, json_response, params
 
 _RATE_LIMIT = (
     "Request rate limit exceeded. Learn more about rate limits here "
@@ -60,7 +63,10 @@ def create_app(runtime: Runtime) -> Flask:
         state.billing.run_due()
         replay = replayed(state.idempotency)
         if replay is not None:
+            g.replayed = True
             return replay
+        check_api_version(request.headers.get("Stripe-Version"))
+        check_request(request.endpoint, params(), form=not is_json_body())
         if request.endpoint != "create_meter_event":
             faults.delay()
         return None
@@ -69,6 +75,8 @@ def create_app(runtime: Runtime) -> Flask:
     def stripe_epilogue(response: Response) -> Response:
         if request.path.startswith("/_emulator"):
             return response
+        if runtime.check_responses and request.endpoint and not g.get("replayed"):
+            response = _checked(runtime, request.endpoint, response)
         save_for_replay(state.idempotency, response, state.now)
         response.headers["Request-Id"] = g.get("request_id", "")
         runtime.hand_over_events()
@@ -95,6 +103,19 @@ def create_app(runtime: Runtime) -> Flask:
 
     register_routes(app, runtime)
     return app
+
+
+def _checked(runtime: Runtime, endpoint: str, response: Response) -> Response:
+    """Contract mode: a 2xx answer in a shape Stripe never gives becomes a loud 500."""
+    if not 200 <= response.status_code < 300 or response.mimetype != "application/json":
+        return response
+    violations = response_violations(json.loads(response.get_data()))
+    runtime.record_contract(endpoint, violations)
+    if not violations:
+        return response
+    message = "Emulator response departs from Stripe's published shape: " + "; ".join(violations)
+    error = StripeAPIError(500, message, error_type="api_error")
+    return json_response(error.body(g.get("request_id")), 500)
 
 
 def _drop_connection() -> None:

@@ -63,7 +63,9 @@ class Billing:
                     store.data.test_clocks[clock_id]["frozen_time"] = at
                 created = at if clock_id is None else None
                 if kind == "finalize":
-                    self._invoices.finalize_and_pay(target, at, created)
+                    subscription_id = target["parent"]["subscription_details"]["subscription"]
+                    paused = self._subscriptions.collection_paused(subscription_id, at)
+                    self._invoices.finalize_and_pay(target, at, created, paused)
                 else:
                     self._period_end(target, at, created)
 
@@ -72,7 +74,12 @@ class Billing:
         data = self._store.data
         for order, invoice in enumerate(data.invoices.values()):
             due = invoice["automatically_finalizes_at"]
-            if invoice["status"] == "draft" and invoice["test_clock"] == clock_id and due <= limit:
+            if (
+                invoice["status"] == "draft"
+                and invoice["test_clock"] == clock_id
+                and due is not None
+                and due <= limit
+            ):
                 candidates.append((due, 0, order, "finalize", invoice))
         for order, subscription in enumerate(data.subscriptions.values()):
             if subscription["status"] not in _BILLED or subscription["test_clock"] != clock_id:
@@ -88,8 +95,12 @@ class Billing:
         return at, kind, target
 
     def _period_end(self, subscription: dict[str, Any], at: int, created: int | None) -> None:
-        """Renew, or end at a scheduled cancellation; then the period's draft invoice."""
+        """Renew, or end at a scheduled cancellation; then the period's draft invoice. A
+        trial's end bills nothing (usage in a trial is free) and goes on as the trial says."""
         item = subscription["items"]["data"][0]
+        if subscription["status"] == "trialing" and at == subscription["trial_end"]:
+            self._subscriptions.end_trial(subscription, at, created)
+            return
         period = (item["current_period_start"], at)
         cancel_at = subscription["cancel_at"]
         reason = "subscription_cycle" if at == item["current_period_end"] else "subscription_update"

@@ -43,6 +43,13 @@ def register(subparsers: Any) -> None:
         help="pre-aggregated meters keep each window's latest arrival or latest timestamp "
         "(ties by arrival) (default: arrival)",
     )
+    parser.add_argument(
+        "--negative-values",
+        choices=("allowed", "refused"),
+        default="allowed",
+        help="whether meter event values may be negative (Stripe's v1 and v2 references "
+        "disagree) (default: allowed)",
+    )
     parser.set_defaults(handler=_serve)
 
     sub = parser.add_subparsers(dest="emulator_command", metavar="SUBCOMMAND")
@@ -74,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
         state_file=args.state_file,
         last_mode=args.last_mode,
         newer_mode=args.newer,
+        negative_values=args.negative_values,
     ).start()
     if args.webhook_url:
         emulator.control.set_webhook_endpoint(args.webhook_url)

@@ -67,6 +67,10 @@ class EmulatorControl:
         """ "timestamp" (latest event timestamp wins) or "arrival" (latest received wins)."""
         self._call("POST", "/last_mode", {"mode": mode})
 
+    def set_negative_values(self, mode: str) -> None:
+        """`allowed` or `refused`: whether meter event values may be negative."""
+        self._call("POST", "/negative_values", {"mode": mode})
+
     def set_newer_mode(self, mode: str) -> None:
         """Pre-aggregated meters keep each window's newest event: "arrival" (latest received,
         the default) or "timestamp" (latest timestamp, ties broken by arrival)."""
@@ -111,6 +115,12 @@ class EmulatorControl:
     def request_count(self) -> dict[str, int]:
         """Answered API requests by status code ("200", "429", …) plus "dropped"."""
         result: dict[str, int] = self._call("GET", "/request_count")
+        return result
+
+    def contract(self) -> dict[str, Any]:
+        """Contract mode: how many answers and webhook events were checked against Stripe's
+        published shapes (by view or event type), and every departure since the last reset."""
+        result: dict[str, Any] = self._call("GET", "/contract")
         return result
 
     def reset(self) -> None:

@@ -71,6 +71,11 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         faults.set_rate_limit(None if rps is None else float(rps))
         return jsonify(faults.config())
 
+    @bp.post("/negative_values")
+    def set_negative_values() -> Response:
+        state.set_negative_values(str(_body()["mode"]))
+        return jsonify({"mode": state.settings.negative_values})
+
     @bp.post("/last_mode")
     def set_last_mode() -> Response:
         state.set_last_mode(str(_body()["mode"]))
@@ -120,6 +125,11 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         with runtime.counts_lock:
             return jsonify(dict(runtime.counts))
 
+    @bp.get("/contract")
+    def contract() -> Response:
+        with runtime.counts_lock:
+            return jsonify({"checked": dict(runtime.contract), "violations": runtime.violations})
+
     @bp.post("/reset")
     def reset() -> Response:
         state.reset()
@@ -127,6 +137,7 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         runtime.deliverer.deliveries.clear()
         with runtime.counts_lock:
             runtime.counts.clear()
+            runtime.violations.clear()
         return jsonify({"reset": True})
 
     return bp

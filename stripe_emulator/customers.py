@@ -29,16 +29,20 @@ class Customers:
                 "object": "customer",
                 "address": None,
                 "balance": 0,
+                "business_name": params.get("business_name"),
                 "created": (
                     store.data.test_clocks[clock_id]["frozen_time"]
                     if clock_id
                     else store.clock.now()
                 ),
                 "currency": None,
+                "customer_account": None,
                 "default_source": None,
                 "delinquent": False,
                 "description": params.get("description"),
+                "discount": None,
                 "email": params.get("email"),
+                "individual_name": params.get("individual_name"),
                 "invoice_prefix": customer_id[4:12].upper(),
                 "invoice_settings": {
                     "custom_fields": None,
@@ -49,6 +53,7 @@ class Customers:
                 "livemode": False,
                 "metadata": dict(params.get("metadata") or {}),
                 "name": params.get("name"),
+                "next_invoice_sequence": 1,
                 "phone": params.get("phone"),
                 "preferred_locales": [],
                 "shipping": None,

@@ -27,8 +27,10 @@ def _thin_event(
         "type": "v1.billing.meter.error_report_triggered",
         "created": iso8601(now),
         "livemode": False,
+        "changes": None,
         "context": None,
         "reason": None,
+        "snapshot_event": None,
         "data": {
             "developer_message_summary": message,
             "reason": {

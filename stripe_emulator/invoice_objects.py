@@ -29,9 +29,17 @@ EMPTY_FIELDS: dict[str, Any] = dict.fromkeys(
         "shipping_details",
         "statement_descriptor",
         "total_pretax_credit_amounts",
-        "payment_settings",
+        "status_details",
+        "threshold_reason",
     ]
 ) | {
+    "amount_paid_off_stripe": 0,
+    # Stripe always renders payment settings; none are set, as nothing here takes payments.
+    "payment_settings": {
+        "default_mandate": None,
+        "payment_method_options": None,
+        "payment_method_types": None,
+    },
     "customer_tax_exempt": "none",
     "customer_tax_ids": [],
     "default_tax_rates": [],
@@ -85,6 +93,7 @@ def line_item(
             "unit_amount_decimal": price["unit_amount_decimal"],
         },
         "quantity": 0,
+        "quantity_decimal": "0",
         "subscription": subscription["id"],
         "subtotal": 0,
         "taxes": [],

@@ -68,7 +68,13 @@ class Invoices:
                 "attempt_count": 0,
                 "attempted": False,
                 "auto_advance": True,
-                "automatic_tax": {"enabled": False, "liability": None, "status": None},
+                "automatic_tax": {
+                    "disabled_reason": None,
+                    "enabled": False,
+                    "liability": None,
+                    "provider": None,
+                    "status": None,
+                },
                 "automatically_finalizes_at": end + store.settings.invoice_grace_period_s,
                 "billing_reason": billing_reason,
                 "collection_method": "charge_automatically",
@@ -147,6 +153,7 @@ class Invoices:
         product = self._store.data.products.get(price["product"], {})
         line.update(
             quantity=quantity,
+            quantity_decimal=str(quantity),
             amount=amount,
             subtotal=amount,
             description=f"{quantity} x {product.get('name', price['product'])} "
@@ -156,10 +163,21 @@ class Invoices:
     def announce(self, invoice: dict[str, Any], created: int | None) -> None:
         self._events.emit("invoice.created", invoice, created=created)
 
-    def finalize_and_pay(self, invoice: dict[str, Any], at: int, created: int | None) -> None:
-        """Finalize at `at` with the usage received until now, then take the payment."""
+    def finalize_and_pay(
+        self, invoice: dict[str, Any], at: int, created: int | None, paused: str | None = None
+    ) -> None:
+        """Finalize at `at` with the usage received until now, then take the payment.
+
+        While the subscription's collection is paused (`pause_collection[behavior]`, Stripe
+        docs "Pause payment collection"): `keep_as_draft` leaves the invoice a draft that is
+        never finalized on its own; `void` and `mark_uncollectible` finalize it and then void
+        it or mark it uncollectible instead of taking the payment."""
         store = self._store
         with store.lock:
+            if paused == "keep_as_draft":
+                invoice.update(automatically_finalizes_at=None, auto_advance=False)
+                store.dirty = True
+                return
             for line in invoice["lines"]["data"]:
                 self._measure(line, invoice["customer"])
             _total(invoice)
@@ -170,6 +188,8 @@ class Invoices:
                 if other["customer"] == invoice["customer"] and other["number"]
             )
             prefix = customer.get("invoice_prefix", "EMULATOR")
+            if customer:
+                customer["next_invoice_sequence"] = numbered + 2
             invoice.update(
                 status="open",
                 number=f"{prefix}-{numbered + 1:04d}",
@@ -181,6 +201,9 @@ class Invoices:
             invoice["status_transitions"]["finalized_at"] = at
             store.dirty = True
             self._events.emit("invoice.finalized", invoice, created=created)
+            if paused in ("void", "mark_uncollectible"):
+                self._close_unpaid(invoice, at, created, paused)
+                return
             invoice.update(
                 status="paid",
                 amount_paid=invoice["amount_due"],
@@ -190,6 +213,18 @@ class Invoices:
             )
             invoice["status_transitions"]["paid_at"] = at
             self._events.emit("invoice.paid", invoice, created=created)
+
+    def _close_unpaid(
+        self, invoice: dict[str, Any], at: int, created: int | None, behavior: str
+    ) -> None:
+        if behavior == "void":
+            invoice.update(status="void", amount_remaining=0)
+            invoice["status_transitions"]["voided_at"] = at
+            self._events.emit("invoice.voided", invoice, created=created)
+        else:
+            invoice.update(status="uncollectible")
+            invoice["status_transitions"]["marked_uncollectible_at"] = at
+            self._events.emit("invoice.marked_uncollectible", invoice, created=created)
 
     def retrieve(self, invoice_id: str) -> dict[str, Any]:
         with self._store.lock:

@@ -38,8 +38,9 @@ class RejectedEventError(Exception):
     customer: str | None = None
 
 
-def _parse_value(raw: Any, param: str) -> int:
-    """Whole numbers only (negative allowed), at most 15 digits, like Stripe since 2026-04."""
+def _parse_value(raw: Any, param: str, negative_allowed: bool) -> int:
+    """Whole numbers only, at most 15 digits, like Stripe since 2026-04; negative ones only
+    while the `negative_values` switch allows them (Stripe's references disagree)."""
     text = str(raw).strip() if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
     if not _WHOLE_NUMBER.fullmatch(text):
         raise RejectedEventError(
@@ -55,6 +56,14 @@ def _parse_value(raw: Any, param: str) -> int:
             invalid(
                 f"Invalid value for {param}: meter event values cannot have more than "
                 f"{MAX_VALUE_DIGITS} significant digits.",
+                param=param,
+            ),
+        )
+    if not negative_allowed and text.startswith("-") and int(text) != 0:
+        raise RejectedEventError(
+            "meter_event_invalid_value",
+            invalid(
+                f"Invalid value for {param}: '{raw}'. The value must be a positive integer.",
                 param=param,
             ),
         )
@@ -154,7 +163,8 @@ class MeterEventRules:
                 customer=customer,
             )
         if value_key in payload:
-            value = _parse_value(payload[value_key], f"payload[{value_key}]")
+            negative_allowed = store.settings.negative_values == "allowed"
+            value = _parse_value(payload[value_key], f"payload[{value_key}]", negative_allowed)
         elif meter["default_aggregation"]["formula"] == "count":
             value = 1
         else:

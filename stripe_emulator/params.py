@@ -14,11 +14,16 @@ def boolean(params: dict[str, Any], name: str) -> bool:
     return raw in ("true", True)
 
 
-def reject_unknown(params: dict[str, Any], allowed: set[str]) -> None:
-    """Stripe answers a parameter it does not know with a 400 naming it."""
+def reject_unemulated(params: dict[str, Any], emulated: set[str]) -> None:
+    """A parameter Stripe documents (request_rules.py let it through) whose effect the emulator
+    does not reproduce: a 400 saying so, never a silent no-op."""
     for name in params:
-        if name not in allowed:
-            raise invalid(f"Received unknown parameter: {name}", param=name)
+        if name not in emulated:
+            raise invalid(
+                f"The Stripe emulator does not emulate the parameter {name} (documented by "
+                "Stripe; see stripe_emulator/README.md).",
+                param=name,
+            )
 
 
 def merged_metadata(current: dict[str, str], update: Any) -> dict[str, str]:

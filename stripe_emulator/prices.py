@@ -18,7 +18,7 @@ from stripe_emulator.errors import StripeAPIError, existing, invalid, missing_pa
 from stripe_emulator.ids import new_id
 from stripe_emulator.meters import Meters
 from stripe_emulator.pagination import int_param, paginate
-from stripe_emulator.params import boolean, merged_metadata, reject_unknown
+from stripe_emulator.params import boolean, merged_metadata, reject_unemulated
 from stripe_emulator.store import Store
 
 _PRODUCT_PARAMS = {"name", "description", "metadata", "active", "unit_label", "expand"}
@@ -52,7 +52,7 @@ class Catalog:
     # -- products -----------------------------------------------------------------------------
 
     def create_product(self, params: dict[str, Any]) -> dict[str, Any]:
-        reject_unknown(params, _PRODUCT_PARAMS)
+        reject_unemulated(params, _PRODUCT_PARAMS)
         if not params.get("name"):
             raise missing_param("name")
         with self._store.lock:
@@ -76,6 +76,7 @@ class Catalog:
             "shippable": None,
             "statement_descriptor": None,
             "tax_code": None,
+            "tax_details": None,
             "type": "service",
             "unit_label": params.get("unit_label"),
             "updated": now,
@@ -99,7 +100,7 @@ class Catalog:
     # -- prices -------------------------------------------------------------------------------
 
     def create_price(self, params: dict[str, Any]) -> dict[str, Any]:
-        reject_unknown(params, _PRICE_PARAMS)
+        reject_unemulated(params, _PRICE_PARAMS)
         currency = str(params.get("currency") or "").lower()
         if not currency:
             raise missing_param("currency")

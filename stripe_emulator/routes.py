@@ -115,6 +115,10 @@ def register_routes(app: Flask, runtime: Runtime) -> None:
     def update_subscription(subscription_id: str) -> Response:
         return json_response(state.subscriptions.update(subscription_id, params(), _request()))
 
+    @app.post("/v1/subscriptions/<subscription_id>/resume")
+    def resume_subscription(subscription_id: str) -> Response:
+        return json_response(state.subscriptions.resume(subscription_id, params(), _request()))
+
     @app.delete("/v1/subscriptions/<subscription_id>")
     def cancel_subscription(subscription_id: str) -> Response:
         return json_response(state.billing.cancel_now(subscription_id, params(), _request()))

@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from stripe_emulator.faults import Faults
+from stripe_emulator.response_shapes import response_violations
 from stripe_emulator.state import EmulatorState
 from stripe_emulator.webhooks import WebhookDeliverer, thin_notification
 
@@ -20,10 +21,21 @@ class Runtime:
     deliverer: WebhookDeliverer
     counts: Counter[str] = field(default_factory=Counter)
     counts_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Contract mode (tests): each API response and each snapshot event is checked against its
+    # published shape; a departing response answers 500 instead, a departing event is listed in
+    # `violations` (it cannot fail a delivery); `contract` counts what was checked.
+    check_responses: bool = False
+    contract: Counter[str] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
 
     def count(self, key: str) -> None:
         with self.counts_lock:
             self.counts[key] += 1
+
+    def record_contract(self, endpoint: str, violations: list[str]) -> None:
+        with self.counts_lock:
+            self.contract[endpoint] += 1
+            self.violations.extend(f"{endpoint}: {violation}" for violation in violations)
 
     def hand_over_events(self) -> None:
         """Queue the events produced so far for delivery: snapshot events for the webhook
@@ -32,6 +44,8 @@ class Runtime:
         state = self.state
         endpoint, destination = state.settings.webhook_endpoint, state.settings.event_destination
         for event in state.events.drain_outbox():
+            if self.check_responses:
+                self.record_contract(f"event {event['type']}", response_violations(event))
             if endpoint:
                 self.deliverer.enqueue(endpoint, event, state.events.record_delivery)
         for event in state.error_reports.drain_notifications():

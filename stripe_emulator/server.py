@@ -20,9 +20,10 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from stripe_emulator.app import create_app
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.faults import Faults
+from stripe_emulator.response_shapes import warm_up_shapes
 from stripe_emulator.runtime import Runtime
 from stripe_emulator.state import EmulatorState
-from stripe_emulator.store import LastMode, NewerMode, Settings
+from stripe_emulator.store import LastMode, NegativeValues, NewerMode, Settings
 from stripe_emulator.webhooks import WebhookDeliverer, generate_webhook_secret
 
 logger = logging.getLogger(__name__)
@@ -47,15 +48,26 @@ class StripeEmulator:
         state_file: str | os.PathLike[str] | None = None,
         last_mode: LastMode = "timestamp",
         newer_mode: NewerMode = "arrival",
+        check_responses: bool = False,
+        negative_values: NegativeValues = "allowed",
     ) -> None:
         """`last_mode` and `newer_mode` are the unconfirmed Stripe orderings (see README); they
-        are where `reset()` returns to, and they override what a state file saved."""
+        are where `reset()` returns to, and they override what a state file saved.
+        `check_responses` (tests) turns every response that departs from Stripe's published
+        shape into a 500 (response_shapes.py)."""
+        self.check_responses = check_responses
         self.host = host
         self.port = port
         self.webhook_secret = webhook_secret or generate_webhook_secret()
         self.state_file = Path(state_file) if state_file is not None else None
-        self._modes = {"last_mode": last_mode, "newer_mode": newer_mode}
-        self.state = EmulatorState(Settings(last_mode=last_mode, newer_mode=newer_mode))
+        self._modes = {
+            "last_mode": last_mode,
+            "newer_mode": newer_mode,
+            "negative_values": negative_values,
+        }
+        self.state = EmulatorState(
+            Settings(last_mode=last_mode, newer_mode=newer_mode, negative_values=negative_values)
+        )
         self.faults = Faults()
         self._server: BaseWSGIServer | None = None
         self._threads: list[threading.Thread] = []
@@ -73,12 +85,18 @@ class StripeEmulator:
         return EmulatorControl(self.url)
 
     def start(self) -> StripeEmulator:
+        if self.check_responses:
+            # Reading the SDK's types takes a second: not inside a test's first request.
+            warm_up_shapes()
         if self.state_file is not None and self.state_file.exists():
             snapshot = json.loads(self.state_file.read_text())
             snapshot["settings"].update(self._modes)
             self.state.restore(snapshot)
         self._runtime = Runtime(
-            state=self.state, faults=self.faults, deliverer=WebhookDeliverer(self.webhook_secret)
+            state=self.state,
+            faults=self.faults,
+            deliverer=WebhookDeliverer(self.webhook_secret),
+            check_responses=self.check_responses,
         )
         self._server = make_server(
             self.host,

@@ -101,6 +101,13 @@ class EmulatorState:
         with self._store.lock:
             self._store.settings.newer_mode = mode  # type: ignore[assignment]
 
+    def set_negative_values(self, mode: str) -> None:
+        """Whether meter events may carry negative values (`allowed`) or not (`refused`)."""
+        if mode not in ("allowed", "refused"):
+            raise invalid(f"Invalid negative values mode: {mode}", param="mode")
+        with self._store.lock:
+            self._store.settings.negative_values = mode  # type: ignore[assignment]
+
     def set_unknown_customer_mode(self, mode: str) -> None:
         if mode not in ("async", "reject"):
             raise invalid(f"Invalid unknown customer mode: {mode}", param="mode")

@@ -17,6 +17,7 @@ from stripe_emulator.records import ErrorReport, MeterEvent, SavedResponse
 LastMode = Literal["timestamp", "arrival"]
 NewerMode = Literal["arrival", "timestamp"]
 UnknownCustomerMode = Literal["async", "reject"]
+NegativeValues = Literal["allowed", "refused"]
 
 
 @dataclass
@@ -26,6 +27,9 @@ class Settings:
     last_mode: LastMode = "timestamp"
     newer_mode: NewerMode = "arrival"
     unknown_customer_mode: UnknownCustomerMode = "async"
+    # Stripe's v2 reference says a meter event value "must be a positive integer", v1 states no
+    # sign rule: unconfirmed, so switchable; `allowed` is what v1's reference reads as.
+    negative_values: NegativeValues = "allowed"
     # Stripe sends snapshot (v1) events to a webhook endpoint and thin (v2) events to an event
     # destination; the pipeline receives them on two URLs.
     webhook_endpoint: str | None = None

@@ -1,5 +1,6 @@
 """The JSON shape of a new subscription and its items (API reference `subscription`,
-`subscription_item`, version basil: each item carries its period and embeds its price)."""
+`subscription_item`; since basil each item carries its period, and endive adds
+`billing_schedules`, `managed_payments` and the item's legacy `plan`)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ SUBSCRIPTION_STATUSES = (
     "paused",
 )
 
-# A price id the emulator does not know bills nothing, monthly (see subscriptions.py).
-_MONTHLY = {"interval": "month", "interval_count": 1}
 # Subscription fields for features the emulator has none of (taxes, Connect, pauses, …).
 _EMPTY_FIELDS: dict[str, Any] = dict.fromkeys(
     [
@@ -37,8 +36,13 @@ _EMPTY_FIELDS: dict[str, Any] = dict.fromkeys(
         "pending_setup_intent",
         "transfer_data",
         "payment_settings",
+        "customer_account",
+        "managed_payments",
+        "presentment_details",
+        "status_details",
     ]
 ) | {
+    "billing_schedules": [],
     "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
     "default_tax_rates": [],
     "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
@@ -50,7 +54,7 @@ def billing_interval(prices: list[dict[str, Any]]) -> tuple[str, int]:
     """The one interval every price of a subscription shares, as Stripe requires."""
     intervals = {
         (recurring["interval"], recurring["interval_count"])
-        for recurring in (price.get("recurring", _MONTHLY) for price in prices)
+        for recurring in (price["recurring"] for price in prices)
     }
     if len(intervals) > 1:
         raise invalid(
@@ -60,6 +64,32 @@ def billing_interval(prices: list[dict[str, Any]]) -> tuple[str, int]:
         )
     [(interval, count)] = intervals
     return interval, count
+
+
+def plan_of(price: dict[str, Any]) -> dict[str, Any]:
+    """The price as the legacy `plan` Stripe still renders on every subscription item."""
+    recurring = price["recurring"]
+    return {
+        "id": price["id"],
+        "object": "plan",
+        "active": price["active"],
+        "amount": price["unit_amount"],
+        "amount_decimal": price["unit_amount_decimal"],
+        "billing_scheme": price["billing_scheme"],
+        "created": price["created"],
+        "currency": price["currency"],
+        "interval": recurring["interval"],
+        "interval_count": recurring["interval_count"],
+        "livemode": False,
+        "metadata": dict(price["metadata"]),
+        "meter": recurring["meter"],
+        "nickname": price["nickname"],
+        "product": price["product"],
+        "tiers_mode": price["tiers_mode"],
+        "transform_usage": None,
+        "trial_period_days": recurring["trial_period_days"],
+        "usage_type": recurring["usage_type"],
+    }
 
 
 def subscription_item(
@@ -73,12 +103,15 @@ def subscription_item(
     return {
         "id": new_id("si_", 14),
         "object": "subscription_item",
+        "billed_until": None,
         "billing_thresholds": None,
         "created": created,
         "current_period_end": end,
         "current_period_start": start,
+        "current_trial": None,
         "discounts": [],
         "metadata": merged_metadata({}, item.get("metadata") or {}),
+        "plan": plan_of(price),
         "price": dict(price),
         "quantity": int_param(item, "quantity", required=False),
         "subscription": subscription_id,

@@ -1,7 +1,8 @@
 """`/v1/subscriptions`: a subscription's lifecycle, each change announced as an event.
 
-Objects follow Stripe's API version basil: the billing period lives on each item
-(`items.data[].current_period_start|end`) and each item embeds its price. Every change emits
+Objects follow the installed SDK's API version (endive; response_shapes.py checks them): the
+billing period lives on each item (`items.data[].current_period_start|end`, since basil) and
+each item embeds its price and the legacy `plan`. Every change emits
 `customer.subscription.created|updated|deleted` (with `previous_attributes` on updates), so
 `GET /v1/subscriptions/{id}` and the event list always agree. Stripe never reactivates a
 canceled subscription; neither does this.
@@ -9,22 +10,26 @@ canceled subscription; neither does this.
 Periods come from the prices' interval and the billing cycle anchor (billing_periods.py); what
 happens when one ends (roll-over, scheduled cancellation, invoices) is billing.py's, which calls
 `renew` and `end` here. A customer on a test clock subscribes, changes and cancels at that
-clock's time. An item may still name a price id the emulator does not know: it is kept as a
-bare `{"id", "object"}` with a monthly interval and bills nothing (a real Stripe answers 404;
-kept so tests of the webhook flow need no catalog).
+clock's time. An item must name a price the emulator knows (Stripe's 404 otherwise). Trials,
+`pause_collection` and resuming follow Stripe's docs as the emulator's README describes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stripe_emulator.billing_periods import backdated_start, first_period
+from stripe_emulator.billing_periods import (
+    backdated_start,
+    boundary,
+    first_period,
+    next_boundary,
+)
 from stripe_emulator.customers import Customers
-from stripe_emulator.errors import StripeAPIError, existing, invalid, missing_param
+from stripe_emulator.errors import StripeAPIError, existing, invalid, missing_param, no_such
 from stripe_emulator.events import Events
 from stripe_emulator.ids import new_id
 from stripe_emulator.pagination import int_param, paginate
-from stripe_emulator.params import boolean, merged_metadata, reject_unknown
+from stripe_emulator.params import boolean, merged_metadata, reject_unemulated
 from stripe_emulator.prices import Catalog
 from stripe_emulator.store import Store
 from stripe_emulator.subscription_objects import (
@@ -34,6 +39,8 @@ from stripe_emulator.subscription_objects import (
 )
 from stripe_emulator.test_clocks import TestClocks
 
+# `proration_behavior`: prorations only concern licensed quantities; every emulated price is
+# metered (billed on usage for the period it was used in), so there is never anything to prorate.
 _CREATE_PARAMS = {
     "customer",
     "backdate_start_date",
@@ -46,11 +53,26 @@ _CREATE_PARAMS = {
     "cancel_at",
     "cancel_at_period_end",
     "expand",
+    "proration_behavior",
+    "trial_end",
+    "trial_period_days",
+    "trial_settings",
 }
-_UPDATE_PARAMS = {"metadata", "cancel_at_period_end", "cancel_at", "description", "expand"}
-_CANCELED_UPDATE_PARAMS = {"metadata", "expand"}
-_CANCEL_PARAMS = {"invoice_now", "prorate", "expand"}
+_UPDATE_PARAMS = {
+    "metadata",
+    "cancel_at_period_end",
+    "cancel_at",
+    "description",
+    "expand",
+    "pause_collection",
+    "proration_behavior",
+}
+_CANCELED_UPDATE_PARAMS = {"metadata", "cancellation_details", "expand"}
+_CANCEL_PARAMS = {"invoice_now", "prorate", "expand", "cancellation_details"}
+_RESUME_PARAMS = {"billing_cycle_anchor", "proration_behavior", "expand"}
 _REQUESTED = {"comment": None, "feedback": None, "reason": "cancellation_requested"}
+# Stripe's limit on a trial: at most two years.
+_MAX_TRIAL_S = 730 * 86400
 
 
 class Subscriptions:
@@ -71,7 +93,7 @@ class Subscriptions:
     def create(self, params: dict[str, Any], request: dict[str, str | None]) -> dict[str, Any]:
         """`payment_behavior=default_incomplete` starts `incomplete` until a payment settles
         (control plane); otherwise the first payment is taken to succeed at once: `active`."""
-        reject_unknown(params, _CREATE_PARAMS)
+        reject_unemulated(params, _CREATE_PARAMS)
         customer = params.get("customer")
         if not customer:
             raise missing_param("customer")
@@ -89,6 +111,9 @@ class Subscriptions:
             now = self._clocks.now_for(str(customer))
             anchor, period_end, anchor_config = first_period(now, params, interval, interval_count)
             start = backdated_start(params, now)
+            trial_end = _trial_end(params, now)
+            if trial_end is not None:
+                anchor, period_end = trial_end, trial_end
             subscription = subscription_object(
                 new_id("sub_", 24),
                 params,
@@ -100,18 +125,25 @@ class Subscriptions:
                 created=now,
             )
             subscription.update(self._cancellation(subscription, params, now))
+            if trial_end is not None:
+                subscription.update(
+                    status="trialing",
+                    trial_start=now,
+                    trial_end=trial_end,
+                    trial_settings=_trial_settings(params),
+                )
             store.data.subscriptions[subscription["id"]] = subscription
             store.dirty = True
             self._events.emit("customer.subscription.created", subscription, request=request)
             return subscription
 
     def _price(self, item: Any, index: int) -> dict[str, Any]:
-        """The item's price: an emulated one, or a bare id billed monthly for nothing."""
+        """The item's price, which must exist (Stripe answers 404 for an unknown one)."""
         if not isinstance(item, dict) or not item.get("price"):
             raise missing_param(f"items[{index}][price]")
         price = self._catalog.find_price(str(item["price"]))
         if price is None:
-            return {"id": str(item["price"]), "object": "price"}
+            raise no_such("price", str(item["price"]), param=f"items[{index}][price]")
         return price
 
     def retrieve(self, subscription_id: str) -> dict[str, Any]:
@@ -143,15 +175,79 @@ class Subscriptions:
         with self._store.lock:
             subscription = self.retrieve(subscription_id)
             canceled = subscription["status"] == "canceled"
-            reject_unknown(params, _CANCELED_UPDATE_PARAMS if canceled else _UPDATE_PARAMS)
+            reject_unemulated(params, _CANCELED_UPDATE_PARAMS if canceled else _UPDATE_PARAMS)
             changes: dict[str, Any] = {}
             if "metadata" in params:
                 changes["metadata"] = merged_metadata(subscription["metadata"], params["metadata"])
             if "description" in params:
                 changes["description"] = params["description"] or None
+            if "pause_collection" in params:
+                changes["pause_collection"] = _pause_collection(params["pause_collection"])
             now = self._clocks.now_for(subscription["customer"])
             changes.update(self._cancellation(subscription, params, now))
             return self._change(subscription, changes, request)
+
+    def resume(
+        self, subscription_id: str, params: dict[str, Any], request: dict[str, str | None]
+    ) -> dict[str, Any]:
+        """`POST /v1/subscriptions/{id}/resume`: a `paused` subscription becomes `active`.
+
+        `billing_cycle_anchor[type]=now` (the default) starts a new period now, anchored there;
+        `unchanged` keeps the anchor, so the current period runs to its next boundary."""
+        reject_unemulated(params, _RESUME_PARAMS)
+        with self._store.lock:
+            subscription = self.retrieve(subscription_id)
+            if subscription["status"] != "paused":
+                raise invalid(
+                    f"Subscription {subscription_id} cannot be resumed because its status is "
+                    f"{subscription['status']}; only paused subscriptions can be resumed.",
+                )
+            now = self._clocks.now_for(subscription["customer"])
+            recurring = subscription["items"]["data"][0]["price"]["recurring"]
+            interval, count = recurring["interval"], recurring["interval_count"]
+            anchor = subscription["billing_cycle_anchor"]
+            # An object in this API version: `billing_cycle_anchor[type]=now|unchanged`.
+            anchor_type = (params.get("billing_cycle_anchor") or {}).get("type", "now")
+            if anchor_type == "now":
+                anchor, end = now, boundary(now, interval, count, 1)
+                changes: dict[str, Any] = {"billing_cycle_anchor": now}
+            else:
+                end, changes = next_boundary(anchor, interval, count, now), {}
+            changes.update(status="active", items=_with_period(subscription, (now, end)))
+            resumed = self._change(subscription, changes, request)
+            self._events.emit("customer.subscription.resumed", resumed, request=request)
+            return resumed
+
+    def end_trial(self, subscription: dict[str, Any], at: int, created: int | None) -> None:
+        """The trial ended (Stripe docs "Free trials": a trial without a payment method ends
+        as `trial_settings.end_behavior.missing_payment_method` says). The emulator keeps no
+        payment methods, so that setting always applies: `pause` pauses the subscription
+        (`customer.subscription.paused`), `cancel` cancels it, `create_invoice` (default)
+        starts the first paid period at the trial's end, the anchor."""
+        behavior = subscription["trial_settings"]["end_behavior"]["missing_payment_method"]
+        if behavior == "cancel":
+            self.end(subscription, at, subscription["latest_invoice"], created=created)
+            return
+        if behavior == "pause":
+            self._change(subscription, {"status": "paused"}, None, created=created)
+            self._events.emit("customer.subscription.paused", subscription, created=created)
+            return
+        recurring = subscription["items"]["data"][0]["price"]["recurring"]
+        end = boundary(at, recurring["interval"], recurring["interval_count"], 1)
+        changes = {"status": "active", "items": _with_period(subscription, (at, end))}
+        self._change(subscription, changes, None, created=created)
+
+    def collection_paused(self, subscription_id: str, at: int) -> str | None:
+        """The `pause_collection[behavior]` in force at `at`; a pause whose `resumes_at` has
+        come is lifted (`customer.subscription.updated`), as Stripe does."""
+        subscription = self._store.data.subscriptions.get(subscription_id)
+        if subscription is None or subscription["pause_collection"] is None:
+            return None
+        pause = subscription["pause_collection"]
+        if pause["resumes_at"] is not None and pause["resumes_at"] <= at:
+            self._change(subscription, {"pause_collection": None}, None)
+            return None
+        return str(pause["behavior"])
 
     @staticmethod
     def _cancellation(
@@ -183,7 +279,7 @@ class Subscriptions:
         """Cancel now (`DELETE`): `canceled`, ended, and `customer.subscription.deleted`.
 
         Its final invoice (`invoice_now=true`) is billing.py's, which wraps this call."""
-        reject_unknown(params, _CANCEL_PARAMS)
+        reject_unemulated(params, _CANCEL_PARAMS)
         with self._store.lock:
             subscription = self.retrieve(subscription_id)
             if subscription["status"] == "canceled":
@@ -228,12 +324,7 @@ class Subscriptions:
         created: int | None,
     ) -> dict[str, Any]:
         """Start the next period on every item (Stripe's renewal `.updated` event)."""
-        items = dict(subscription["items"])
-        items["data"] = [
-            {**item, "current_period_start": period[0], "current_period_end": period[1]}
-            for item in items["data"]
-        ]
-        changes = {"items": items, "latest_invoice": latest_invoice}
+        changes = {"items": _with_period(subscription, period), "latest_invoice": latest_invoice}
         return self._change(subscription, changes, None, created=created)
 
     def settle_payment(self, subscription_id: str, succeeded: bool) -> dict[str, Any]:
@@ -273,3 +364,58 @@ class Subscriptions:
             created=created,
         )
         return subscription
+
+
+def _with_period(subscription: dict[str, Any], period: tuple[int, int]) -> dict[str, Any]:
+    """The subscription's item list with every item in `period` (items share one period)."""
+    items = dict(subscription["items"])
+    items["data"] = [
+        {**item, "current_period_start": period[0], "current_period_end": period[1]}
+        for item in items["data"]
+    ]
+    return items
+
+
+def _trial_end(params: dict[str, Any], now: int) -> int | None:
+    """`trial_end` (a timestamp, or `now`: no trial) or `trial_period_days`; None: no trial."""
+    if "trial_end" in params and "trial_period_days" in params:
+        raise invalid(
+            "You may only specify one of trial_end and trial_period_days.", param="trial_end"
+        )
+    if params.get("trial_end") == "now":
+        return None
+    if "trial_end" in params:
+        end = int_param(params, "trial_end") or 0
+    elif "trial_period_days" in params:
+        days = int_param(params, "trial_period_days") or 0
+        if days == 0:
+            return None
+        end = now + days * 86400
+    else:
+        return None
+    if "billing_cycle_anchor" in params or "billing_cycle_anchor_config" in params:
+        raise invalid(
+            "The Stripe emulator does not emulate a trial together with a billing cycle anchor "
+            "(the anchor is the trial's end).",
+            param="trial_end",
+        )
+    if not now < end <= now + _MAX_TRIAL_S:
+        raise invalid(
+            "Invalid timestamp: must be in the future and at most two years away.",
+            param="trial_end",
+        )
+    return end
+
+
+def _trial_settings(params: dict[str, Any]) -> dict[str, Any]:
+    settings = params.get("trial_settings") or {}
+    behavior = (settings.get("end_behavior") or {}).get("missing_payment_method")
+    return {"end_behavior": {"missing_payment_method": behavior or "create_invoice"}}
+
+
+def _pause_collection(value: Any) -> dict[str, Any] | None:
+    """`pause_collection[behavior]` (+ optional `resumes_at`); an empty string unpauses."""
+    if value == "":
+        return None
+    resumes_at = int_param(value, "resumes_at", required=False)
+    return {"behavior": str(value["behavior"]), "resumes_at": resumes_at}

@@ -30,7 +30,7 @@ from stripe_emulator.errors import existing, invalid
 from stripe_emulator.events import Events
 from stripe_emulator.ids import new_id
 from stripe_emulator.pagination import int_param, paginate
-from stripe_emulator.params import reject_unknown
+from stripe_emulator.params import reject_unemulated
 from stripe_emulator.store import Store
 
 RETENTION_S = 30 * 86400
@@ -62,7 +62,7 @@ class TestClocks:
             return frozen
 
     def create(self, params: dict[str, Any], request: dict[str, str | None]) -> dict[str, Any]:
-        reject_unknown(params, {"frozen_time", "name", "expand"})
+        reject_unemulated(params, {"frozen_time", "name", "expand"})
         frozen_time = int_param(params, "frozen_time")
         with self._store.lock:
             now = self._store.clock.now()
@@ -103,7 +103,7 @@ class TestClocks:
         `run_due(clock_id, until)` is the billing scheduler; it sets the clock's frozen time to
         each action's instant as it goes, so what it produces carries that instant.
         """
-        reject_unknown(params, {"frozen_time", "expand"})
+        reject_unemulated(params, {"frozen_time", "expand"})
         target = int_param(params, "frozen_time")
         assert target is not None
         with self._store.lock:

@@ -6,6 +6,8 @@ indented JSON like Stripe does.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from typing import Any
@@ -35,8 +37,22 @@ def bearer() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def basic_auth_key() -> str | None:
+    """`curl -u sk_test_…:`: the key is the Basic username, the password is empty."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
 def authenticate() -> str:
-    key = bearer()
+    """Stripe takes the secret key as a Bearer token or as the Basic auth username."""
+    key = bearer() or basic_auth_key()
     if key is None:
         raise StripeAPIError(401, _MISSING_KEY)
     if not _API_KEY.fullmatch(key):
@@ -44,8 +60,13 @@ def authenticate() -> str:
     return key
 
 
+def is_json_body() -> bool:
+    """v2 POSTs carry JSON; everything else is form-encoded (query string for GET)."""
+    return request.path.startswith("/v2/") and request.method == "POST"
+
+
 def params() -> dict[str, Any]:
-    if request.path.startswith("/v2/") and request.method == "POST":
+    if is_json_body():
         body = request.get_json(silent=True, force=True)
         return body if isinstance(body, dict) else {}
     source = request.form if request.method == "POST" else request.args

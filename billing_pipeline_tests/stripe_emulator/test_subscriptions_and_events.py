@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import stripe
 
+from billing_pipeline_tests.support.invoicing import price_for_event
 from billing_pipeline_tests.support.network import free_port
 from billing_pipeline_tests.support.stripe import DAY, NOON, WebhookRecorder
 from stripe_emulator import EmulatorControl, StripeEmulator
@@ -21,9 +22,10 @@ LIFECYCLE = [
 
 
 def subscribe(client: stripe.StripeClient, customer: str, **params: Any) -> Any:
+    prices = [price_for_event(client, "sensors"), price_for_event(client, "readings")]
     create: Any = {
         "customer": customer,
-        "items": [{"price": "price_sensors"}, {"price": "price_readings"}],
+        "items": [{"price": price} for price in prices],
         "metadata": {"organization_id": "7"},
         **params,
     }
@@ -48,7 +50,9 @@ def test_a_subscription_has_stripes_shape_and_lifecycle(
 ) -> None:
     created = subscribe(stripe_client, customer, payment_behavior="default_incomplete")
     assert created.status == "incomplete"
-    assert [item.price.id for item in created["items"].data] == ["price_sensors", "price_readings"]
+    assert [item.price.recurring.meter for item in created["items"].data] == [
+        meter.id for meter in reversed(stripe_client.v1.billing.meters.list().data)
+    ]
     item = created["items"].data[0]
     # One calendar month from 2025-06-15 12:00 UTC.
     assert (item.current_period_start, item.current_period_end) == (NOON, NOON + 30 * DAY)

@@ -12,6 +12,7 @@ Webhooks: `receiver_url`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from billing_pipeline_tests.support.stripe import (
 from billing_pipeline_tests.support.webhooks import OLD_SECRET, SECRET, serve
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
+from stripe_emulator.store import NegativeValues
 
 # -- PostgreSQL: the server in `DATABASE_URL`, or an embedded one (`.ci/run` runs both ways).
 # Every session migrates fresh databases of its own.
@@ -104,18 +106,27 @@ def dagster_instance(dagster_storage_url: str) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[StripeEmulator]:
-    """One running emulator for the session; each test empties it through a control fixture."""
-    with StripeEmulator(port=0) as emulator:
+    """One running emulator for the session; each test empties it through a control fixture.
+
+    Every response is checked against Stripe's published shape (a departure fails the test
+    with a 500), and STRIPE_EMULATOR_NEGATIVE_VALUES=refused runs the suite under the stricter
+    reading of meter event values (Stripe's references disagree; the pipeline must pass both).
+    """
+    reading = os.environ.get("STRIPE_EMULATOR_NEGATIVE_VALUES", "allowed")
+    assert reading in ("allowed", "refused"), reading
+    negative_values: NegativeValues = "refused" if reading == "refused" else "allowed"
+    with StripeEmulator(port=0, check_responses=True, negative_values=negative_values) as emulator:
         yield emulator
 
 
 @pytest.fixture
-def emulator_control(emulator_server: StripeEmulator) -> EmulatorControl:
+def emulator_control(emulator_server: StripeEmulator) -> Iterator[EmulatorControl]:
     """The emulator, emptied, with real time, no faults and the declared meters created."""
     control = emulator_server.control
     control.reset()
     sync_meters(StripeBilling(TEST_KEY, emulator_server.url), METERS)
-    return control
+    yield control
+    assert_published_shapes(control)
 
 
 @pytest.fixture
@@ -160,12 +171,19 @@ def billing(
 
 
 @pytest.fixture
-def emulator_at_noon(emulator_server: StripeEmulator) -> EmulatorControl:
+def emulator_at_noon(emulator_server: StripeEmulator) -> Iterator[EmulatorControl]:
     """The emulator emptied (no meters), its clock pinned at NOON."""
     control = emulator_server.control
     control.reset()
     control.set_clock(NOON)
-    return control
+    yield control
+    assert_published_shapes(control)
+
+
+def assert_published_shapes(control: EmulatorControl) -> None:
+    """A webhook event in a shape Stripe never sends cannot fail its delivery: fail the test."""
+    violations = control.contract()["violations"]
+    assert violations == [], violations
 
 
 @pytest.fixture

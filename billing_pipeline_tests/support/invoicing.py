@@ -32,6 +32,23 @@ def metered_price(
     return client.v1.prices.create(params)
 
 
+def price_for_event(client: stripe.StripeClient, event_name: str) -> str:
+    """A new monthly metered price on the meter of `event_name` (made if Stripe has none yet):
+    a subscription item must name a price Stripe knows."""
+    meters = client.v1.billing.meters.list({"limit": 100}).data
+    meter = next((m for m in meters if m.event_name == event_name), None)
+    if meter is None:
+        meter = client.v1.billing.meters.create(
+            {
+                "display_name": event_name,
+                "event_name": event_name,
+                "default_aggregation": {"formula": "sum"},
+            }
+        )
+    price_id: str = metered_price(client, meter.id, event_name).id
+    return price_id
+
+
 def advance_test_clock(client: stripe.StripeClient, clock_id: str, frozen_time: int) -> Any:
     """Advance, then wait for `ready` as a client of Stripe must (the advance answers
     `advancing`)."""

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline.webhooks import cli
 from billing_pipeline_tests.support.dagster_runs import Billing
+from billing_pipeline_tests.support.invoicing import price_for_event
 from billing_pipeline_tests.support.network import free_port
 from billing_pipeline_tests.support.stripe import TEST_KEY
 from billing_pipeline_tests.support.webhooks import (
@@ -173,7 +174,7 @@ def test_recover_stores_the_events_the_inbox_lacks_and_says_so(
     stripe = billing.stripe_billing.client
     customer = stripe.v1.customers.create({"name": "Acme"}).id
     subscription = stripe.v1.subscriptions.create(
-        {"customer": customer, "items": [{"price": "price_active_sensors"}]}
+        {"customer": customer, "items": [{"price": price_for_event(stripe, "active_sensors")}]}
     )
     stripe.v1.subscriptions.cancel(subscription.id)
     monkeypatch.setenv("DATABASE_URL", billing.database_url)

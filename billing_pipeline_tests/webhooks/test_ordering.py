@@ -13,6 +13,7 @@ import pytest
 
 from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline_tests.support.dagster_runs import Billing, pipeline_resources, run_webhook_job
+from billing_pipeline_tests.support.invoicing import price_for_event
 from billing_pipeline_tests.support.webhooks import (
     create_organization,
     inbox_rows,
@@ -42,7 +43,10 @@ def new_subscription(billing: Billing, organization: int, **params: Any) -> str:
     billing.emulator.set_clock(START)
     create: Any = {
         "customer": customer,
-        "items": [{"price": "price_active_sensors"}, {"price": "price_readings"}],
+        "items": [
+            {"price": price_for_event(stripe, "active_sensors")},
+            {"price": price_for_event(stripe, "temperature_readings")},
+        ],
         "metadata": {"organization_id": str(organization)},
         **params,
     }

@@ -17,6 +17,7 @@ from billing_pipeline.db.statuses import InboxStatus
 from billing_pipeline.webhooks.app import create_app
 from billing_pipeline.webhooks.recovery import OVERLAP
 from billing_pipeline_tests.support.dagster_runs import Billing, webhook_definitions
+from billing_pipeline_tests.support.invoicing import price_for_event
 from billing_pipeline_tests.support.webhooks import (
     create_organization,
     inbox_rows,
@@ -56,7 +57,7 @@ def test_recovery_brings_subscriptions_to_stripes_state_after_the_receiver_was_d
         subscription = stripe.v1.subscriptions.create(
             {
                 "customer": customer,
-                "items": [{"price": "price_active_sensors"}],
+                "items": [{"price": price_for_event(stripe, "active_sensors")}],
                 "metadata": {"organization_id": str(organization)},
                 "payment_behavior": "default_incomplete",
             }
