@@ -38,8 +38,9 @@ The status is the one the subscription had at the part's end, near which its eve
 (`billing.subscription_status_history`, kept by the webhook flow, `webhooks/status_history.py`),
 so a trial paused and then resumed bills its trial days and the days since the resume and never
 its paused days, whenever the run. Before the first point of its history a subscription has the
-first status seen; a subscription without history (a row from before the history was kept, or
-one the application wrote itself) has its current status on every day. A subscription that
+first status seen; a subscription whose history holds a single status, or none (a row from
+before the history was kept, or one the application wrote itself), has its current status on
+every day, which spares most subscriptions the history lookup. A subscription that
 becomes `incomplete_expired` was `incomplete` before: it bills no day. Several organizations on
 one customer are summed, for `last` gauges too.
 
@@ -340,17 +341,23 @@ WHERE customer IS NULL
 
 def _status_at_part(s: str) -> str:
     """The status subscription `s` had at the end of part `o`: its history's latest point
-    before then, else its first point, else (no history) its current status."""
+    before then, else its first point. Only subscriptions whose history holds two statuses are
+    looked up (a hashed set, built once per statement); the others, and those without history
+    (rows from before it was kept, or written by the application), have their current one."""
     return f"""
-        SELECT coalesce(
-            (SELECT h.status FROM billing.subscription_status_history h
-             WHERE h.stripe_subscription_id = {s}.stripe_subscription_id
-               AND h.effective_from < o.part_end
-             ORDER BY h.effective_from DESC LIMIT 1),
-            (SELECT h.status FROM billing.subscription_status_history h
-             WHERE h.stripe_subscription_id = {s}.stripe_subscription_id
-             ORDER BY h.effective_from LIMIT 1),
-            {s}.status) AS status"""
+        SELECT CASE WHEN {s}.stripe_subscription_id IN (
+                        SELECT c.stripe_subscription_id
+                        FROM billing.subscription_status_history c
+                        GROUP BY c.stripe_subscription_id HAVING count(DISTINCT c.status) > 1)
+            THEN coalesce(
+                (SELECT h.status FROM billing.subscription_status_history h
+                 WHERE h.stripe_subscription_id = {s}.stripe_subscription_id
+                   AND h.effective_from < o.part_end
+                 ORDER BY h.effective_from DESC LIMIT 1),
+                (SELECT h.status FROM billing.subscription_status_history h
+                 WHERE h.stripe_subscription_id = {s}.stripe_subscription_id
+                 ORDER BY h.effective_from LIMIT 1))
+            ELSE {s}.status END AS status"""
 
 
 def _bills_part(s: str) -> str:

@@ -206,7 +206,9 @@ def ledger_expired_rows(postgres: PostgresResource) -> dg.AssetCheckResult:
         "Lists the usage inside Stripe's 35-day window that no Stripe customer pays for: "
         "organizations without a subscription (free tier) and organizations whose "
         "subscription does not bill that day (not started, ended, no Stripe customer yet, or a "
-        "status that does not bill: incomplete, incomplete_expired, paused). Warns while an "
+        "status that does not bill then: incomplete, incomplete_expired, paused), and the "
+        "usage held back because several subscriptions of its customer price the meter (see "
+        "`subscriptions_sharing_a_meter`). Warns while an "
         "organization that has a subscription has unbilled usage (often a webhook not applied "
         "yet): once the subscription covers the day, the next billing run bills it."
     ),

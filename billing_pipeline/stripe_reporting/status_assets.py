@@ -62,6 +62,8 @@ def billing_status_asset(
     for total in totals(lines):
         # Usage is in each meter's own unit, so it is plotted per meter.
         metadata[f"unbilled/{total.meter}"] = total.unbilled
+        # Part of unbilled: held back, several subscriptions of one customer price the meter.
+        metadata[f"held/{total.meter}"] = total.held
         metadata[f"usage/{total.meter}"] = total.usage
     return dg.MaterializeResult(metadata=metadata)
 

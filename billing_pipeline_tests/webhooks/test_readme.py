@@ -9,6 +9,7 @@ from billing_pipeline import config
 from billing_pipeline.webhooks import processing
 from billing_pipeline.webhooks.app import DEFAULT_MAX_BODY_BYTES
 from billing_pipeline.webhooks.handlers import HANDLERS
+from billing_pipeline.webhooks.linking import CHECKOUT_WAIT
 from billing_pipeline.webhooks.recovery import OVERLAP
 from billing_pipeline.webhooks.schedules import RECOVERY_CRON
 
@@ -58,3 +59,10 @@ def test_the_readme_configuration_table_names_every_setting() -> None:
         value for name, value in vars(config).items() if name.isupper() and isinstance(value, str)
     ]
     assert names and all(f"| `{name}` |" in table for name in names)
+
+
+def test_the_checkout_wait_is_the_one_the_code_keeps_and_ends_before_the_dead_letter() -> None:
+    text = section(WEBHOOKS_README, "Identification: which organization an event belongs to")
+    minutes = int(CHECKOUT_WAIT.total_seconds() // 60)
+    assert f"only once the event has waited {minutes} minutes in the inbox" in text
+    assert CHECKOUT_WAIT < processing.DEAD_LETTER_AFTER
