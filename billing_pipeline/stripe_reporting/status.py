@@ -63,10 +63,13 @@ class StatusLine:
         return found
 
 
+# Only the parts ended by `:now`, the only ones planning bills: today's partial day (after a
+# period-close run) is not shown as owed while it is still going on.
 _USAGE_SQL = """
 SELECT day, sum(value)::bigint AS usage,
        coalesce(sum(value) FILTER (WHERE customer IS NULL), 0)::bigint AS unbilled
 FROM ({parts}) o
+WHERE part_end <= :now
 GROUP BY day
 """
 
@@ -82,8 +85,11 @@ def billing_status(
     first_day: date,
     end_day: date,
     stripe: StripeBilling | None = None,
+    now: datetime | None = None,
 ) -> list[StatusLine]:
-    """The status lines of [first_day, end_day); `stripe` given: with Stripe's daily totals."""
+    """The status lines of [first_day, end_day); `stripe` given: with Stripe's daily totals.
+    Usage counts the parts of days ended by `now` (default: the wall clock)."""
+    now = now or datetime.now(UTC)
     lines: dict[tuple[date, str], StatusLine] = {}
 
     def line(day: date, meter: str) -> StatusLine:
@@ -93,7 +99,10 @@ def billing_status(
     with engine.connect() as connection:
         windows = planned_windows(connection)
         for meter in meters:
-            params = attribution_params(meter, windows.get(meter.name), first_day, end_day)
+            params = {
+                **attribution_params(meter, windows.get(meter.name), first_day, end_day),
+                "now": now,
+            }
             sql = _USAGE_SQL.format(parts=organization_parts_sql(meter))
             for row in connection.execute(text(sql), params):
                 entry = line(row.day, meter.name)
@@ -101,7 +110,7 @@ def billing_status(
         for row in connection.execute(text(_COUNTS_SQL), window):
             line(row.day, row.meter).rows[row.status] = int(row.n)
     # `settled_before` only decides the views' `settling` flag, which the status does not show.
-    views = ledger_views(engine, meters, windows, first_day, end_day, datetime.now(UTC))
+    views = ledger_views(engine, meters, windows, first_day, end_day, now)
     for (meter_name, _, day), view in views.items():
         line(day, meter_name).billed += view.held
     known = [m for m in meters if any(key[1] == m.name for key in lines)]
