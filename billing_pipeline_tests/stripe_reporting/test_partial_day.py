@@ -2,8 +2,8 @@
 
 A billing period ends earlier today. A run of today's partition (what `period_close_sensor`
 launches, or an operator by hand) computes today's usage so far and reports the part before the
-period end only; the part still going on is neither sent nor counted as owed by the status, nor
-as drift by the reconciliation.
+period end only; the part still going on is neither sent nor counted as owed by the status, as
+drift by the reconciliation, or as unbilled by `unbilled_usage`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
+from billing_pipeline.stripe_reporting.checks import unbilled_usage
 from billing_pipeline.stripe_reporting.reconciliation import reconcile
 from billing_pipeline.stripe_reporting.status import billing_status
 from billing_pipeline.usage.meters import METERS
 from billing_pipeline_tests.support.builders import add_organization, add_sensor, midnight
-from billing_pipeline_tests.support.dagster_runs import Billing
+from billing_pipeline_tests.support.dagster_runs import Billing, evaluate_checks
 from billing_pipeline_tests.support.stripe import new_customer
 
 
@@ -30,6 +31,8 @@ def test_a_run_during_the_day_reports_only_the_parts_that_have_ended(billing: Bi
     customer = new_customer(billing.stripe_billing, "Alpha")
     add_organization(billing.engine, 1, customer=customer)
     add_sensor(billing.engine, 11, 1, start - timedelta(days=10))
+    add_organization(billing.engine, 2)  # the free tier: its day is not over, so not yet unbilled
+    add_sensor(billing.engine, 21, 2, start - timedelta(days=10))
     with billing.engine.begin() as connection:
         connection.execute(
             text(
@@ -41,9 +44,9 @@ def test_a_run_during_the_day_reports_only_the_parts_that_have_ended(billing: Bi
         connection.execute(
             text(
                 "INSERT INTO temperature_readings (sensor_id, recorded_at, celsius, ingested_at) "
-                "VALUES (11, :at, 4.5, :at)"
+                "VALUES (:sensor, :at, 4.5, :at)"
             ),
-            [{"at": at} for at in readings],
+            [{"at": at, "sensor": sensor} for at in readings for sensor in (11, 21)],
         )
 
     assert billing.materialize_day(today).success
@@ -66,3 +69,5 @@ def test_a_run_during_the_day_reports_only_the_parts_that_have_ended(billing: Bi
         billing.engine, billing.stripe_billing, METERS, today, today + timedelta(days=1)
     )[today]
     assert outcome.ok and outcome.compared == 2
+    unbilled = evaluate_checks(billing.instance, billing.database_url, [unbilled_usage])
+    assert unbilled["unbilled_usage"].metadata["rows"].value == 0
