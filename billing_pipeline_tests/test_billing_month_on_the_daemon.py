@@ -2,11 +2,11 @@
 
 The code server, the daemon, the webserver and every run worker run under libfaketime with one
 offset the test moves (support/faketime.py), the Stripe emulator's clock moves with them, so the
-daemon evaluates `period_close_sensor`, `stripe_webhook_inbox_sensor` and
-`daily_billing_schedule` at the instants a deployment would, and Dagster's partition bounds
-(today is a partition) follow the same clock. Subscriptions reach Postgres only through the
-emulator's signed webhooks, the project's receiver and the daemon's processing runs; the default
-1 h finalization grace period applies.
+daemon evaluates `period_close_sensor`, `stripe_webhook_inbox_sensor`,
+`daily_billing_schedule` and `trailing_recompute_schedule` at the instants a deployment would,
+and Dagster's partition bounds (today is a partition) follow the same clock. Subscriptions
+reach Postgres only through the emulator's signed webhooks, the project's receiver and the
+daemon's processing runs; the default 1 h finalization grace period applies.
 
 Five subscriptions, backdated a month, end their periods within two days: two on calendar
 billing at 00:00 (one boundary instant, so one closing run), one at 12:00, one canceled at
