@@ -10,9 +10,7 @@ emulator) what the test computes from the rows it seeded. This is the path the H
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,13 +26,11 @@ from billing_pipeline_tests.support.builders import (
     add_sensor,
     midnight,
 )
-from billing_pipeline_tests.support.databases import create_database, drop_database
 from billing_pipeline_tests.support.processes import LOCATION, Topology, production_topology
 from billing_pipeline_tests.support.stripe import TEST_KEY
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
 
-REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 120.0
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
@@ -46,23 +42,6 @@ mutation Launch($params: ExecutionParams!) {
   }
 }
 """
-
-
-@pytest.fixture
-def dagster_pg_url(postgres_server_url: str) -> Iterator[str]:
-    """Dagster storage of its own: the daemon and webserver of this test only."""
-    url = create_database(postgres_server_url, "dagster_topology")
-    yield url
-    drop_database(postgres_server_url, url)
-
-
-@pytest.fixture
-def dagster_home(tmp_path: Path, dagster_pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO / "docs" / "dagster.production.yaml", home / "dagster.yaml")
-    monkeypatch.setenv(config.DAGSTER_PG_URL, dagster_pg_url)
-    return home
 
 
 def wait_for_run(instance: dg.DagsterInstance, run_id: str, topology: Topology) -> dg.DagsterRun:

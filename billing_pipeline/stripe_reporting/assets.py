@@ -21,7 +21,6 @@ from billing_pipeline.stripe_reporting.ledger import (
 )
 from billing_pipeline.stripe_reporting.locking import ReportingLockTimeoutError, reporting_lock
 from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError, verify_meters
-from billing_pipeline.stripe_reporting.period_close import PERIOD_CLOSE_TAG
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_targets
 from billing_pipeline.stripe_reporting.reconciliation import day_totals
 from billing_pipeline.stripe_reporting.sender import SendReport, send_chunks
@@ -43,7 +42,9 @@ def planned_days(first_day: date, end_day: date, now: datetime) -> tuple[date, d
     """The partition's days plus every day Stripe still accepts: each run converges them all.
 
     A day whose customer changed, that had no customer, or whose usage changed since it was
-    billed is corrected by whichever run comes next, not only by a run of that very day.
+    billed is corrected by whichever run comes next, not only by a run of that very day. Today
+    is planned only by a run of today's partition (a period-close run), which computes its
+    usage first; planning keeps only the parts that have ended (`planning.py`).
     """
     return min(first_day, (now - STRIPE_WINDOW).date()), max(end_day, now.date())
 
@@ -135,9 +136,7 @@ def _report(
     differences = frozenset(t.meter.name for t in targets if not t.sends_whole_values)
     newly_in_doubt = mark_in_doubt(engine, sorted(differences), now)
     settled = settle_in_doubt(engine, client, {name: remote[name].id for name in differences})
-    closing = context.run.tags.get(PERIOD_CLOSE_TAG)
-    until = datetime.fromisoformat(closing) if closing else None
-    planned_by_day = plan_targets(engine, targets, plan_first, plan_end, now, until)
+    planned_by_day = plan_targets(engine, targets, plan_first, plan_end, now)
     planned_counts: Counter[str] = Counter()
     for (_, status), n in planned_by_day.items():
         planned_counts[status] += n
@@ -156,7 +155,7 @@ def _report(
         api=settings.meter_event_api,
         lease=timedelta(seconds=settings.lease_seconds),
     )
-    by_day = _metadata_by_day(engine, targets, first_day, end_day, planned_by_day, report)
+    by_day = _metadata_by_day(engine, targets, (first_day, end_day), now, planned_by_day, report)
     # A range run materializes every day of its window at once: each day's materialization
     # carries that day's own figures, so the UI's plots over partitions are the daily series.
     for key in context.partition_keys:
@@ -183,14 +182,16 @@ def _report(
 def _metadata_by_day(
     engine: Engine,
     targets: Sequence[MeterTarget],
-    first_day: date,
-    end_day: date,
+    days: tuple[date, date],
+    now: datetime,
     planned: Counter[tuple[date, str]],
     report: SendReport,
 ) -> dict[date, dict[str, Any]]:
-    """Each day's figures: what this run planned and sent for it, and where its ledger stands."""
+    """Each day's figures: what this run planned and sent for it, and where its ledger stands
+    (the source's total over the parts ended by `now`, the ones it planned)."""
+    first_day, end_day = days
     windows = {t.meter.name: t.window for t in targets}
-    totals = day_totals(engine, [t.meter for t in targets], windows, first_day, end_day)
+    totals = day_totals(engine, [t.meter for t in targets], windows, first_day, end_day, now)
     statuses = status_counts_by_day(engine, first_day, end_day)
     by_day: dict[date, dict[str, Any]] = {}
     day = first_day

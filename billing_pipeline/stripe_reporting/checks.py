@@ -222,15 +222,20 @@ def unbilled_usage(postgres: PostgresResource) -> dg.AssetCheckResult:
             rows += connection.execute(
                 text(
                     f"SELECT :meter AS meter, * FROM ({organization_parts_sql(meter)}) AS o "
-                    "WHERE customer IS NULL AND value <> 0 "
+                    "WHERE customer IS NULL AND value <> 0 AND part_end <= :now "
                     "ORDER BY part_start DESC, organization_id"
                 ),
-                attribution_params(
-                    meter,
-                    windows.get(meter.name),
-                    (now - STRIPE_WINDOW).date(),
-                    now.date() + timedelta(days=1),
-                ),
+                {
+                    **attribution_params(
+                        meter,
+                        windows.get(meter.name),
+                        (now - STRIPE_WINDOW).date(),
+                        now.date() + timedelta(days=1),
+                    ),
+                    # A part still going on (today's, computed by a period-close run) is not
+                    # over yet: it is neither billed nor unbilled.
+                    "now": now,
+                },
             ).all()
     with_subscription = [row for row in rows if not row.reason.startswith("no subscription")]
     return dg.AssetCheckResult(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import dagster as dg
 
 from billing_pipeline.partitions import daily_partitions
@@ -23,3 +25,12 @@ reconciliation_job = dg.define_asset_job(
         "range, or backfill) and the ledger attention checks, without sending anything."
     ),
 )
+
+
+def partition_range_tags(first_day: date, last_day: date) -> dict[str, str]:
+    """Run tags for one run over the days [first_day, last_day] of `daily_billing`: its assets
+    have a single-run backfill policy, so the range is computed and planned at once."""
+    return {
+        "dagster/asset_partition_range_start": first_day.isoformat(),
+        "dagster/asset_partition_range_end": last_day.isoformat(),
+    }

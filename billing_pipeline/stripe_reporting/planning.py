@@ -8,8 +8,8 @@ old customer and the value for the new one, a day that had no customer is billed
 appears, and a day with nothing left to change plans nothing. Revisions are numbered past every
 row of the (meter, customer, part) and of its slot (below), whatever their status, so no earlier
 row can block a later one.
-A part that has not started yet (the rest of today after a period end) is left for a later run:
-its stamp would lie in the future, which Stripe refuses.
+A part that has not ended yet (today's, or the rest of today after a period end) is left for a
+later run: its usage is not final, and its stamp could lie in the future, which Stripe refuses.
 
 The revisions are computed and inserted by one statement in the database (identifiers and
 timestamps too, `identifiers.py`), so a plan holds no row per organization in Python and the
@@ -169,8 +169,7 @@ needed AS (
 stamped AS (
     SELECT n.*, {timestamp} AS event_timestamp
     FROM needed n
-    WHERE n.stamp_start <= :now
-      AND (CAST(:until AS timestamptz) IS NULL OR n.part_end <= CAST(:until AS timestamptz))
+    WHERE n.part_end <= :now
 ),
 new_rows AS (
     SELECT {identifier} AS identifier,
@@ -236,7 +235,6 @@ def plan_window(
     first_day: date,
     end_day: date,
     now: datetime | None = None,
-    until: datetime | None = None,
     *,
     keep_rows: bool = False,
 ) -> Plan:
@@ -247,9 +245,9 @@ def plan_window(
     explains each one). Serialised per meter with a transaction-scoped advisory lock, held for
     that statement only, so two plans of overlapping days write one revision, not two: the
     second sees the first's rows and finds nothing left. Given a connection, it plans inside the
-    caller's transaction (the dry run rolls it back). `until` (a period-close run) plans only
-    the parts that end by then: the closing part of the period goes out at once, the rest of
-    its day is left to the daily run.
+    caller's transaction (the dry run rolls it back). Only the parts that ended by `now` are
+    planned: a period-close run during the day sends the closing part of the period at once and
+    leaves the rest of the day to the daily run.
     """
     now = now or datetime.now(UTC)
     meter = target.meter
@@ -280,7 +278,6 @@ def plan_window(
                 "whole_values": target.sends_whole_values,
                 "gauge": meter.aggregation == "last",
                 "now": now,
-                "until": until,
                 "oldest": now - STRIPE_WINDOW,
                 "pending": LedgerStatus.PENDING,
                 "expired": LedgerStatus.EXPIRED,
@@ -310,7 +307,6 @@ def plan_targets(
     first_day: date,
     end_day: date,
     now: datetime | None = None,
-    until: datetime | None = None,
 ) -> Counter[tuple[date, str]]:
     """`plan_window` for every meter, side by side: each meter is one statement in its own
     backend, so a run waits for the slower meter, not for the sum. Counts per (day, status)."""
@@ -318,7 +314,7 @@ def plan_targets(
     counts: Counter[tuple[date, str]] = Counter()
     with ThreadPoolExecutor(max(1, len(targets)), thread_name_prefix="plan") as pool:
         for plan in pool.map(
-            lambda target: plan_window(engine, target, first_day, end_day, now, until), targets
+            lambda target: plan_window(engine, target, first_day, end_day, now), targets
         ):
             counts += plan.counts
     return counts

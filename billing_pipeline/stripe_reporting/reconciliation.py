@@ -85,17 +85,19 @@ class Reconciliation:
 
 # A customer's day from its parts, as Stripe's daily summary aggregates it, and the union of
 # the parts' organizations (apart: unnesting them beside the values would count a part once
-# per organization).
+# per organization). Only the parts ended by `:now`: planning reports no other (today's
+# partial day, after a period-close run, holds parts not over yet).
 _CUSTOMER_DAYS_SQL = f"""
 WITH {{parts}},
+ended_parts AS (SELECT * FROM customer_parts WHERE part_end <= :now),
 day_values AS (
     SELECT customer, day, {CUSTOMER_VALUE_SQL} AS target
-    FROM customer_parts GROUP BY customer, day
+    FROM ended_parts GROUP BY customer, day
 ),
 day_organizations AS (
     SELECT customer, day, array_agg(DISTINCT organization_id ORDER BY organization_id)
                AS organization_ids
-    FROM customer_parts CROSS JOIN LATERAL unnest(organization_ids) AS o (organization_id)
+    FROM ended_parts CROSS JOIN LATERAL unnest(organization_ids) AS o (organization_id)
     GROUP BY customer, day
 )
 SELECT v.customer, v.day, v.target, o.organization_ids
@@ -109,9 +111,11 @@ def source_targets(
     windows: dict[str, str | None],
     first_day: date,
     end_day: date,
+    now: datetime,
 ) -> dict[Key, tuple[int, tuple[int, ...]]]:
-    """The attributed source value of every (meter, customer, day) with usage in the window;
-    `windows` is each meter's Stripe `event_time_window` (it decides whether days are cut)."""
+    """The attributed source value of every (meter, customer, day) with usage in the window,
+    over the parts ended by `now`; `windows` is each meter's Stripe `event_time_window` (it
+    decides whether days are cut)."""
     targets: dict[Key, tuple[int, tuple[int, ...]]] = {}
     with engine.connect() as connection:
         for meter in meters:
@@ -120,6 +124,7 @@ def source_targets(
                 {
                     **attribution_params(meter, windows.get(meter.name), first_day, end_day),
                     "last": meter.aggregation == "last",
+                    "now": now,
                 },
             )
             for row in rows:
@@ -222,9 +227,12 @@ def day_totals(
     windows: dict[str, str | None],
     first_day: date,
     end_day: date,
+    now: datetime | None = None,
 ) -> dict[tuple[str, date], tuple[int, int]]:
-    """Per (meter, day): the attributed source total and what the ledger says Stripe holds,
-    summed over customers in the database (a day's metadata must not hold every customer)."""
+    """Per (meter, day): the attributed source total (parts ended by `now`) and what the ledger
+    says Stripe holds, summed over customers in the database (a day's metadata must not hold
+    every customer)."""
+    now = now or datetime.now(UTC)
     totals: dict[tuple[str, date], tuple[int, int]] = {}
     with engine.connect() as connection:
         for meter in meters:
@@ -238,6 +246,7 @@ def day_totals(
                 {
                     **attribution_params(meter, window, first_day, end_day),
                     "last": meter.aggregation == "last",
+                    "now": now,
                 },
             )
             for row in source:
@@ -248,7 +257,7 @@ def day_totals(
                 + _LEDGER_SQL
                 + ") AS views GROUP BY meter, day"
             ),
-            _ledger_params(meters, windows, first_day, end_day, datetime.now(UTC)),
+            _ledger_params(meters, windows, first_day, end_day, now),
         )
         for row in held:
             source_total, _ = totals.get((row.meter, row.day), (0, 0))
@@ -275,7 +284,7 @@ def reconcile(
     windows = {
         m.name: remote[m.event_name].event_time_window for m in meters if m.event_name in remote
     }
-    targets = source_targets(engine, meters, windows, first_day, end_day)
+    targets = source_targets(engine, meters, windows, first_day, end_day, now)
     ledger = ledger_views(engine, meters, windows, first_day, end_day, now - settle_window)
     coverage = _coverage(targets, ledger, now)
     outcomes = {

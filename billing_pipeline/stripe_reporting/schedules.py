@@ -3,35 +3,50 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, date, timedelta
 
 import dagster as dg
 
-from billing_pipeline.stripe_reporting.jobs import daily_billing_job, reconciliation_job
+from billing_pipeline.stripe_reporting.jobs import (
+    daily_billing_job,
+    partition_range_tags,
+    reconciliation_job,
+)
 
+DAILY_BILLING_HOUR = 2
 RECONCILED_DAYS = 7
 RECONCILIATION_HOUR = 5
 RECOMPUTED_DAYS = 35
 RECOMPUTE_HOUR = 3
 
-daily_billing_schedule = dg.build_schedule_from_partitioned_job(
-    daily_billing_job,
-    hour_of_day=2,
-    description="Every day at 02:00 UTC, compute and report the previous UTC day.",
+
+def _yesterday(context: dg.ScheduleEvaluationContext) -> date:
+    return context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
+
+
+# Not `build_schedule_from_partitioned_job`: it targets the newest partition, which is today
+# (partitions.py), while the daily run bills the day that has just ended.
+@dg.schedule(
+    name="daily_billing_schedule",
+    job=daily_billing_job,
+    cron_schedule=f"0 {DAILY_BILLING_HOUR} * * *",
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=(
+        f"Every day at {DAILY_BILLING_HOUR:02d}:00 UTC, compute and report the previous UTC day."
+    ),
 )
+def daily_billing_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = _yesterday(context).isoformat()
+    return dg.RunRequest(run_key=day, partition_key=day)
 
 
 def _range_request(context: dg.ScheduleEvaluationContext, days: int, prefix: str) -> dg.RunRequest:
     """One run over the `days` complete days before the tick (single-run backfill policy)."""
-    last_day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
+    last_day = _yesterday(context)
     first_day = last_day - timedelta(days=days - 1)
     return dg.RunRequest(
-        run_key=f"{prefix}-{last_day}",
-        tags={
-            "dagster/asset_partition_range_start": first_day.isoformat(),
-            "dagster/asset_partition_range_end": last_day.isoformat(),
-        },
+        run_key=f"{prefix}-{last_day}", tags=partition_range_tags(first_day, last_day)
     )
 
 

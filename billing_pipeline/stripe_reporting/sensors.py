@@ -1,4 +1,5 @@
-"""The reporting flow's sensors: late readings, and billing periods that just ended.
+"""The reporting flow's sensors: late readings, and billing periods that just ended
+(period_close.py).
 
 Late readings: notice days whose readings arrived after the day was billed, and rebill them.
 
@@ -19,9 +20,14 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline.resources import PostgresResource
 from billing_pipeline.stripe_reporting.identifiers import day_start, event_timestamp
-from billing_pipeline.stripe_reporting.jobs import daily_billing_job
+from billing_pipeline.stripe_reporting.jobs import daily_billing_job, partition_range_tags
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW
-from billing_pipeline.stripe_reporting.period_close import PERIOD_CLOSE_TAG, closed_periods
+from billing_pipeline.stripe_reporting.period_close import (
+    PERIOD_CLOSE_TAG,
+    ClosingBoundary,
+    closing_boundaries,
+)
+from billing_pipeline.usage.assets import usage_asset_key
 from billing_pipeline.usage.meters import METERS
 
 # `ingested_at` is the ingest transaction's start time, so a reading can become visible after a
@@ -77,7 +83,8 @@ def find_late_days(engine: Engine, since: datetime) -> tuple[list[LateDay], date
 
     Returns them with the newest `ingested_at` seen (the next cursor; None when nothing
     arrived). Days never computed are left to the schedule or a backfill: their first run
-    counts every reading anyway.
+    counts every reading anyway. So are days computed only before they ended (today, by a
+    period-close run, partitions.py): the daily run computes them once they are complete.
     """
     with engine.connect() as connection:
         rows = connection.execute(
@@ -87,7 +94,9 @@ def find_late_days(engine: Engine, since: datetime) -> tuple[list[LateDay], date
     late = [
         LateDay(row.day, row.newest_ingested, row.computed_at)
         for row in rows
-        if row.computed_at is not None and row.newest_ingested > row.computed_at - INGEST_SETTLE
+        if row.computed_at is not None
+        and row.computed_at >= day_start(row.day + timedelta(days=1))
+        and row.newest_ingested > row.computed_at - INGEST_SETTLE
     ]
     return late, newest
 
@@ -139,31 +148,57 @@ def late_readings_sensor(
     )
 
 
+def _computed_complete(instance: dg.DagsterInstance, day: date) -> bool:
+    """Whether every meter's usage of `day` was computed by a run that started after the day
+    ended (a period-close run during the day computes only part of it)."""
+    day_end = day_start(day + timedelta(days=1)).timestamp()
+    for meter in METERS:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=usage_asset_key(meter), asset_partitions=[str(day)]),
+            limit=1,
+        ).records
+        run = instance.get_run_record_by_id(records[0].run_id) if records else None
+        if run is None or run.start_time is None or run.start_time < day_end:
+            return False
+    return True
+
+
+def closing_run(boundary: ClosingBoundary, day_before_needed: bool) -> dg.RunRequest:
+    """One run of `daily_billing` over the boundary's last day, and the day before if needed."""
+    first_day = boundary.last_day - timedelta(days=1 if day_before_needed else 0)
+    return dg.RunRequest(
+        run_key=boundary.run_key,
+        tags={
+            **partition_range_tags(first_day, boundary.last_day),
+            PERIOD_CLOSE_TAG: boundary.at.isoformat(),
+        },
+    )
+
+
 @dg.sensor(
     job=daily_billing_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Reports the closing part of every billing period as soon as the period ends, well "
-        "inside Stripe's invoice finalization grace period (1 h by default): for each period "
-        "end in `billing.billing_periods` (from subscription events and `invoice.created`) and "
-        "each subscription end that has passed, one run of `daily_billing` for the day holding "
-        "it, which cuts the day at that instant. Run key: subscription and instant."
+        "inside Stripe's invoice finalization grace period (1 h by default): for each instant "
+        "at which periods in `billing.billing_periods` (from subscription events and "
+        "`invoice.created`) or subscriptions ended, one run of `daily_billing` over the day "
+        "holding that instant (today's partial day for a mid-day end) and the day before when "
+        "it was never computed complete, which cuts the day at the boundary and reports the "
+        "parts that have ended. Run key: the instant."
     ),
 )
 def period_close_sensor(
     context: dg.SensorEvaluationContext, postgres: PostgresResource
 ) -> dg.SensorResult:
-    closed = closed_periods(postgres.engine(), datetime.now(UTC))
-    if not closed:
+    boundaries = closing_boundaries(postgres.engine(), datetime.now(UTC))
+    if not boundaries:
         return dg.SensorResult(skip_reason="no billing period ended in the last 72 hours")
+    days_before = {b.last_day - timedelta(days=1) for b in boundaries}
+    incomplete = {day for day in days_before if not _computed_complete(context.instance, day)}
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(
-                run_key=period.run_key,
-                partition_key=period.partition_key,
-                tags={PERIOD_CLOSE_TAG: period.ended_at.isoformat()},
-            )
-            for period in closed
+            closing_run(b, b.last_day - timedelta(days=1) in incomplete) for b in boundaries
         ]
     )

@@ -78,6 +78,8 @@ class StatusLine:
         return found
 
 
+# Only the parts ended by `:now`, the only ones planning bills: today's partial day (after a
+# period-close run) is not shown as owed while it is still going on.
 # Per organization and day first, as the meter aggregates a day's parts (`sum` adds them, a
 # `last` gauge is its latest part: the sensors active at the day's end, never the parts added
 # up); `billable` is what the customers should hold, with the aggregation Stripe and the ledger
@@ -97,10 +99,11 @@ organization_days AS (
                                 ORDER BY part_start DESC))[1]
                 ELSE coalesce(sum(value) FILTER (WHERE held_customer IS NOT NULL), 0) END
                AS held
-    FROM organization_parts GROUP BY day, organization_id
+    FROM organization_parts WHERE part_end <= :now GROUP BY day, organization_id
 ),
 customer_days AS (
-    SELECT day, {CUSTOMER_VALUE_SQL} AS target FROM customer_parts WHERE NOT held
+    SELECT day, {CUSTOMER_VALUE_SQL} AS target FROM customer_parts
+    WHERE NOT held AND part_end <= :now
     GROUP BY customer, day
 )
 SELECT o.day, sum(o.usage)::bigint AS usage, sum(o.unbilled)::bigint AS unbilled,
@@ -123,8 +126,11 @@ def billing_status(
     first_day: date,
     end_day: date,
     stripe: StripeBilling | None = None,
+    now: datetime | None = None,
 ) -> list[StatusLine]:
-    """The status lines of [first_day, end_day); `stripe` given: with Stripe's daily totals."""
+    """The status lines of [first_day, end_day); `stripe` given: with Stripe's daily totals.
+    Usage counts the parts of days ended by `now` (default: the wall clock)."""
+    now = now or datetime.now(UTC)
     lines: dict[tuple[date, str], StatusLine] = {}
 
     def line(day: date, meter: str) -> StatusLine:
@@ -137,6 +143,7 @@ def billing_status(
             params = {
                 **attribution_params(meter, windows.get(meter.name), first_day, end_day),
                 "last": meter.aggregation == "last",
+                "now": now,
             }
             sql = _USAGE_SQL.format(parts=customer_parts_cte(meter))
             for row in connection.execute(text(sql), params):
@@ -146,7 +153,7 @@ def billing_status(
         for row in connection.execute(text(_COUNTS_SQL), window):
             line(row.day, row.meter).rows[row.status] = int(row.n)
     # `settled_before` only decides the views' `settling` flag, which the status does not show.
-    views = ledger_views(engine, meters, windows, first_day, end_day, datetime.now(UTC))
+    views = ledger_views(engine, meters, windows, first_day, end_day, now)
     for (meter_name, _, day), view in views.items():
         line(day, meter_name).billed += view.held
     known = [m for m in meters if any(key[1] == m.name for key in lines)]

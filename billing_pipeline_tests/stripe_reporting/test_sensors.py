@@ -27,7 +27,7 @@ from billing_pipeline_tests.support.builders import (
     add_sensor,
     midnight,
 )
-from billing_pipeline_tests.support.dagster_runs import Billing, evaluate_sensor
+from billing_pipeline_tests.support.dagster_runs import Billing, evaluate_sensor, materialize_day
 from billing_pipeline_tests.support.stripe import new_customer
 
 NOW = datetime.now(UTC)
@@ -159,6 +159,21 @@ def test_a_gauge_correction_of_an_old_day_never_changes_what_later_days_bill(
     assert identifiers[-1].startswith(f"bp-active_sensors-{alpha}-{D0:%Y%m%d}-r2-")
 
 
+def test_a_day_computed_while_in_progress_is_left_to_the_daily_run(billing: Billing) -> None:
+    """Today is a partition (period-close runs compute it partially): readings that keep
+    arriving for it are not late, the 02:00 run computes the day once it is complete."""
+    add_organization(billing.engine, 1, customer=new_customer(billing.stripe_billing, "Alpha"))
+    add_sensor(billing.engine, 11, 1, midnight(D0))
+    assert billing.materialize_day(NOW.date()).success
+    computed_an_hour_ago(billing.engine)
+    add_readings(billing.engine, 11, NOW.date(), 3, ingested_at=NOW - timedelta(minutes=30))
+
+    result = evaluate(billing, cursor=None)
+
+    assert result.run_requests == [] and result.skip_reason is not None
+    assert result.cursor == (NOW - timedelta(minutes=30)).isoformat()
+
+
 def test_late_readings_beyond_stripes_window_are_recorded_expired_and_shown(
     billing: Billing,
 ) -> None:
@@ -202,10 +217,20 @@ def _period(engine: Engine, subscription: str, start: datetime, end: datetime) -
         )
 
 
-def test_a_period_that_just_ended_gets_one_closing_run_of_its_day(billing: Billing) -> None:
+def _range(request: dg.RunRequest) -> tuple[str, str]:
+    return (
+        request.tags["dagster/asset_partition_range_start"],
+        request.tags["dagster/asset_partition_range_end"],
+    )
+
+
+def test_each_boundary_instant_gets_one_closing_run_over_its_last_day(billing: Billing) -> None:
+    today = NOW.date()
     ended = NOW.replace(microsecond=0) - timedelta(minutes=1)
     _period(billing.engine, "sub_mid", ended - timedelta(days=30), ended)
-    _period(billing.engine, "sub_calendar", midnight(D0) - timedelta(days=30), midnight(D2))
+    # Calendar billing: every subscription's period ends at the same instant.
+    for subscription in ("sub_calendar_1", "sub_calendar_2"):
+        _period(billing.engine, subscription, midnight(D0) - timedelta(days=30), midnight(D2))
     _period(billing.engine, "sub_future", ended, ended + timedelta(days=30))  # not over yet
     _period(
         billing.engine,
@@ -214,16 +239,25 @@ def test_a_period_that_just_ended_gets_one_closing_run_of_its_day(billing: Billi
         midnight(D0) - timedelta(days=4),
     )
 
-    result = evaluate_sensor(period_close_sensor, billing.instance, billing.database_url, None)
+    # An instance of its own: which days were computed complete is read from its history.
+    with dg.instance_for_test() as instance:
+        result = evaluate_sensor(period_close_sensor, instance, billing.database_url, None)
+        requests = {str(r.run_key): r for r in result.run_requests or []}
+        # Within Stripe's longest grace period (72 h) only, one run per instant.
+        assert sorted(requests) == [
+            f"period-close-{midnight(D2).isoformat()}",
+            f"period-close-{ended.isoformat()}",
+        ]
+        mid = requests[f"period-close-{ended.isoformat()}"]
+        assert mid.tags[PERIOD_CLOSE_TAG] == ended.isoformat()
+        # A mid-day end: today's partial day, and the day before, never computed complete.
+        assert _range(mid) == (D2.isoformat(), today.isoformat())
+        # A midnight end closes the day before it (and the one before, never computed here).
+        calendar = requests[f"period-close-{midnight(D2).isoformat()}"]
+        assert _range(calendar) == (D0.isoformat(), D1.isoformat())
 
-    requests = {str(r.run_key): r for r in result.run_requests or []}
-    # Within Stripe's longest grace period (72 h) only; a midnight end closes the day before.
-    assert sorted(requests) == [
-        f"period-close-sub_calendar-{midnight(D2).isoformat()}",
-        f"period-close-sub_mid-{ended.isoformat()}",
-    ]
-    mid = requests[f"period-close-sub_mid-{ended.isoformat()}"]
-    assert mid.partition_key == ended.date().isoformat()
-    assert mid.tags[PERIOD_CLOSE_TAG] == ended.isoformat()
-    calendar = requests[f"period-close-sub_calendar-{midnight(D2).isoformat()}"]
-    assert calendar.partition_key == D1.isoformat()
+        # Once the day before was computed after it ended, the run covers its last day only.
+        assert materialize_day(instance, billing.resources(), D2).success
+        again = evaluate_sensor(period_close_sensor, instance, billing.database_url, None)
+    closing = {str(r.run_key): _range(r) for r in again.run_requests or []}
+    assert closing[f"period-close-{ended.isoformat()}"] == (today.isoformat(), today.isoformat())

@@ -13,6 +13,7 @@ Webhooks: `receiver_url`.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ from billing_pipeline_tests.support.webhooks import OLD_SECRET, SECRET, serve
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
 from stripe_emulator.store import NegativeValues
+
+REPO = Path(__file__).resolve().parents[2]
 
 # -- PostgreSQL: the server in `DATABASE_URL`, or an embedded one (`.ci/run` runs both ways).
 # Every session migrates fresh databases of its own.
@@ -99,6 +102,27 @@ def dagster_instance(dagster_storage_url: str) -> Iterator[dg.DagsterInstance]:
         overrides={"storage": {"postgres": {"postgres_url": dagster_storage_url}}}
     ) as instance:
         yield instance
+
+
+# -- Dagster as production runs it (support/processes.py): an instance of its own per test.
+
+
+@pytest.fixture
+def dagster_pg_url(postgres_server_url: str) -> Iterator[str]:
+    """Dagster storage of its own: the daemon and webserver of this test only."""
+    url = create_database(postgres_server_url, "dagster_topology")
+    yield url
+    drop_database(postgres_server_url, url)
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, dagster_pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME holding docs/dagster.production.yaml, on `dagster_pg_url`."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO / "docs" / "dagster.production.yaml", home / "dagster.yaml")
+    monkeypatch.setenv(config.DAGSTER_PG_URL, dagster_pg_url)
+    return home
 
 
 # -- Stripe, as the pipeline sees it: the emulator over real HTTP, reached by the official SDK.

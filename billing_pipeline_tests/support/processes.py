@@ -91,7 +91,8 @@ def production_topology(dagster_home: Path, env: Mapping[str, str]) -> Iterator[
     host = "127.0.0.1"
     grpc_port, web_port = free_port(), free_port()
     workspace = write_grpc_workspace(dagster_home / "workspace.yaml", grpc_port, host)
-    logs = dagster_home / "logs"
+    # Not `logs`: Dagster keeps its telemetry queue there and empties it.
+    logs = dagster_home / "process-logs"
     logs.mkdir(exist_ok=True)
     started: list[Started] = []
     with ExitStack() as stack:

@@ -1,0 +1,304 @@
+"""A billing month as production runs it: the real `dagster-daemon`, on a clock the test moves.
+
+The code server, the daemon, the webserver and every run worker run under libfaketime with one
+offset the test moves (support/faketime.py), the Stripe emulator's clock moves with them, so the
+daemon evaluates `period_close_sensor`, `stripe_webhook_inbox_sensor`,
+`daily_billing_schedule` and `trailing_recompute_schedule` at the instants a deployment would,
+and Dagster's partition bounds (today is a partition) follow the same clock. Subscriptions
+reach Postgres only through the emulator's signed webhooks, the project's receiver and the
+daemon's processing runs; the default 1 h finalization grace period applies.
+
+Five subscriptions, backdated a month, end their periods within two days: two on calendar
+billing at 00:00 (one boundary instant, so one closing run), one at 12:00, one canceled at
+15:20, and one at 00:30 the next day, before the 02:00 run has computed the day before. Every
+finalized invoice line must equal the test's own total from the source rows: readings in
+[period start, period end), sensors active at the period end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from sqlalchemy import Engine, text
+
+from billing_pipeline import config
+from billing_pipeline.usage.meters import ACTIVE_SENSORS, TEMPERATURE_READINGS
+from billing_pipeline_tests.support.billing_month import (
+    readings_in,
+    receiving_webhooks,
+    sensors_active_at,
+)
+from billing_pipeline_tests.support.builders import add_organization, add_sensor
+from billing_pipeline_tests.support.dagster_runs import Billing
+from billing_pipeline_tests.support.faketime import FakeClock
+from billing_pipeline_tests.support.invoicing import metered_price
+from billing_pipeline_tests.support.processes import LOCATION, Topology, production_topology
+from billing_pipeline_tests.support.stripe import TEST_KEY, make_client
+from stripe_emulator.server import StripeEmulator
+
+# The last boundary falls a day before the real date, so Postgres's real `now()` (not moved)
+# stays after every fake instant, and the month stays inside Stripe's 35-day window.
+D = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+MONTH_START = D - timedelta(days=28)
+LONG_AGO = D - timedelta(days=40)
+READING_TIMES = [timedelta(hours=h, minutes=m) for h, m in ((0, 10), (0, 20), (1, 10), (9, 10))]
+READING_TIMES += [timedelta(hours=h, minutes=10) for h in (13, 15, 20)]
+WAIT = 240.0
+# Schedules this test does not exercise: each clock jump would launch their catch-up runs.
+IDLE_SCHEDULES = (
+    "billing_status_schedule",
+    "stripe_event_recovery_schedule",
+    "stripe_reconciliation_schedule",
+)
+
+
+def _stop_schedules(instance: dg.DagsterInstance, workspace: Path) -> None:
+    """What `dagster schedule stop` does, for each of IDLE_SCHEDULES."""
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(workspace)])) as context:
+        location = context.create_request_context().get_code_location(LOCATION)
+        repository = location.get_repository("__repository__")
+        for name in IDLE_SCHEDULES:
+            schedule = repository.get_schedule(name)
+            instance.stop_schedule(schedule.get_remote_origin_id(), schedule.selector_id, schedule)
+
+
+def _wait(what: str, done: Callable[[], bool], topology: Topology) -> None:
+    deadline = time.monotonic() + WAIT
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {WAIT} s\n{topology.logs()}")
+        time.sleep(1)
+
+
+def _finished_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> Callable[[], bool]:
+    def finished() -> bool:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags=tags))
+        return bool(runs) and all(run.is_finished for run in runs)
+
+    return finished
+
+
+def _quiet(instance: dg.DagsterInstance) -> bool:
+    """No run queued or in progress: the clock may move without cutting one short."""
+    return all(run.is_finished for run in instance.get_runs())
+
+
+def _linked(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM subscriptions "
+                    "WHERE stripe_subscription_id IS NOT NULL AND status = 'active'"
+                )
+            ).scalar_one()
+        )
+
+
+def _add_readings(
+    engine: Engine, sensors: dict[int, tuple[int, datetime, datetime | None]]
+) -> None:
+    """The readings of the whole month at once, each ingested when recorded."""
+    rows = [
+        {"sensor": sensor, "at": at}
+        for sensor, (_, created, removed) in sensors.items()
+        for day in range(31)
+        for offset in READING_TIMES
+        if created < (at := MONTH_START + timedelta(days=day) + offset) < D + timedelta(days=2)
+        and (removed is None or at < removed)
+    ]
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO temperature_readings (sensor_id, recorded_at, celsius, ingested_at) "
+                "VALUES (:sensor, :at, 4.5, :at)"
+            ),
+            rows,
+        )
+
+
+@pytest.mark.processes
+@pytest.mark.timeout(900)
+def test_the_daemon_bills_every_invoice_line_of_the_month_closing_parts_included(
+    billing: Billing,
+    emulator_server: StripeEmulator,
+    dagster_home: Path,
+    dagster_pg_url: str,
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(tmp_path / "faketime", billing.emulator)
+    clock.move_to(D - timedelta(days=2) + timedelta(hours=10))
+    meters = {m.event_name: m.id for m in billing.stripe_billing.list_meters()}
+    client = make_client(billing.api_base)
+    readings_price = metered_price(client, meters[TEMPERATURE_READINGS.event_name], "Readings")
+    sensors_price = metered_price(client, meters[ACTIVE_SENSORS.event_name], "Active sensors")
+    meter_of_price = {readings_price.id: "readings", sensors_price.id: "sensors"}
+
+    # organization: (customer name, how its first period ends)
+    calendar: Any = {"day_of_month": D.day, "hour": 0, "minute": 0, "second": 0}
+    plans: dict[int, tuple[str, dict[str, Any]]] = {
+        1: ("calendar A", {"billing_cycle_anchor_config": calendar}),
+        2: ("calendar B", {"billing_cycle_anchor_config": calendar}),
+        3: ("noon", {"billing_cycle_anchor": int((D + timedelta(hours=12)).timestamp())}),
+        4: (
+            "canceled",
+            {
+                "billing_cycle_anchor": int((D + timedelta(days=10)).timestamp()),
+                "cancel_at": int((D + timedelta(hours=15, minutes=20)).timestamp()),
+            },
+        ),
+        5: (
+            "half past midnight",
+            {"billing_cycle_anchor": int((D + timedelta(days=1, minutes=30)).timestamp())},
+        ),
+    }
+    period_ends = {
+        1: D,
+        2: D,
+        3: D + timedelta(hours=12),
+        4: D + timedelta(hours=15, minutes=20),
+        5: D + timedelta(days=1, minutes=30),
+    }
+    # Gauges that change on the last day, so the period's last value is not the midnight one.
+    sensors: dict[int, tuple[int, datetime, datetime | None]] = {
+        11: (1, LONG_AGO, None),
+        12: (1, LONG_AGO, D - timedelta(hours=6)),
+        21: (2, LONG_AGO, None),
+        31: (3, LONG_AGO, None),
+        32: (3, D + timedelta(hours=8), None),
+        41: (4, LONG_AGO, None),
+        42: (4, LONG_AGO, D + timedelta(hours=14)),
+        51: (5, LONG_AGO, None),
+        52: (5, D + timedelta(days=1, minutes=5), None),
+    }
+    for organization in plans:
+        add_organization(billing.engine, organization)
+    for sensor, (organization, created, removed) in sensors.items():
+        add_sensor(billing.engine, sensor, organization, created, removed)
+    _add_readings(billing.engine, sensors)
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
+        config.DATABASE_URL: billing.database_url,
+        config.DAGSTER_HOME: str(dagster_home),
+        config.DAGSTER_PG_URL: dagster_pg_url,
+        config.STRIPE_SECRET_KEY: TEST_KEY,
+        config.STRIPE_API_BASE: emulator_server.url,
+        **clock.env(),
+    }
+    customers: dict[int, str] = {}
+    with (
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+        production_topology(dagster_home, env) as topology,
+        receiving_webhooks(billing, emulator_server.webhook_secret),
+    ):
+        _stop_schedules(instance, dagster_home / "workspace.yaml")
+        for organization, (name, anchor) in plans.items():
+            customer = client.v1.customers.create({"name": name}).id
+            customers[organization] = customer
+            params: Any = {
+                "customer": customer,
+                "items": [{"price": readings_price.id}, {"price": sensors_price.id}],
+                "backdate_start_date": int(MONTH_START.timestamp()),
+                "metadata": {"organization_id": str(organization)},
+                **anchor,
+            }
+            client.v1.subscriptions.create(params)
+        _wait(
+            "the webhook flow links the subscriptions",
+            lambda: _linked(billing.engine) == 5,
+            topology,
+        )
+        _wait("quiet", lambda: _quiet(instance), topology)
+
+        # Past 02:00 and 03:00: the daily run bills the day before, and the trailing recompute
+        # computes the month before the subscriptions appeared and bills it (backdated).
+        clock.move_to(D - timedelta(days=1) + timedelta(hours=3, seconds=20))
+        yesterday = D - timedelta(days=2)
+        daily = {
+            "dagster/schedule_name": "daily_billing_schedule",
+            "dagster/partition": yesterday.date().isoformat(),
+        }
+        recompute = {"dagster/run_key": f"recompute-{yesterday.date()}"}
+        _wait("the 02:00 daily run", _finished_run(instance, daily), topology)
+        _wait("the 03:00 recompute", _finished_run(instance, recompute), topology)
+        _wait("quiet", lambda: _quiet(instance), topology)
+
+        for boundary in sorted(set(period_ends.values())):
+            clock.move_to(boundary + timedelta(seconds=20))
+            closing = {"dagster/run_key": f"period-close-{boundary.isoformat()}"}
+            _wait(f"the closing run of {boundary}", _finished_run(instance, closing), topology)
+            _wait("quiet", lambda: _quiet(instance), topology)
+        # The last invoice finalizes an hour after its period, before the next 02:00 run.
+        clock.move_to(max(period_ends.values()) + timedelta(hours=1, minutes=15))
+        _wait("quiet", lambda: _quiet(instance), topology)
+
+        runs = instance.get_runs()
+        failed = [
+            (r.run_id, r.job_name, r.tags) for r in runs if r.status != dg.DagsterRunStatus.SUCCESS
+        ]
+        assert not failed, f"{failed}\n{topology.logs()}"
+        closing_runs = {
+            r.tags["dagster/run_key"]: r
+            for r in runs
+            if r.tags.get("dagster/sensor_name") == "period_close_sensor"
+        }
+
+    # One run per boundary instant, launched by the daemon's sensor, not one per subscription.
+    assert sorted(closing_runs) == [
+        f"period-close-{at.isoformat()}" for at in sorted(set(period_ends.values()))
+    ]
+    ranges = {
+        key: (
+            run.tags["dagster/asset_partition_range_start"],
+            run.tags["dagster/asset_partition_range_end"],
+        )
+        for key, run in closing_runs.items()
+    }
+    last_day = D.date()
+    # A midnight end closes the day before; a mid-day end today's partial day; a period ending
+    # at 00:30, before the 02:00 run, also the day before, which only partial runs computed.
+    assert ranges == {
+        f"period-close-{D.isoformat()}": (str(last_day - timedelta(days=1)),) * 2,
+        f"period-close-{period_ends[3].isoformat()}": (str(last_day),) * 2,
+        f"period-close-{period_ends[4].isoformat()}": (str(last_day),) * 2,
+        f"period-close-{period_ends[5].isoformat()}": (
+            str(last_day),
+            str(last_day + timedelta(days=1)),
+        ),
+    }
+
+    for organization, customer in customers.items():
+        invoices: list[Any] = [
+            invoice
+            for invoice in client.v1.invoices.list(
+                {"customer": customer, "limit": 100}
+            ).auto_paging_iter()
+            if invoice.status in ("open", "paid")
+        ]
+        end = period_ends[organization]
+        assert [(invoice.period_start, invoice.period_end) for invoice in invoices] == [
+            (int(MONTH_START.timestamp()), int(end.timestamp()))
+        ], organization
+        billed = {
+            meter_of_price[line.pricing.price_details.price]: line.quantity
+            for line in invoices[0].lines.data
+        }
+        expected = {
+            "readings": readings_in(billing.engine, organization, MONTH_START, end),
+            "sensors": sensors_active_at(billing.engine, organization, end),
+        }
+        assert billed == expected, (organization, plans[organization][0])
+    # The closing parts are not empty: readings after the last midnight, gauges that changed.
+    assert readings_in(billing.engine, 5, D + timedelta(days=1), period_ends[5]) == 4
+    assert sensors_active_at(billing.engine, 5, period_ends[5]) == 2
+    assert sensors_active_at(billing.engine, 3, period_ends[3]) == 2
