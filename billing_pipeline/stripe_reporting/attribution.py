@@ -148,19 +148,18 @@ boundaries AS (
     WHERE b.at >= CAST(:first_day AS timestamptz) AND b.at < CAST(:end_day AS timestamptz)
       AND CAST(b.at AT TIME ZONE 'UTC' AS time) <> time '00:00'
 ),
+-- A join, not a lookup per organization-day: a subquery over the `boundaries` CTE scans all of
+-- it for every cut day, which grew with the square of the organizations.
 parts AS (
-    SELECT u.organization_id, u.day, p.part_start,
-           lead(p.part_start, 1, CAST(u.day AS timestamptz) + interval '1 day')
-               OVER (PARTITION BY u.organization_id, u.day ORDER BY p.part_start) AS part_end
-    FROM usage_days u
-    CROSS JOIN LATERAL (
-        SELECT CAST(u.day AS timestamptz)
-        UNION ALL
-        SELECT b.at FROM boundaries b
-        WHERE b.organization_id = u.organization_id AND b.day = u.day
-    ) AS p (part_start)
-    WHERE EXISTS (
-        SELECT 1 FROM boundaries b WHERE b.organization_id = u.organization_id AND b.day = u.day)
+    SELECT p.organization_id, p.day, p.part_start,
+           lead(p.part_start, 1, CAST(p.day AS timestamptz) + interval '1 day')
+               OVER (PARTITION BY p.organization_id, p.day ORDER BY p.part_start) AS part_end
+    FROM (
+        SELECT b.organization_id, b.day, b.at AS part_start FROM boundaries b
+        UNION
+        SELECT b.organization_id, b.day, CAST(b.day AS timestamptz) FROM boundaries b
+    ) AS p
+    JOIN usage_days u ON u.organization_id = p.organization_id AND u.day = p.day
 ),
 part_values AS ({meter.part_sql}),
 organization_parts AS (

@@ -134,11 +134,14 @@ needed AS (
     SELECT s.*,
            -- Past every row of the slot and every row of the part, whatever their status: a
            -- spent identifier is never planned again, and the slot's newest row is this one.
+           -- Two slots of one part (a window left behind by a part that moved) number apart.
            greatest(s.last_revision, (
                SELECT max(r.revision) FROM billing.meter_ledger r
                WHERE r.meter = :meter AND r.stripe_customer_id = s.customer
                  AND r.day = CAST(s.part_start AT TIME ZONE 'UTC' AS date)
-                 AND r.part_start = s.part_start), 0) + 1 AS revision,
+                 AND r.part_start = s.part_start), 0)
+               + row_number() OVER (PARTITION BY s.customer, s.part_start ORDER BY s.slot)
+               AS revision,
            CASE WHEN CAST(:whole_values AS boolean) THEN s.target
                 ELSE s.target - s.counted_sum END AS value,
            CASE WHEN s.part_stamp_start IS NOT NULL THEN s.part_stamp_start

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from billing_pipeline_tests.support.billing_month import (
     readings_in,
@@ -148,3 +148,36 @@ def test_a_boundary_learned_late_on_a_raw_meter_moves_the_days_usage_to_each_sid
     assert stripe_value(billing.stripe_billing, "active_sensors", alpha, *day) == (
         sensors_active_at(billing.engine, 1, midnight(D2))
     )
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_boundary_that_a_late_webhook_removes_leaves_no_event_in_its_old_hour_window(
+    billing: Billing, api: str
+) -> None:
+    # Issue 20, item 4 the other way: organization 2 joined Alpha at 10:00 on D1, which cut
+    # organization 1's day there; a late webhook backdates that subscription to before D1. The
+    # day is one part again: the 09:00 window that held the morning goes to 0.
+    recreate_meters(billing.emulator, billing.stripe_billing, "pre_aggregated")
+    alpha = new_customer(billing.stripe_billing, "Alpha")
+    add_organization(billing.engine, 1, customer=alpha)
+    add_organization(billing.engine, 2)
+    joined = midnight(D1) + timedelta(hours=10)
+    subscribe(billing.engine, 2, alpha, started=joined)
+    for sensor, organization in ((11, 1), (21, 2)):
+        add_sensor(billing.engine, sensor, organization, midnight(D1) - timedelta(days=3))
+        add_readings_at(
+            billing.engine, sensor, [midnight(D1) + timedelta(hours=h) for h in (3, 8, 15, 21)]
+        )
+    url = billing.api_base
+    assert run_days(billing.instance, billing.database_url, url, D1, meter_event_api=api).success
+
+    with billing.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE subscriptions SET started_at = :started WHERE organization_id = 2"),
+            {"started": midnight(D1) - timedelta(days=5)},
+        )
+    assert run_days(billing.instance, billing.database_url, url, D2, meter_event_api=api).success
+
+    # No boundary is left in D1: its invoice bills the day as one, both organizations summed.
+    day = (midnight(D1), midnight(D2))
+    assert _stripe(billing, alpha, *day) == _source(billing.engine, [1, 2], *day)
