@@ -31,13 +31,16 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 from sqlalchemy import Engine, text
 
 from billing_pipeline import config
+from billing_pipeline.stripe_reporting.attribution import AFTER_END
+from billing_pipeline.stripe_reporting.checks import unbilled_usage, usage_after_invoice_finalized
 from billing_pipeline.usage.meters import ACTIVE_SENSORS, TEMPERATURE_READINGS
+from billing_pipeline.webhooks.processing import process_open_events
 from billing_pipeline_tests.support.billing_month import (
     readings_in,
     receiving_webhooks,
     sensors_active_at,
 )
-from billing_pipeline_tests.support.builders import add_organization, add_sensor
+from billing_pipeline_tests.support.builders import add_organization, add_readings_at, add_sensor
 from billing_pipeline_tests.support.dagster_runs import Billing
 from billing_pipeline_tests.support.faketime import FakeClock
 from billing_pipeline_tests.support.invoicing import metered_price
@@ -302,3 +305,40 @@ def test_the_daemon_bills_every_invoice_line_of_the_month_closing_parts_included
     assert readings_in(billing.engine, 5, D + timedelta(days=1), period_ends[5]) == 4
     assert sensors_active_at(billing.engine, 5, period_ends[5]) == 2
     assert sensors_active_at(billing.engine, 3, period_ends[3]) == 2
+
+    # The checks over the finalized month: every line agrees with the source, and the canceled
+    # subscription's usage after its end is on no invoice but listed as unbilled.
+    process_open_events(billing.engine)
+    checks = [unbilled_usage, usage_after_invoice_finalized]
+    evaluations = _evaluate(billing, checks)
+    assert evaluations["usage_after_invoice_finalized"].passed
+    assert readings_in(billing.engine, 4, period_ends[4], D + timedelta(days=1)) > 0
+    unbilled = str(evaluations["unbilled_usage"].metadata["details"].value)
+    assert AFTER_END in unbilled and "| 4 |" in unbilled
+
+    # A reading that arrives after the calendar month was finalized is on no invoice: once its
+    # day is recomputed, the invoice check names the customer, the meter and the unit.
+    late = D - timedelta(hours=3)
+    add_readings_at(billing.engine, 11, [late])
+    billing.materialize_day(late.date())
+    evaluation = _evaluate(billing, [usage_after_invoice_finalized])[
+        "usage_after_invoice_finalized"
+    ]
+    assert not evaluation.passed
+    assert evaluation.metadata["units_missing"].value == 1
+    details = str(evaluation.metadata["details"].value)
+    assert customers[1] in details and "temperature_readings" in details
+
+
+def _evaluate(
+    billing: Billing, checks: list[dg.AssetChecksDefinition]
+) -> dict[str, dg.AssetCheckEvaluation]:
+    """The checks alone, as the `stripe_reconciliation` job runs them (on the real clock)."""
+    result = dg.materialize(
+        checks,
+        instance=billing.instance,
+        resources=billing.resources(),
+        selection=dg.AssetSelection.checks(*checks),
+        raise_on_error=False,
+    )
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
