@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from billing_pipeline.cli import main
-from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_client import RetryRule, StripeBilling
+from billing_pipeline.stripe_reporting.cancels import cancel_rows
 from billing_pipeline.stripe_reporting.checks import ledger_failed_rows
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
 from billing_pipeline.usage.meters import METERS
@@ -217,3 +218,44 @@ def test_planning_records_a_decrease_of_events_past_the_cancel_window_instead_of
     plan_window(engine, MeterTarget(READINGS, None), D1, D2, now=later)
     now_counted = readings_in(engine, 1, midnight(D1), midnight(D2))
     assert ledger(engine) == [("sent", 8), ("uncorrectable", now_counted - 8)]
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_cancel_whose_answer_was_lost_is_retried_and_already_cancelled_counts_as_done(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+    negative_values: str,
+    api: str,
+) -> None:
+    alpha = new_customer(stripe_billing, "Alpha")
+    add_organization(engine, 1, customer=alpha)
+    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
+    add_readings(engine, 11, D1, 8)
+    url = emulator_server.url
+    assert run_days(dagster_instance, database_url, url, D1, meter_event_api=api).success
+    drop_readings(engine, 11, midnight(D1) + timedelta(hours=12))
+    usage = [m for m in ASSETS if m.key.path[-1] == "temperature_readings"]
+    assert run_days(dagster_instance, database_url, url, D1, assets=usage).success
+    plan_window(engine, MeterTarget(READINGS, None), D1, D2)
+
+    # Stripe applies the cancel but every answer is lost: the outcome is unknown.
+    emulator_control.set_faults(drop_rate=1.0)
+    report = cancel_rows(
+        engine,
+        StripeBilling(TEST_KEY, url, max_network_retries=0, retry=RetryRule(2, 0.01)),
+        ["temperature_readings"],
+    )
+    emulator_control.set_faults()
+    assert report.transient_failures == 1
+    assert ledger(engine)[0] == ("cancelling", 8)
+    assert readings_view(stripe_billing, alpha) == {}  # cancelled; its replacement waits
+
+    # The next run cancels again ("already cancelled": done) and sends the whole new value.
+    assert run_days(dagster_instance, database_url, url, D1, meter_event_api=api).success
+    assert readings_view(stripe_billing, alpha) == source_view(engine, alpha) != {}
+    assert ledger(engine) == [("cancelled", 8), ("sent", 4)]
+    assert_nothing_negative_sent(emulator_control)
