@@ -18,6 +18,8 @@ from billing_pipeline.cli import main
 from billing_pipeline.stripe_client import RetryRule, StripeBilling
 from billing_pipeline.stripe_reporting.cancels import cancel_rows
 from billing_pipeline.stripe_reporting.checks import ledger_failed_rows
+from billing_pipeline.stripe_reporting.dry_run import dry_run
+from billing_pipeline.stripe_reporting.dry_run_report import render_text
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
 from billing_pipeline.usage.meters import METERS
 from billing_pipeline_tests.support.billing_month import readings_in
@@ -259,3 +261,29 @@ def test_a_cancel_whose_answer_was_lost_is_retried_and_already_cancelled_counts_
     assert readings_view(stripe_billing, alpha) == source_view(engine, alpha) != {}
     assert ledger(engine) == [("cancelled", 8), ("sent", 4)]
     assert_nothing_negative_sent(emulator_control)
+
+
+def test_the_dry_run_lists_the_cancels_and_the_whole_new_value_and_changes_nothing(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    stripe_billing: StripeBilling,
+    negative_values: str,
+) -> None:
+    alpha = new_customer(stripe_billing, "Alpha")
+    add_organization(engine, 1, customer=alpha)
+    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
+    add_readings(engine, 11, D1, 8)
+    assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
+    drop_readings(engine, 11, midnight(D1) + timedelta(hours=12))
+
+    result = dry_run(engine, [MeterTarget(READINGS, None)], D1, D2, recomputed=(D1, D2))
+    assert [r.value for r in result.to_cancel] == [8]
+    new_value = readings_in(engine, 1, midnight(D1), midnight(D2))
+    assert [(w.row.value, w.row.target_value) for w in result.would_send] == [
+        (new_value, new_value)
+    ]
+    assert "1 events to cancel" in render_text(result, D1, D2)
+    assert ledger(engine) == [("sent", 8)]
+    assert readings_view(stripe_billing, alpha) == {("temperature_readings", alpha, D1): 8.0}
