@@ -21,7 +21,9 @@ that a day re-cut by a boundary learned after it was billed converges like any c
 - Raw `sum` meters (Stripe's `event_time_window` null) send differences, per part, against the
   counted rows whose timestamps lie in that part: the day's old event is corrected in the part,
   hence the period, it actually lies in. A counted row no current part holds is reversed at its
-  own instant.
+  own instant. A part going down sends no negative difference: its counted events are
+  cancelled and its whole new value re-sent, or the decrease is recorded `uncorrectable` past
+  Stripe's 24 h cancel window (`cancels.py`).
 - Hourly pre-aggregated meters send the whole value per hour window: the part stamped in the
   window now, or 0 for a window no part uses any more. Each revision is stamped later inside the
   window than every earlier row of it, and older unsent rows of the window are superseded.
