@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 DUPLICATE_IDENTIFIER = "An event already exists with identifier"
 TOO_OLD = "cannot be more than 35 days in past"
+# Stripe's answers to a cancel adjustment it will not make (meter_event_adjustments).
+ALREADY_CANCELLED = "has already been cancelled"
+CANCEL_TOO_LATE = "within 24 hours"
 T = TypeVar("T")
 TRANSIENT_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
 # Stripe's v2 meter event stream takes at most this many events per request.
@@ -51,6 +54,19 @@ class Outcome(enum.Enum):
     ALREADY_SENT = "already_sent"  # Stripe already holds this identifier: delivered earlier
     EXPIRED = "expired"  # outside Stripe's 35-day window: never clamp it into another period
     REJECTED = "rejected"  # a 4xx that retrying will not fix
+
+
+class CancelOutcome(enum.Enum):
+    CANCELLED = "cancelled"  # Stripe cancelled it now, or had already cancelled it
+    TOO_LATE = "too_late"  # received more than 24 h ago: Stripe keeps counting it
+    REJECTED = "rejected"  # another 4xx (an identifier Stripe does not hold)
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    outcome: CancelOutcome
+    message: str | None = None
+    code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +183,32 @@ class StripeBilling:
         except stripe.InvalidRequestError as error:
             return _classify_rejection(error)
         return SendResult(Outcome.SENT)
+
+    def cancel_meter_event(self, *, event_name: str, identifier: str) -> CancelResult:
+        """Cancel one meter event (`POST /v1/billing/meter_event_adjustments`, `type=cancel`),
+        whichever API sent it; transient failures are retried, then raised.
+
+        Stripe cancels only within 24 h of receiving the event. A cancel is safe to repeat:
+        "already cancelled" is the outcome wanted.
+        """
+        params: stripe.params.billing.MeterEventAdjustmentCreateParams = {
+            "event_name": event_name,
+            "type": "cancel",
+            "cancel": {"identifier": identifier},
+        }
+        try:
+            self._with_retries(
+                lambda: self.client.v1.billing.meter_event_adjustments.create(params),
+                f"cancel {identifier}",
+            )
+        except stripe.InvalidRequestError as error:
+            message = error.user_message or str(error)
+            if ALREADY_CANCELLED in message:
+                return CancelResult(CancelOutcome.CANCELLED, message)
+            if CANCEL_TOO_LATE in message:
+                return CancelResult(CancelOutcome.TOO_LATE, message, error.code)
+            return CancelResult(CancelOutcome.REJECTED, message, error.code)
+        return CancelResult(CancelOutcome.CANCELLED)
 
     def stream_meter_events(self, events: Sequence[StreamEvent]) -> SendResult:
         """Send up to 100 events in one v2 stream request (`POST /v2/billing/meter_event_stream`).

@@ -24,6 +24,15 @@ class LedgerStatus(StrEnum):
     IN_DOUBT = "in_doubt"
     ABSENT = "absent"  # settled: Stripe's totals show it never arrived; billed again
     SUPERSEDED = "superseded"  # full-value meters: a newer revision carries the day's value
+    # Raw `sum` meters only, for a downward correction (never sent as a negative value: Stripe's
+    # references disagree on whether one is accepted). `cancelling`: sent, and to be cancelled
+    # with a meter event adjustment before anything else of its customer's meter is sent;
+    # `cancelled`: Stripe confirmed the cancel (or had already cancelled it), it no longer counts.
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    # A downward correction Stripe can no longer make (its events are past the 24 h cancel
+    # window): never sent, not counted; its value is what the customer is over-billed by.
+    UNCORRECTABLE = "uncorrectable"
 
 
 # Rows whose value Stripe holds or will hold: what planning builds the next revision on.

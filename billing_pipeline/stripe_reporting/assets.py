@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import RemoteMeter, StripeBilling
+from billing_pipeline.stripe_reporting.cancels import cancel_rows
 from billing_pipeline.stripe_reporting.dry_run_report import ReportingConfig, dry_run_result
 from billing_pipeline.stripe_reporting.in_doubt import mark_in_doubt, settle_in_doubt
 from billing_pipeline.stripe_reporting.leases import revoke_leases
@@ -146,6 +147,11 @@ def _report(
     )
     if revoked := revoke_leases(engine):
         context.log.warning(f"freed {revoked} ledger rows leased by a reporting run that died")
+    cancels = cancel_rows(engine, client, sorted(differences))
+    if cancels.counts["cancel_refused"]:
+        # Stripe still counts the events it would not cancel: the slots are planned again from
+        # what it holds (recorded uncorrectable), before anything that relied on them is sent.
+        planned_by_day += plan_targets(engine, targets, plan_first, plan_end, now)
     report = send_chunks(
         engine,
         client,
@@ -155,6 +161,7 @@ def _report(
         api=settings.meter_event_api,
         lease=timedelta(seconds=settings.lease_seconds),
     )
+    report.merge(cancels)
     by_day = _metadata_by_day(engine, targets, (first_day, end_day), now, planned_by_day, report)
     # A range run materializes every day of its window at once: each day's materialization
     # carries that day's own figures, so the UI's plots over partitions are the daily series.

@@ -48,6 +48,13 @@ UNRESOLVED_FAILURE = """
                    AND later.revision > meter_ledger.revision
                OR later.stripe_customer_id <> meter_ledger.stripe_customer_id
                    AND later.organization_ids && meter_ledger.organization_ids)))
+    OR (status = :cancelling AND error_code IS NOT NULL)
+    OR (status = :uncorrectable AND NOT EXISTS (
+        SELECT 1 FROM billing.meter_ledger later
+        WHERE later.meter = meter_ledger.meter
+          AND later.stripe_customer_id = meter_ledger.stripe_customer_id
+          AND later.day = meter_ledger.day AND later.part_start = meter_ledger.part_start
+          AND later.revision > meter_ledger.revision))
 """
 _STATUSES = {
     "failed": LedgerStatus.FAILED,
@@ -56,6 +63,8 @@ _STATUSES = {
     "pending": LedgerStatus.PENDING,
     "expired": LedgerStatus.EXPIRED,
     "in_doubt": LedgerStatus.IN_DOUBT,
+    "cancelling": LedgerStatus.CANCELLING,
+    "uncorrectable": LedgerStatus.UNCORRECTABLE,
 }
 
 
@@ -127,8 +136,12 @@ def _attention_result(
         "call, or the last attempt hit a transient error: the next billing run resends it), or "
         "`rejected` with no later revision sent (Stripe accepted it but reported it invalid "
         "afterwards, in a meter error report: the next run bills the amount under a new "
-        "revision). Lists identifiers, customers, organizations, Stripe error codes and "
-        "reasons; fix the cause first (e.g. a missing customer)."
+        "revision), or `cancelling` with an error (a cancel Stripe refused: the customer's "
+        "meter sends nothing until it is resolved), or `uncorrectable` (usage went down after "
+        "Stripe's 24 h cancel window on a raw `sum` meter: nothing negative is sent, the "
+        "customer is over-billed by -value; credit them, see docs/operations.md). Lists "
+        "identifiers, customers, organizations, Stripe error codes and reasons; fix the cause "
+        "first (e.g. a missing customer)."
     ),
 )
 def ledger_failed_rows(postgres: PostgresResource) -> dg.AssetCheckResult:

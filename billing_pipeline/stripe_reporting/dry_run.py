@@ -10,20 +10,23 @@ here, by comparing each row with the ledger as it stood before the plan.
 Raw `sum` rows a real run would first mark in doubt (attempted more than 23 h ago, unconfirmed)
 are not listed as sent: a real run settles them against Stripe's summaries instead, which the
 dry run only counts (settling reads Stripe and writes the ledger).
+
+Raw `sum` events a real run would cancel first (usage went down, `cancels.py`) are listed apart;
+the rows that wait for those cancels are listed as sent, as they are once the cancels succeed.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from sqlalchemy import Connection, Engine, text
 
 from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.stripe_reporting.in_doubt import DEDUPE_SAFE
-from billing_pipeline.stripe_reporting.ledger import REASSERT, LedgerRow, unsent_rows
+from billing_pipeline.stripe_reporting.ledger import COLUMNS, REASSERT, LedgerRow, unsent_rows
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_window
 from billing_pipeline.usage.daily_usage import refresh_daily_usage
 
@@ -43,6 +46,10 @@ class DryRun:
     would_send: list[WouldSend]
     expired: list[LedgerRow]  # planned but outside Stripe's window: never sent
     to_settle: int  # in-doubt rows a real run would settle against Stripe's summaries
+    # Raw `sum` events a real run cancels before sending (usage went down).
+    to_cancel: list[LedgerRow] = field(default_factory=list)
+    # Decreases past Stripe's cancel window: recorded, never sent.
+    uncorrectable: list[LedgerRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ def dry_run(
                 for t in targets
                 for row in plan_window(connection, t, first_day, end_day, now, keep_rows=True).rows
             ]
+            to_cancel = _cancel_as_a_run_would(connection, names)
             unsent = [
                 row
                 for row in unsent_rows(connection, names, first_day, end_day)
@@ -116,6 +124,28 @@ def dry_run(
         would_send=[WouldSend(row, _why(row, prior, planned)) for row in unsent],
         expired=[row for row in planned if row.status == LedgerStatus.EXPIRED],
         to_settle=len(settle),
+        to_cancel=to_cancel,
+        uncorrectable=[row for row in planned if row.status == LedgerStatus.UNCORRECTABLE],
+    )
+
+
+def _cancel_as_a_run_would(connection: Connection, meters: Sequence[str]) -> list[LedgerRow]:
+    """The events a real run cancels before sending, marked cancelled inside the dry run's
+    transaction so that the rows waiting for them are read as the run sends them."""
+    rows = connection.execute(
+        text(
+            f"UPDATE billing.meter_ledger SET status = :cancelled "
+            f"WHERE status = :cancelling AND meter = ANY(:meters) RETURNING {COLUMNS}"
+        ),
+        {
+            "cancelled": LedgerStatus.CANCELLED,
+            "cancelling": LedgerStatus.CANCELLING,
+            "meters": list(meters),
+        },
+    )
+    return sorted(
+        (LedgerRow(*row) for row in rows),
+        key=lambda r: (r.stripe_customer_id, r.part_start, r.revision),
     )
 
 

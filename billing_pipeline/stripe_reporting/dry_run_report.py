@@ -25,8 +25,15 @@ class ReportingConfig(dg.Config):
     dry_run: bool = False  # plan, report what would be sent, roll back; send nothing
 
 
+CANCEL = "cancel first (usage went down; an adjustment, never a negative value)"
+
+
 def _rows(result: DryRun) -> list[tuple[object, ...]]:
-    return [
+    cancels: list[tuple[object, ...]] = [
+        (r.day, r.meter, r.stripe_customer_id, r.revision, r.value, r.target_value, CANCEL)
+        for r in result.to_cancel
+    ]
+    return cancels + [
         (
             r.row.day,
             r.row.meter,
@@ -58,7 +65,9 @@ def render_text(result: DryRun, first_day: date, end_day: date) -> str:
 def _summary(result: DryRun) -> str:
     return (
         f"would send {len(result.would_send)} meter events; {len(result.expired)} corrections "
-        f"outside Stripe's window (expired); {result.to_settle} in-doubt rows to settle"
+        f"outside Stripe's window (expired); {result.to_settle} in-doubt rows to settle; "
+        f"{len(result.to_cancel)} events to cancel; {len(result.uncorrectable)} decreases past "
+        "Stripe's cancel window (uncorrectable, not sent)"
     )
 
 
@@ -74,6 +83,8 @@ def dry_run_result(
         "would_send": len(result.would_send),
         "would_expire": len(result.expired),
         "in_doubt_to_settle": result.to_settle,
+        "would_cancel": len(result.to_cancel),
+        "would_record_uncorrectable": len(result.uncorrectable),
         **{f"would_send/{meter}": n for meter, n in sorted(per_meter.items())},
         "would_send_details": markdown_table(
             HEADER, _rows(result)[:ROWS_SHOWN], numeric=("revision", "value", "day total")

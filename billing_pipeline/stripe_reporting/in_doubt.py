@@ -83,7 +83,8 @@ SELECT meter, stripe_customer_id AS customer, day,
        coalesce(sum(value) FILTER (WHERE status = :sent), 0) AS sent_sum,
        array_agg(identifier ORDER BY revision) FILTER (WHERE status = :in_doubt) AS identifiers,
        array_agg(value ORDER BY revision) FILTER (WHERE status = :in_doubt) AS values,
-       bool_or(status = ANY(:unsent) AND first_attempted_at IS NOT NULL)
+       bool_or(status = ANY(:unsent) AND first_attempted_at IS NOT NULL
+               OR status = :cancelling)
            OR max(updated_at) FILTER (WHERE status <> :in_doubt) > :quiet_since AS unsettled
 FROM billing.meter_ledger
 WHERE meter = ANY(:meters)
@@ -109,6 +110,7 @@ def settle_in_doubt(
             {
                 "sent": LedgerStatus.SENT,
                 "in_doubt": LedgerStatus.IN_DOUBT,
+                "cancelling": LedgerStatus.CANCELLING,
                 "unsent": list(UNSENT_STATUSES),
                 "meters": list(meter_ids),
                 "quiet_since": now - SUMMARY_SETTLE,

@@ -123,6 +123,11 @@ SELECT {COLUMNS}
 FROM billing.meter_ledger
 WHERE status = ANY(:unsent) AND meter = ANY(:meters)
   AND day >= :first_day AND day < :end_day AND stripe_customer_id {{customers}}
+  -- A customer's meter waits while one of its events awaits its cancel (`cancels.py`).
+  AND NOT EXISTS (
+      SELECT 1 FROM billing.meter_ledger c
+      WHERE c.status = :cancelling AND c.stripe_customer_id = meter_ledger.stripe_customer_id
+        AND c.meter = meter_ledger.meter)
 ORDER BY stripe_customer_id, part_start, revision
 {{limit}}
 """
@@ -150,6 +155,7 @@ def unsent_chunks(
     number of customers. A customer's rows are never split between chunks: its order holds."""
     params = {
         "unsent": list(UNSENT_STATUSES),
+        "cancelling": LedgerStatus.CANCELLING,
         "meters": list(meters),
         "first_day": first_day,
         "end_day": end_day,

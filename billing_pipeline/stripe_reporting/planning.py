@@ -21,7 +21,9 @@ that a day re-cut by a boundary learned after it was billed converges like any c
 - Raw `sum` meters (Stripe's `event_time_window` null) send differences, per part, against the
   counted rows whose timestamps lie in that part: the day's old event is corrected in the part,
   hence the period, it actually lies in. A counted row no current part holds is reversed at its
-  own instant.
+  own instant. A part going down sends no negative difference: its counted events are
+  cancelled and its whole new value re-sent, or the decrease is recorded `uncorrectable` past
+  Stripe's 24 h cancel window (`cancels.py`).
 - Hourly pre-aggregated meters send the whole value per hour window: the part stamped in the
   window now, or 0 for a window no part uses any more. Each revision is stamped later inside the
   window than every earlier row of it, and older unsent rows of the window are superseded.
@@ -42,6 +44,7 @@ from sqlalchemy import Connection, Engine, text
 from billing_pipeline.db.statuses import COUNTED_STATUSES, UNSENT_STATUSES, LedgerStatus
 from billing_pipeline.db.transactions import in_transaction
 from billing_pipeline.stripe_reporting.attribution import attribution_params, customer_parts_cte
+from billing_pipeline.stripe_reporting.cancels import downward_params
 from billing_pipeline.stripe_reporting.identifiers import (
     identifier_sql,
     timestamp_sql,
@@ -86,7 +89,8 @@ current_parts AS (
 ),
 ledger_rows AS (
     SELECT m.stripe_customer_id AS customer, m.part_start, m.part_end, m.revision, m.status,
-           m.event_name, m.value, m.target_value, m.event_timestamp,
+           m.event_name, m.value, m.target_value, m.event_timestamp, m.identifier,
+           m.first_attempted_at, m.error_code,
            CASE WHEN CAST(:hour_windows AS boolean)
                     THEN date_trunc('hour', m.event_timestamp, 'UTC')
                 WHEN CAST(:whole_values AS boolean) THEN m.part_start
@@ -107,6 +111,19 @@ ledger AS (
                AS counted_sum,
            (array_agg(target_value ORDER BY event_timestamp DESC, revision DESC) FILTER (
                WHERE status = ANY(:counted) AND event_name = :event_name))[1] AS counted_target,
+           -- Raw `sum` meters go down without a negative value (`cancels.py`): the counted rows
+           -- are cancelled (sent ones, within Stripe's 24 h) or dropped (never attempted ones).
+           array_agg(identifier) FILTER (
+               WHERE status = ANY(:counted) AND event_name = :event_name) AS counted_identifiers,
+           coalesce(bool_and(
+               status = :sent AND first_attempted_at >= :cancel_since
+               AND error_code IS DISTINCT FROM :cancel_window_passed
+               OR status = ANY(:unsent) AND first_attempted_at IS NULL) FILTER (
+               WHERE status = ANY(:counted) AND event_name = :event_name), true) AS cancellable,
+           bool_or(status = ANY(:unsent) AND first_attempted_at IS NOT NULL
+                   OR status = :in_doubt) AS unconfirmed,
+           (array_agg(status ORDER BY revision DESC))[1] AS last_status,
+           (array_agg(target_value ORDER BY revision DESC))[1] AS last_target,
            -- The part of the slot's newest row: a slot no part holds any more is brought to 0
            -- under it.
            (array_agg(part_start ORDER BY event_timestamp DESC, revision DESC))[1]
@@ -126,7 +143,15 @@ states AS (
            c.customer IS NOT NULL AS has_usage,
            coalesce(c.held, false) AS held,
            coalesce(l.last_revision, 0) AS last_revision,
-           coalesce(l.counted_sum, 0) AS counted_sum, l.counted_target, l.last_timestamp
+           coalesce(l.counted_sum, 0) AS counted_sum, l.counted_target, l.last_timestamp,
+           l.counted_identifiers, coalesce(l.cancellable, true) AS cancellable,
+           coalesce(l.unconfirmed, false) AS unconfirmed, l.last_status, l.last_target,
+           -- A raw `sum` slot going down: cancelled and re-sent whole inside Stripe's window and
+           -- its cancel window, else recorded as uncorrectable (`cancels.py`).
+           CASE WHEN NOT CAST(:whole_values AS boolean) AND coalesce(c.target, 0) < l.counted_sum
+                     AND coalesce(c.stamp_start, l.slot) >= :oldest
+                THEN CASE WHEN coalesce(l.cancellable, true) THEN 'cancel' ELSE 'refused' END
+           END AS downward
     FROM current_parts c
     FULL JOIN ledger l ON l.customer = c.customer AND l.slot = c.slot
 ),
@@ -142,7 +167,7 @@ needed AS (
                  AND r.part_start = s.part_start), 0)
                + row_number() OVER (PARTITION BY s.customer, s.part_start ORDER BY s.slot)
                AS revision,
-           CASE WHEN CAST(:whole_values AS boolean) THEN s.target
+           CASE WHEN CAST(:whole_values AS boolean) OR s.downward = 'cancel' THEN s.target
                 ELSE s.target - s.counted_sum END AS value,
            CASE WHEN s.part_stamp_start IS NOT NULL THEN s.part_stamp_start
                 WHEN CAST(:hour_windows AS boolean) THEN greatest(s.slot, s.part_start)
@@ -167,7 +192,13 @@ needed AS (
               CASE WHEN counted_target IS NULL
                    THEN target <> 0 OR (has_usage AND CAST(:gauge AS boolean))
                    ELSE counted_target <> target END
-          ELSE target <> counted_sum END
+          ELSE target <> counted_sum
+               -- A slot going down waits for its unconfirmed rows, and is recorded
+               -- uncorrectable once, not on every run.
+               AND NOT (downward IS NOT NULL AND unconfirmed)
+               AND NOT (downward IS NOT DISTINCT FROM 'refused'
+                        AND last_status IS NOT DISTINCT FROM :uncorrectable
+                        AND last_target IS NOT DISTINCT FROM target) END
 ),
 stamped AS (
     SELECT n.*, {timestamp} AS event_timestamp
@@ -188,10 +219,23 @@ new_rows AS (
                ORDER BY n.revision DESC LIMIT 1)) AS organization_ids,
            CAST(:window AS text) AS aggregation_window, value, target AS target_value,
            event_timestamp,
-           CASE WHEN event_timestamp < :oldest THEN :expired ELSE :pending END AS status,
-           CASE WHEN event_timestamp < :oldest THEN :outside_window END AS status_reason,
-           slot
+           CASE WHEN event_timestamp < :oldest THEN :expired
+                WHEN downward = 'refused' THEN :uncorrectable ELSE :pending END AS status,
+           CASE WHEN event_timestamp < :oldest THEN :outside_window
+                WHEN downward = 'refused' THEN :uncorrectable_reason
+                WHEN downward = 'cancel' THEN :replaces_reason END AS status_reason,
+           slot, downward, counted_identifiers
     FROM stamped
+),
+-- Raw `sum` meters going down: Stripe's events of the slot are cancelled before anything else
+-- of the customer's meter is sent, rows never attempted are never sent.
+cancelled AS (
+    UPDATE billing.meter_ledger l
+    SET status = CASE WHEN l.status = :sent THEN :cancelling ELSE :superseded END,
+        status_reason = :cancel_reason, updated_at = now()
+    FROM new_rows n
+    WHERE n.downward = 'cancel' AND n.status = :pending
+      AND l.identifier = ANY(n.counted_identifiers)
 ),
 -- Whole-value meters: an older unsent row of the slot sent after its successor would make the
 -- stale value the newest by arrival.
@@ -209,6 +253,7 @@ superseded AS (
 inserted AS (
     INSERT INTO billing.meter_ledger ({columns})
     SELECT {columns} FROM new_rows
+    WHERE downward IS DISTINCT FROM 'cancel' OR value <> 0
     RETURNING {returning}
 )
 """
@@ -287,6 +332,7 @@ def plan_window(
                 "outside_window": OUTSIDE_WINDOW,
                 "superseded": LedgerStatus.SUPERSEDED,
                 "superseded_reason": SUPERSEDED,
+                **downward_params(now),
             },
         )
         if keep_rows:

@@ -81,6 +81,14 @@ class SendReport:
             if transient:
                 self.transient_failures += 1
 
+    def merge(self, other: SendReport) -> None:
+        """Add another pass's outcomes (the cancels that ran before the sends)."""
+        with self._lock:
+            self.counts += other.counts
+            self.counts_by_day += other.counts_by_day
+            self.failures += other.failures
+            self.transient_failures += other.transient_failures
+
 
 @dataclass(frozen=True)
 class _Pass:

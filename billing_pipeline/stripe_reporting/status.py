@@ -66,6 +66,11 @@ class StatusLine:
     def problems(self) -> list[str]:
         """What needs attention on this line; empty when the day is fully and exactly billed."""
         found = [f"{self.rows[s]} {s}" for s in WATCHED if self.rows[s]]
+        if uncorrectable := self.rows[LedgerStatus.UNCORRECTABLE]:
+            found.append(
+                f"{uncorrectable} uncorrectable: usage went down after Stripe's 24 h cancel "
+                "window, the customer is over-billed (credit them; see ledger_failed_rows)"
+            )
         if self.held:
             found.append(
                 f"{self.held} held: several subscriptions of one customer price this meter "
