@@ -138,15 +138,7 @@ customer_subscriptions AS (
 boundaries AS (
     SELECT DISTINCT c.organization_id, b.at, CAST(b.at AT TIME ZONE 'UTC' AS date) AS day
     FROM customer_subscriptions c
-    CROSS JOIN LATERAL (
-        SELECT c.started_at UNION ALL SELECT c.ended_at
-        UNION ALL SELECT p.period_start FROM billing.billing_periods p
-            WHERE p.stripe_subscription_id = c.stripe_subscription_id
-        UNION ALL SELECT p.period_end FROM billing.billing_periods p
-            WHERE p.stripe_subscription_id = c.stripe_subscription_id
-    ) AS b (at)
-    WHERE b.at >= CAST(:first_day AS timestamptz) AND b.at < CAST(:end_day AS timestamptz)
-      AND CAST(b.at AT TIME ZONE 'UTC' AS time) <> time '00:00'
+    {_boundary_instants("c")}
 ),
 -- A join, not a lookup per organization-day: a subquery over the `boundaries` CTE scans all of
 -- it for every cut day, which grew with the square of the organizations.
@@ -244,16 +236,8 @@ customer_boundaries AS (
     SELECT DISTINCT t.stripe_customer_id AS customer, b.at,
            CAST(b.at AT TIME ZONE 'UTC' AS date) AS day
     FROM subscriptions t
-    CROSS JOIN LATERAL (
-        SELECT t.started_at UNION ALL SELECT t.ended_at
-        UNION ALL SELECT p.period_start FROM billing.billing_periods p
-            WHERE p.stripe_subscription_id = t.stripe_subscription_id
-        UNION ALL SELECT p.period_end FROM billing.billing_periods p
-            WHERE p.stripe_subscription_id = t.stripe_subscription_id
-    ) AS b (at)
-    WHERE CAST(:split AS boolean) AND t.stripe_customer_id IS NOT NULL
-      AND b.at >= CAST(:first_day AS timestamptz) AND b.at < CAST(:end_day AS timestamptz)
-      AND CAST(b.at AT TIME ZONE 'UTC' AS time) <> time '00:00'
+    {_boundary_instants("t")}
+      AND CAST(:split AS boolean) AND t.stripe_customer_id IS NOT NULL
 ),
 pieces AS (
     SELECT a.* FROM attributed a
@@ -336,6 +320,21 @@ SELECT day, part_start, part_end, organization_id, value, customer, held_custome
 FROM attributed
 WHERE customer IS NULL
 """
+
+
+def _boundary_instants(s: str) -> str:
+    """Rows `b.at`: the billing boundaries of subscription `s` inside the planned days (its start
+    and end, every period start and end the webhook flow recorded for it), midnights left out
+    because a day already begins there."""
+    return f"""CROSS JOIN LATERAL (
+        SELECT {s}.started_at UNION ALL SELECT {s}.ended_at
+        UNION ALL SELECT p.period_start FROM billing.billing_periods p
+            WHERE p.stripe_subscription_id = {s}.stripe_subscription_id
+        UNION ALL SELECT p.period_end FROM billing.billing_periods p
+            WHERE p.stripe_subscription_id = {s}.stripe_subscription_id
+    ) AS b (at)
+    WHERE b.at >= CAST(:first_day AS timestamptz) AND b.at < CAST(:end_day AS timestamptz)
+      AND CAST(b.at AT TIME ZONE 'UTC' AS time) <> time '00:00'"""
 
 
 def _status_at_part(s: str) -> str:
