@@ -29,7 +29,6 @@ from billing_pipeline_tests.support.builders import (
     add_sensor,
     midnight,
 )
-from billing_pipeline_tests.support.meter_kinds import recreate_meters
 from billing_pipeline_tests.support.reporting import (
     ASSETS,
     Key,
@@ -44,16 +43,6 @@ from stripe_emulator.server import StripeEmulator
 D1, D2 = days_before(3), days_before(2)
 READINGS = next(m for m in METERS if m.name == "temperature_readings")
 CHECKED = [*ASSETS, ledger_failed_rows]
-
-
-@pytest.fixture(params=["allowed", "refused"])
-def negative_values(
-    request: pytest.FixtureRequest, emulator_control: EmulatorControl, stripe_billing: StripeBilling
-) -> str:
-    """Raw meters, with the emulator reading Stripe's negative-value rule one way or the other."""
-    recreate_meters(emulator_control, stripe_billing, "raw")
-    emulator_control.set_negative_values(request.param)
-    return str(request.param)
 
 
 def drop_readings(engine: Engine, sensor: int, since: datetime) -> None:

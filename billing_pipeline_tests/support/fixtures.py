@@ -171,6 +171,17 @@ def meter_kind(
     return kind
 
 
+@pytest.fixture(params=["allowed", "refused"])
+def negative_values(
+    request: pytest.FixtureRequest, emulator_control: EmulatorControl, stripe_billing: StripeBilling
+) -> str:
+    """Raw meters, with the emulator reading Stripe's ambiguous negative-value rule one way or
+    the other (both run): a test asking for it must be right under both."""
+    recreate_meters(emulator_control, stripe_billing, "raw")
+    emulator_control.set_negative_values(request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def billing(
     engine: Engine,
