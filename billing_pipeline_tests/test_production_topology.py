@@ -1,4 +1,4 @@
-"""The daily billing run through Dagster's production topology, on one machine.
+"""The daily billing run, and a late-data correction, through Dagster's production topology.
 
 A gRPC code server, a webserver and a daemon as separate processes on an instance configured
 like docs/dagster.production.yaml (Postgres storage, the queued run coordinator, each run in a
@@ -16,18 +16,21 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from billing_pipeline import config
 from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline_tests.support.billing_month import readings_in
 from billing_pipeline_tests.support.builders import (
     add_organization,
     add_readings,
     add_sensor,
     midnight,
 )
+from billing_pipeline_tests.support.dagster_runs import Billing
 from billing_pipeline_tests.support.processes import LOCATION, Topology, production_topology
-from billing_pipeline_tests.support.stripe import TEST_KEY
+from billing_pipeline_tests.support.reporting import stripe_value
+from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
 
@@ -133,3 +136,52 @@ def test_the_daemon_completes_the_daily_billing_run(
     assert {i.rsplit("-", 1)[0] for i in identifiers} == {
         f"bp-{meter}-{customer}-{day:%Y%m%d}-r1" for meter, customer in expected
     }
+
+
+@pytest.mark.processes
+@pytest.mark.timeout(300)
+def test_the_daemon_rebills_a_day_whose_readings_arrived_late(
+    billing: Billing, dagster_home: Path, dagster_pg_url: str
+) -> None:
+    """`late_readings_sensor` as the daemon evaluates it: readings ingested after their day was
+    billed are noticed at the sensor's first tick, and the run it launches brings Stripe to the
+    day's new total."""
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    customer = new_customer(billing.stripe_billing, "Org 1")
+    add_organization(billing.engine, 1, customer=customer)
+    add_sensor(billing.engine, 1, 1, midnight(day) - timedelta(days=3))
+    add_readings(billing.engine, 1, day, 6)
+    assert billing.materialize_day(day).success
+    # The day was computed an hour ago; a gateway delivered 4 more of its readings since.
+    with billing.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE billing.daily_usage SET computed_at = computed_at - interval '1 hour'")
+        )
+    add_readings(billing.engine, 1, day, 4, ingested_at=datetime.now(UTC) - timedelta(minutes=30))
+    whole_day = (midnight(day), midnight(day) + timedelta(days=1))
+    assert stripe_value(billing.stripe_billing, "temperature_readings", customer, *whole_day) == 6
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
+        config.DATABASE_URL: billing.database_url,
+        config.DAGSTER_HOME: str(dagster_home),
+        config.DAGSTER_PG_URL: dagster_pg_url,
+        config.STRIPE_SECRET_KEY: TEST_KEY,
+        config.STRIPE_API_BASE: billing.api_base,
+    }
+    launched = dg.RunsFilter(tags={"dagster/sensor_name": "late_readings_sensor"})
+    with (
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+        production_topology(dagster_home, env) as topology,
+    ):
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not instance.get_runs(filters=launched):
+            assert time.monotonic() < deadline, f"no late-readings run\n{topology.logs()}"
+            time.sleep(1)
+        [run] = instance.get_runs(filters=launched)
+        assert run.tags["dagster/partition"] == day.isoformat()
+        assert wait_for_run(instance, run.run_id, topology).status == dg.DagsterRunStatus.SUCCESS
+
+    assert stripe_value(
+        billing.stripe_billing, "temperature_readings", customer, *whole_day
+    ) == readings_in(billing.engine, 1, *whole_day)
