@@ -45,6 +45,15 @@ READINGS = next(m for m in METERS if m.name == "temperature_readings")
 CHECKED = [*ASSETS, ledger_failed_rows]
 
 
+def customer_with_readings(engine: Engine, stripe_billing: StripeBilling) -> str:
+    """Customer Alpha holding organization 1, whose one sensor recorded 8 readings on D1."""
+    alpha = new_customer(stripe_billing, "Alpha")
+    add_organization(engine, 1, customer=alpha)
+    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
+    add_readings(engine, 11, D1, 8)
+    return alpha
+
+
 def drop_readings(engine: Engine, sensor: int, since: datetime) -> None:
     """Late data: readings found to be duplicates and removed from the source."""
     with engine.begin() as connection:
@@ -98,10 +107,7 @@ def test_late_data_that_lowers_a_day_cancels_its_events_and_sends_the_whole_new_
     negative_values: str,
     api: str,
 ) -> None:
-    alpha = new_customer(stripe_billing, "Alpha")
-    add_organization(engine, 1, customer=alpha)
-    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
-    add_readings(engine, 11, D1, 8)
+    alpha = customer_with_readings(engine, stripe_billing)
     url = emulator_server.url
     assert run_days(dagster_instance, database_url, url, D1, meter_event_api=api).success
     assert readings_view(stripe_billing, alpha) == source_view(engine, alpha) != {}
@@ -147,10 +153,7 @@ def test_a_day_lowered_after_stripes_cancel_window_is_recorded_and_shown_never_s
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    alpha = new_customer(stripe_billing, "Alpha")
-    add_organization(engine, 1, customer=alpha)
-    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
-    add_readings(engine, 11, D1, 8)
+    alpha = customer_with_readings(engine, stripe_billing)
     url = emulator_server.url
     assert run_days(dagster_instance, database_url, url, D1, meter_event_api=api).success
     billed = source_view(engine, alpha)
@@ -195,10 +198,7 @@ def test_planning_records_a_decrease_of_events_past_the_cancel_window_instead_of
     negative_values: str,
 ) -> None:
     # Our own side of the 24 h rule: planned a day after the send, nothing is marked to cancel.
-    alpha = new_customer(stripe_billing, "Alpha")
-    add_organization(engine, 1, customer=alpha)
-    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
-    add_readings(engine, 11, D1, 8)
+    customer_with_readings(engine, stripe_billing)
     assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
     drop_readings(engine, 11, midnight(D1) + timedelta(hours=21))
     usage = [m for m in ASSETS if m.key.path[-1] == "temperature_readings"]
@@ -222,10 +222,7 @@ def test_a_cancel_whose_answer_was_lost_is_retried_and_already_cancelled_counts_
     negative_values: str,
     api: str,
 ) -> None:
-    alpha = new_customer(stripe_billing, "Alpha")
-    add_organization(engine, 1, customer=alpha)
-    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
-    add_readings(engine, 11, D1, 8)
+    alpha = customer_with_readings(engine, stripe_billing)
     url = emulator_server.url
     assert run_days(dagster_instance, database_url, url, D1, meter_event_api=api).success
     drop_readings(engine, 11, midnight(D1) + timedelta(hours=12))
@@ -260,10 +257,7 @@ def test_the_dry_run_lists_the_cancels_and_the_whole_new_value_and_changes_nothi
     stripe_billing: StripeBilling,
     negative_values: str,
 ) -> None:
-    alpha = new_customer(stripe_billing, "Alpha")
-    add_organization(engine, 1, customer=alpha)
-    add_sensor(engine, 11, 1, midnight(D1) - timedelta(days=3))
-    add_readings(engine, 11, D1, 8)
+    alpha = customer_with_readings(engine, stripe_billing)
     assert run_days(dagster_instance, database_url, emulator_server.url, D1).success
     drop_readings(engine, 11, midnight(D1) + timedelta(hours=12))
 
