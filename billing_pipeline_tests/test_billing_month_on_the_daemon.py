@@ -197,6 +197,9 @@ def test_the_daemon_bills_every_invoice_line_of_the_month_closing_parts_included
         config.STRIPE_SECRET_KEY: TEST_KEY,
         config.STRIPE_API_BASE: emulator_server.url,
         **clock.env(),
+        # A run's start is a gRPC call to the code server (60 s by default); on two busy cores
+        # under libfaketime it has once taken longer, which failed the run, not the billing.
+        "DAGSTER_GRPC_TIMEOUT_SECONDS": "180",
     }
     customers: dict[int, str] = {}
     with (

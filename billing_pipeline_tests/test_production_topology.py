@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from billing_pipeline import config
 from billing_pipeline.stripe_client import StripeBilling
@@ -152,12 +152,8 @@ def test_the_daemon_rebills_a_day_whose_readings_arrived_late(
     add_sensor(billing.engine, 1, 1, midnight(day) - timedelta(days=3))
     add_readings(billing.engine, 1, day, 6)
     assert billing.materialize_day(day).success
-    # The day was computed an hour ago; a gateway delivered 4 more of its readings since.
-    with billing.engine.begin() as connection:
-        connection.execute(
-            text("UPDATE billing.daily_usage SET computed_at = computed_at - interval '1 hour'")
-        )
-    add_readings(billing.engine, 1, day, 4, ingested_at=datetime.now(UTC) - timedelta(minutes=30))
+    # A gateway delivers 4 more of its readings now, after the day was computed (complete).
+    add_readings(billing.engine, 1, day, 4, ingested_at=datetime.now(UTC))
     whole_day = (midnight(day), midnight(day) + timedelta(days=1))
     assert stripe_value(billing.stripe_billing, "temperature_readings", customer, *whole_day) == 6
 
