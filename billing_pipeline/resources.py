@@ -41,8 +41,12 @@ class PostgresResource(dg.ConfigurableResource):
 class StripeResource(dg.ConfigurableResource):
     """Stripe Billing, through the official SDK.
 
-    Without a secret key the reporting step still plans its ledger rows and leaves them pending
-    for a later run, instead of failing before recording anything.
+    Without a secret key nothing is billed: the reporting step (`stripe/meter_events`) fails
+    before planning, with nothing written to the ledger and nothing sent (what a revision
+    carries depends on the Stripe meter's kind, which only Stripe knows), and the next run with
+    a key plans and sends every day still inside Stripe's 35-day window. `stripe_webhook_inbox`
+    fails too (Stripe's event list cannot be read), `stripe_subscriptions` applies the events it
+    can apply without Stripe and retries the others, and `billing/status` shows "not reconciled".
 
     `meter_event_api` picks how meter events are sent: "v1" (`POST /v1/billing/meter_events`,
     one event a call, validated synchronously) or "v2" (the meter event stream, up to 100
