@@ -73,5 +73,8 @@ billing_status_schedule = dg.ScheduleDefinition(
     target=dg.AssetSelection.assets(STATUS_KEY),
     cron_schedule="*/30 * * * *",
     execution_timezone="UTC",
+    # On from the start, like the billing schedules: an operator reads billing/status to learn
+    # whether billing is healthy, so it must not wait for someone to switch its refresh on.
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Refreshes billing/status every 30 minutes.",
 )
