@@ -225,7 +225,7 @@ def render_text(lines: Sequence[StatusLine], first_day: date, end_day: date) -> 
     """The terminal table: one line per day and meter, the totals, and the verdict."""
     rows = [tuple(map(str, e.cells())) for e in lines]
     rows += [("total", *map(str, t.cells()[1:])) for t in totals(lines)]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(HEADER)]
     numeric = range(2, len(HEADER))
 
     def fmt(cells: Sequence[str]) -> str:
