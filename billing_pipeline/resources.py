@@ -76,6 +76,15 @@ class StripeResource(dg.ConfigurableResource):
         )
 
 
+def stripe_for_commands() -> StripeResource:
+    """The resource the code location binds, for a command: the environment's key and base, or
+    the running demo's emulator (`config.setting`)."""
+    return StripeResource(
+        secret_key=config.setting(config.STRIPE_SECRET_KEY),
+        api_base=config.setting(config.STRIPE_API_BASE),
+    )
+
+
 def stripe_from_environment() -> StripeResource:
     """Bind each setting to its environment variable, only if set: both are optional."""
     return StripeResource(

@@ -42,7 +42,7 @@ from billing_demo.dev.services import (
     start,
     stop_all,
 )
-from billing_demo.dev.state import SupervisorState
+from billing_demo.dev.state import SupervisorState, forget_settings, record_settings
 from billing_demo.subscriptions import DemoSubscription, create_demo_subscriptions
 from billing_pipeline import config
 from billing_pipeline.db import migrate
@@ -220,6 +220,14 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
         run_step([*CLI, "seed"], env, "seeding demo data")
 
     emulator = _start_emulator(options, stack, data_dir, env) if use_emulator else None
+    # Commands typed in another terminal (`status --stripe`, `stripe invoices`…) find the
+    # emulator and Dagster's instance here, as they find the embedded database by the data
+    # directory. A real key is never written to disk: it stays in the user's environment.
+    shared = [config.DAGSTER_HOME, config.DAGSTER_PG_URL]
+    if emulator is not None:
+        shared += [config.STRIPE_API_BASE, config.STRIPE_SECRET_KEY]
+    record_settings(data_dir, {name: env[name] for name in shared})
+    stack.callback(forget_settings, data_dir)
     prepare_stripe(env)
     if config.STRIPE_WEBHOOK_SECRET not in env:
         first = [s for s in first if s.name != RECEIVER]
@@ -296,8 +304,10 @@ def _print_urls(
     if emulator is not None:
         lines.append(
             "\n  Stripe's invoices (the first ones at the end of each subscription's period):\n"
-            f"    {webhook_demo.invoices_command(emulator.url, EMULATOR_SECRET_KEY)}\n"
-            f"    or GET {emulator.url}/v1/invoices (key {EMULATOR_SECRET_KEY})"
+            f"    {webhook_demo.invoices_command()}\n"
+            f"    or GET {emulator.url}/v1/invoices (key {EMULATOR_SECRET_KEY})\n"
+            "  Every command finds this emulator by itself while the demo runs, e.g.\n"
+            "    .venv/bin/billing-pipeline status --stripe"
         )
     if target is not None and emulator is not None and receiving:
         command = webhook_demo.trigger_command(
