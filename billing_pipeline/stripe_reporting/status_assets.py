@@ -13,6 +13,7 @@ import dagster as dg
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_reporting.assets import REPORTING_KEY
+from billing_pipeline.stripe_reporting.check_verdict import checked_days, failed_checks
 from billing_pipeline.stripe_reporting.status import (
     HEADER,
     WATCHED,
@@ -37,20 +38,31 @@ class StatusConfig(dg.Config):
     description=(
         "Billing status of the last days per UTC day and meter: usage computed, billed per the "
         "ledger, unbilled (no billable customer), ledger rows failed / rejected / in doubt / "
-        "pending / expired, and Stripe's daily summaries. The verdict says what needs attention."
+        "pending / expired, and Stripe's daily summaries. The verdict says what needs "
+        "attention: each day and meter, and each asset check whose latest evaluation failed "
+        "(read from the Dagster instance: reconciliation, usage after an invoice finalized, "
+        "dead letters…)."
     ),
 )
 def billing_status_asset(
-    config: StatusConfig, postgres: PostgresResource, stripe: StripeResource
+    context: dg.AssetExecutionContext,
+    config: StatusConfig,
+    postgres: PostgresResource,
+    stripe: StripeResource,
 ) -> dg.MaterializeResult:
-    today = datetime.now(UTC).date()
+    now = datetime.now(UTC)
+    today = now.date()
     first, end = today - timedelta(days=config.days - 1), today + timedelta(days=1)
     lines = billing_status(postgres.engine(), METERS, first, end, stripe.client())
+    checks = failed_checks(context.instance, checked_days(first, end, now))
+    said = verdict(lines, checks)
     numeric = HEADER[2:-1]
     metadata: dict[str, Any] = {
         "window": f"{first}..{today}",
-        "verdict": verdict(lines),
-        "healthy": not any(e.problems() for e in lines),
+        "verdict": said,
+        "healthy": said == "healthy",
+        "failed_checks": len(checks.failed),
+        "failed_check_names": dg.MetadataValue.json(sorted({c.check for c in checks.failed})),
         "status": markdown_table(
             HEADER,
             [e.cells() for e in lines] + [("total", *t.cells()[1:]) for t in totals(lines)],

@@ -7,12 +7,16 @@ per day, meter and customer, with the reason). Neither writes the ledger nor sen
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from billing_pipeline.stripe_reporting.check_verdict import CheckReading
 
 DEFAULT_DAYS = 7
 
@@ -77,8 +81,35 @@ def _status(args: argparse.Namespace) -> int:
     stripe = _client() if args.stripe else None
     with _engine() as engine:
         lines = billing_status(engine, METERS, first, end, stripe)
-    print(render_text(lines, first, end))
+    print(render_text(lines, first, end, _checks(first, end)))
     return 0
+
+
+def _checks(first: date, end: date) -> CheckReading:
+    """The checks' latest evaluations from the Dagster instance the daemon and webserver use:
+    `DAGSTER_HOME` (and what its dagster.yaml reads, e.g. `DAGSTER_PG_URL`), or the running
+    demo's (`config.setting`)."""
+    import dagster as dg
+
+    from billing_pipeline import config
+    from billing_pipeline.stripe_reporting.check_verdict import (
+        CheckReading,
+        checked_days,
+        failed_checks,
+    )
+
+    home = config.setting(config.DAGSTER_HOME)
+    if home is None:
+        return CheckReading(unread=f"{config.DAGSTER_HOME} is not set (Dagster's instance)")
+    storage = config.setting(config.DAGSTER_PG_URL)
+    if storage and not config.env(config.DAGSTER_PG_URL):
+        os.environ[config.DAGSTER_PG_URL] = storage  # the demo's dagster.yaml reads it
+    days = checked_days(first, end, datetime.now(UTC))
+    try:
+        with dg.DagsterInstance.from_config(home) as instance:
+            return failed_checks(instance, days)
+    except Exception as error:  # a wrong home or a storage down: said, never taken as passed
+        return CheckReading(unread=f"{home}: {type(error).__name__}: {error}")
 
 
 def _dry_run(args: argparse.Namespace) -> int:
