@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -107,6 +108,19 @@ def has_application_data(url: str) -> bool:
             return bool(
                 connection.execute(text("SELECT EXISTS (SELECT 1 FROM organizations)")).scalar()
             )
+    finally:
+        engine.dispose()
+
+
+def first_data_day(url: str) -> date | None:
+    """The UTC day of the first reading, if there is any."""
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            day: date | None = connection.execute(
+                text("SELECT (min(recorded_at) AT TIME ZONE 'UTC')::date FROM temperature_readings")
+            ).scalar()
+            return day
     finally:
         engine.dispose()
 
@@ -218,6 +232,14 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
     }
     if options.seed and not options.billing_only and not has_application_data(url):
         run_step([*CLI, "seed"], env, "seeding demo data")
+    if (
+        not options.billing_only
+        and config.PARTITIONS_START not in env
+        and (first := first_data_day(url)) is not None
+    ):
+        # Dagster's partitions start where the readings do, so Lineage shows the demo's days
+        # as they are instead of hundreds of "missing" days before any data.
+        env[config.PARTITIONS_START] = first.isoformat()
 
     emulator = _start_emulator(options, stack, data_dir, env) if use_emulator else None
     # Commands typed in another terminal (`status --stripe`, `stripe invoices`…) find the

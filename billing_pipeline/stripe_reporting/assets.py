@@ -28,6 +28,7 @@ from billing_pipeline.stripe_reporting.sender import SendReport, send_chunks
 from billing_pipeline.stripe_reporting.shared_meters import record_stripe_meters
 from billing_pipeline.usage.assets import usage_asset_key
 from billing_pipeline.usage.meters import METERS, Meter
+from billing_pipeline.webhooks.assets import stripe_subscriptions
 
 REPORTING_KEY = dg.AssetKey(["stripe", "meter_events"])
 FAILURES_SHOWN = 20
@@ -59,7 +60,9 @@ def build_reporting_asset(
     @dg.asset(
         key=REPORTING_KEY,
         group_name="stripe",
-        deps=[usage_asset_key(meter) for meter in meters],
+        # The subscriptions decide who pays for each day (attribution reads them): the edge
+        # shows that in the graph; the daily job still selects only the usage and this asset.
+        deps=[*(usage_asset_key(meter) for meter in meters), stripe_subscriptions.key],
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=retry_policy,
