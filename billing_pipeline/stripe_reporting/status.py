@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import stripe as stripe_sdk
 from sqlalchemy import Engine, text
 
+from billing_pipeline.day_ranges import day_range
 from billing_pipeline.db.statuses import LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.attribution import (
@@ -249,8 +250,11 @@ def render_text(
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
-    last = end_day - timedelta(days=1)
-    out = [f"billing status {first_day}..{last}", fmt(HEADER), fmt(["-" * w for w in widths])]
+    out = [
+        f"billing status {day_range(first_day, end_day)}",
+        fmt(HEADER),
+        fmt(["-" * w for w in widths]),
+    ]
     out += [fmt(r) for r in rows[: len(lines)]]
     out += [fmt(["-" * w for w in widths])] + [fmt(r) for r in rows[len(lines) :]]
     out.append(verdict(lines, checks))

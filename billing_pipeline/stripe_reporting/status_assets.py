@@ -5,11 +5,12 @@ the last days: the per-day table, the verdict, and a few numbers (failed, in dou
 that Dagster plots over time.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
+from billing_pipeline.day_ranges import day_range, last_complete_days
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_reporting.assets import REPORTING_KEY
@@ -27,7 +28,7 @@ STATUS_KEY = dg.AssetKey(["billing", "status"])
 
 
 class StatusConfig(dg.Config):
-    days: int = 7  # the last N UTC days, today included
+    days: int = 7  # the last N complete UTC days (today, still going on, is not one)
 
 
 @dg.asset(
@@ -36,7 +37,8 @@ class StatusConfig(dg.Config):
     deps=[REPORTING_KEY],
     kinds={"postgres"},
     description=(
-        "Billing status of the last days per UTC day and meter: usage computed, billed per the "
+        "Billing status of the last complete UTC days (7 by default; today, still going on, is "
+        "not one) per day and meter: usage computed, billed per the "
         "ledger, unbilled (no billable customer), ledger rows failed / rejected / in doubt / "
         "pending / expired, and Stripe's daily summaries. The verdict says what needs "
         "attention: each day and meter, and each asset check whose latest evaluation failed "
@@ -52,13 +54,13 @@ def billing_status_asset(
 ) -> dg.MaterializeResult:
     now = datetime.now(UTC)
     today = now.date()
-    first, end = today - timedelta(days=config.days - 1), today + timedelta(days=1)
+    first, end = last_complete_days(config.days, today)
     lines = billing_status(postgres.engine(), METERS, first, end, stripe.client())
     checks = failed_checks(context.instance, checked_days(first, end, now))
     said = verdict(lines, checks)
     numeric = HEADER[2:-1]
     metadata: dict[str, Any] = {
-        "window": f"{first}..{today}",
+        "window": day_range(first, end),
         "verdict": said,
         "healthy": said == "healthy",
         "failed_checks": len(checks.failed),

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
+from billing_pipeline.day_ranges import last_complete_days
+
 if TYPE_CHECKING:
     from billing_pipeline.stripe_reporting.check_verdict import CheckReading
 
@@ -44,15 +46,24 @@ def register(subparsers: Any, stripe_commands: Any) -> None:
 
 
 def _window_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help="the last N UTC days")
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=DEFAULT_DAYS,
+        help=f"the last N complete UTC days, up to yesterday (default: {DEFAULT_DAYS}); today is "
+        "still going on: name it with --to",
+    )
     parser.add_argument("--from", dest="first", type=date.fromisoformat, help="first day")
     parser.add_argument("--to", dest="last", type=date.fromisoformat, help="last day (included)")
 
 
 def window(args: argparse.Namespace, today: date | None = None) -> tuple[date, date]:
-    """[first_day, end_day) from `--from/--to` or the last `--days` days up to today."""
+    """[first_day, end_day) from `--from/--to`, or the last `--days` complete days (up to
+    yesterday: today holds no complete data yet)."""
     today = today or datetime.now(UTC).date()
-    last = args.last or today
+    if args.first is None and args.last is None:
+        return last_complete_days(args.days, today)
+    last = args.last or today - timedelta(days=1)
     first = args.first or last - timedelta(days=args.days - 1)
     if first > last:
         raise SystemExit(f"--from {first} is after --to {last}")

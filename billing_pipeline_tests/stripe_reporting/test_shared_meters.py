@@ -158,7 +158,7 @@ def test_a_second_subscription_on_the_same_meter_holds_the_days_it_shares_and_is
     description = shared.description or ""
     assert (
         f"customer {customer}: subscriptions sub_first, sub_second all price "
-        f"temperature_readings on 2 days ({D3}..{D4}): {held_readings} units held back, "
+        f"temperature_readings on 2 days (from {D3} to {D4}): {held_readings} units held back, "
         f"{reported} already in Stripe and billed by each; at stake "
         f"sub_first: {(held_readings + reported) * UNIT_AMOUNT} usd, "
         f"sub_second: {(held_readings + reported) * UNIT_AMOUNT} usd"

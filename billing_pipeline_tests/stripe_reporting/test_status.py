@@ -373,3 +373,17 @@ def test_status_says_when_it_cannot_read_the_checks(
             "DAGSTER_HOME is not set (Dagster's instance)"
         )
     )
+
+
+def test_status_of_the_last_days_leaves_out_today_and_says_which_days_it_shows(
+    engine: Engine, cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Today has no complete data yet: "the last 7 days" are the 7 that have ended."""
+    today = datetime.now(UTC).date()
+    add_organization(engine, 1)
+    add_sensor(engine, 10, 1, midnight(today) - timedelta(days=30))
+    assert main(["status", "--days", "7"]) == 0
+    output = capsys.readouterr().out
+    first, last = today - timedelta(days=7), today - timedelta(days=1)
+    assert output.startswith(f"billing status {first} to {last} (7 days)\n")
+    assert str(today) not in output
