@@ -235,11 +235,11 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
     if (
         not options.billing_only
         and config.PARTITIONS_START not in env
-        and (first := first_data_day(url)) is not None
+        and (first_day := first_data_day(url)) is not None
     ):
         # Dagster's partitions start where the readings do, so Lineage shows the demo's days
         # as they are instead of hundreds of "missing" days before any data.
-        env[config.PARTITIONS_START] = first.isoformat()
+        env[config.PARTITIONS_START] = first_day.isoformat()
 
     emulator = _start_emulator(options, stack, data_dir, env) if use_emulator else None
     # Commands typed in another terminal (`status --stripe`, `stripe invoices`…) find the
