@@ -94,10 +94,11 @@ def _finished_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> Callabl
 def _received(instance: dg.DagsterInstance) -> int:
     """The events the inbox sensor recorded as stored, over the inbox's materializations."""
     records = instance.fetch_materializations(dg.AssetKey("stripe_webhook_inbox"), limit=1000)
+    materializations = [r.asset_materialization for r in records.records]
     return sum(
-        int(m.metadata["received"].value)  # type: ignore[arg-type]
-        for r in records.records
-        if (m := r.asset_materialization) is not None and "received" in m.metadata
+        int(str(m.metadata["received"].value))
+        for m in materializations
+        if m is not None and "received" in m.metadata
     )
 
 

@@ -6,24 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
 import pytest
-from sqlalchemy import Engine
 
 from billing_demo.dev.state import forget_settings, record_settings
 from billing_pipeline import cli as main_cli
 from billing_pipeline import config
-from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline_tests.support.builders import (
     add_organization,
     add_readings,
     add_sensor,
     midnight,
 )
+from billing_pipeline_tests.support.dagster_runs import Billing
 from billing_pipeline_tests.support.reporting import days_before, run_days
 from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
-from stripe_emulator.control import EmulatorControl
-from stripe_emulator.server import StripeEmulator
 
 
 @pytest.fixture
@@ -37,20 +33,13 @@ def data_dir(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_status_dry_run_and_invoices_use_the_running_demos_emulator(
-    data_dir: Path,
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    emulator_server: StripeEmulator,
-    emulator_control: EmulatorControl,
-    stripe_billing: StripeBilling,
-    capsys: pytest.CaptureFixture[str],
+    data_dir: Path, billing: Billing, capsys: pytest.CaptureFixture[str]
 ) -> None:
     day = days_before(2)
-    customer = new_customer(stripe_billing, "Alpha")
-    add_organization(engine, 1, customer=customer)
-    add_sensor(engine, 10, 1, midnight(day))
-    add_readings(engine, 10, day, 4)
+    customer = new_customer(billing.stripe_billing, "Alpha")
+    add_organization(billing.engine, 1, customer=customer)
+    add_sensor(billing.engine, 10, 1, midnight(day))
+    add_readings(billing.engine, 10, day, 4)
     window = ["--from", day.isoformat(), "--to", day.isoformat()]
 
     # No demo runs: nothing says which Stripe to ask, and the command says so.
@@ -59,15 +48,16 @@ def test_status_dry_run_and_invoices_use_the_running_demos_emulator(
 
     record_settings(
         data_dir,
-        {config.STRIPE_API_BASE: emulator_server.url, config.STRIPE_SECRET_KEY: TEST_KEY},
+        {config.STRIPE_API_BASE: billing.api_base, config.STRIPE_SECRET_KEY: TEST_KEY},
     )
     assert main_cli.main(["stripe", "invoices", "--customer", customer]) == 0
     assert "no invoices" in capsys.readouterr().out
     assert main_cli.main(["stripe", "dry-run", *window]) == 0
     # The dry run asked the emulator for its meters and plans the day's two events.
     assert "would send 2 meter events" in capsys.readouterr().out
+    assert billing.emulator.meter_events() == []  # it only read
 
-    assert run_days(dagster_instance, database_url, emulator_server.url, day).success
+    assert run_days(billing.instance, billing.database_url, billing.api_base, day).success
     assert main_cli.main(["status", "--stripe", *window]) == 0
     output = capsys.readouterr().out
     # Stripe's (the emulator's) summaries were read: the readings' day holds the 4 sent.
