@@ -6,6 +6,7 @@ Secrets are read where they are used and never logged.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,6 +18,9 @@ STRIPE_API_BASE = "STRIPE_API_BASE"
 STRIPE_WEBHOOK_SECRET = "STRIPE_WEBHOOK_SECRET"
 STRIPE_WEBHOOK_MAX_BODY_BYTES = "STRIPE_WEBHOOK_MAX_BODY_BYTES"
 DATA_DIR = "BILLING_PIPELINE_DATA_DIR"
+PARTITIONS_START = "BILLING_PARTITIONS_START"
+# Written by `billing-pipeline dev` while it runs: the settings it gave its children.
+DEV_SETTINGS_FILE = "dev-settings.json"
 
 
 def data_dir() -> Path:
@@ -28,6 +32,24 @@ def env(name: str) -> str | None:
     """An environment variable; an empty string counts as unset, as shells often export them."""
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def setting(name: str) -> str | None:
+    """A setting for a command typed in another terminal: the environment's, else the one a
+    running `billing-pipeline dev` gave its own processes.
+
+    The demo's database is found through the data directory (its embedded server); its Stripe
+    emulator and Dagster instance are found there too, in the file the supervisor writes while
+    it runs and removes when it stops, so `status --stripe` works without typing them in front.
+    """
+    if value := env(name):
+        return value
+    try:
+        recorded = json.loads((data_dir() / DEV_SETTINGS_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    value = recorded.get(name)
+    return str(value) if value else None
 
 
 def env_positive_int(name: str, default: int) -> int:

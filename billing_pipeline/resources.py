@@ -41,8 +41,12 @@ class PostgresResource(dg.ConfigurableResource):
 class StripeResource(dg.ConfigurableResource):
     """Stripe Billing, through the official SDK.
 
-    Without a secret key the reporting step still plans its ledger rows and leaves them pending
-    for a later run, instead of failing before recording anything.
+    Without a secret key nothing is billed: the reporting step (`stripe/meter_events`) fails
+    before planning, with nothing written to the ledger and nothing sent (what a revision
+    carries depends on the Stripe meter's kind, which only Stripe knows), and the next run with
+    a key plans and sends every day still inside Stripe's 35-day window. `stripe_webhook_inbox`
+    fails too (Stripe's event list cannot be read), `stripe_subscriptions` applies the events it
+    can apply without Stripe and retries the others, and `billing/status` shows "not reconciled".
 
     `meter_event_api` picks how meter events are sent: "v1" (`POST /v1/billing/meter_events`,
     one event a call, validated synchronously) or "v2" (the meter event stream, up to 100
@@ -70,6 +74,15 @@ class StripeResource(dg.ConfigurableResource):
             max_network_retries=self.max_network_retries,
             retry=RetryRule(attempts=self.retry_attempts, base_seconds=self.retry_base_seconds),
         )
+
+
+def stripe_for_commands() -> StripeResource:
+    """The resource the code location binds, for a command: the environment's key and base, or
+    the running demo's emulator (`config.setting`)."""
+    return StripeResource(
+        secret_key=config.setting(config.STRIPE_SECRET_KEY),
+        api_base=config.setting(config.STRIPE_API_BASE),
+    )
 
 
 def stripe_from_environment() -> StripeResource:

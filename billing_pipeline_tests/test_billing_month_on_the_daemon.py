@@ -46,6 +46,7 @@ from billing_pipeline_tests.support.faketime import FakeClock
 from billing_pipeline_tests.support.invoicing import metered_price
 from billing_pipeline_tests.support.processes import LOCATION, Topology, production_topology
 from billing_pipeline_tests.support.stripe import TEST_KEY, make_client
+from billing_pipeline_tests.support.webhooks import inbox_rows
 from stripe_emulator.server import StripeEmulator
 
 # The last boundary falls a day before the real date, so Postgres's real `now()` (not moved)
@@ -88,6 +89,17 @@ def _finished_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> Callabl
         return bool(runs) and all(run.is_finished for run in runs)
 
     return finished
+
+
+def _received(instance: dg.DagsterInstance) -> int:
+    """The events the inbox sensor recorded as stored, over the inbox's materializations."""
+    records = instance.fetch_materializations(dg.AssetKey("stripe_webhook_inbox"), limit=1000)
+    materializations = [r.asset_materialization for r in records.records]
+    return sum(
+        int(str(m.metadata["received"].value))
+        for m in materializations
+        if m is not None and "received" in m.metadata
+    )
 
 
 def _quiet(instance: dg.DagsterInstance) -> bool:
@@ -225,6 +237,13 @@ def test_the_daemon_bills_every_invoice_line_of_the_month_closing_parts_included
             topology,
         )
         _wait("quiet", lambda: _quiet(instance), topology)
+        # The receiver stores events outside Dagster; the daemon's inbox sensor records each
+        # batch as a materialization of the inbox, so its history counts every stored event.
+        _wait(
+            "the inbox's history shows the events it holds",
+            lambda: _received(instance) == len(inbox_rows(billing.engine)),
+            topology,
+        )
 
         # Past 02:00 and 03:00: the daily run bills the day before, and the trailing recompute
         # computes the month before the subscriptions appeared and bills it (backdated).

@@ -1,4 +1,5 @@
-"""What a running supervisor has started, on disk, so the next one can clean up after a kill -9.
+"""What a running supervisor has started, on disk, so the next one can clean up after a kill -9;
+and the settings it gave its children, so a command typed in another terminal finds them.
 
 A supervisor killed with SIGKILL cannot stop its children: the Dagster webserver and daemon keep
 running in their own process groups and hold the ports, and the next `make demo` would fail. The
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -20,6 +23,7 @@ from billing_demo.dev.services import (
     group_alive,
     stop_process_groups,
 )
+from billing_pipeline import config
 
 STATE_FILE = "dev-supervisor.json"
 
@@ -52,6 +56,7 @@ class SupervisorState:
         alive = [child for child in record.get("children", []) if group_alive(int(child["pgid"]))]
         stop_process_groups([int(child["pgid"]) for child in alive])
         self.path.unlink()
+        forget_settings(self.path.parent)
         return [str(child["name"]) for child in alive]
 
     def begin(self) -> None:
@@ -71,3 +76,17 @@ class SupervisorState:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"supervisor": self._supervisor, "children": self._children}))
         os.replace(tmp, self.path)
+
+
+def record_settings(data_dir: Path, settings: Mapping[str, str]) -> None:
+    """Write the settings commands read through `config.setting` (readable by this user only:
+    the Dagster storage URL names the database's user)."""
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".dev-settings-")  # mode 0600
+    with os.fdopen(fd, "w") as handle:
+        json.dump(dict(settings), handle, indent=2)
+    os.replace(tmp, data_dir / config.DEV_SETTINGS_FILE)
+
+
+def forget_settings(data_dir: Path) -> None:
+    """Once the demo stops, its emulator and Dagster instance are gone: commands stop using them."""
+    (data_dir / config.DEV_SETTINGS_FILE).unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -42,7 +43,7 @@ from billing_demo.dev.services import (
     start,
     stop_all,
 )
-from billing_demo.dev.state import SupervisorState
+from billing_demo.dev.state import SupervisorState, forget_settings, record_settings
 from billing_demo.subscriptions import DemoSubscription, create_demo_subscriptions
 from billing_pipeline import config
 from billing_pipeline.db import migrate
@@ -107,6 +108,19 @@ def has_application_data(url: str) -> bool:
             return bool(
                 connection.execute(text("SELECT EXISTS (SELECT 1 FROM organizations)")).scalar()
             )
+    finally:
+        engine.dispose()
+
+
+def first_data_day(url: str) -> date | None:
+    """The UTC day of the first reading, if there is any."""
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            day: date | None = connection.execute(
+                text("SELECT (min(recorded_at) AT TIME ZONE 'UTC')::date FROM temperature_readings")
+            ).scalar()
+            return day
     finally:
         engine.dispose()
 
@@ -218,8 +232,24 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
     }
     if options.seed and not options.billing_only and not has_application_data(url):
         run_step([*CLI, "seed"], env, "seeding demo data")
+    if (
+        not options.billing_only
+        and config.PARTITIONS_START not in env
+        and (first_day := first_data_day(url)) is not None
+    ):
+        # Dagster's partitions start where the readings do, so Lineage shows the demo's days
+        # as they are instead of hundreds of "missing" days before any data.
+        env[config.PARTITIONS_START] = first_day.isoformat()
 
     emulator = _start_emulator(options, stack, data_dir, env) if use_emulator else None
+    # Commands typed in another terminal (`status --stripe`, `stripe invoices`…) find the
+    # emulator and Dagster's instance here, as they find the embedded database by the data
+    # directory. A real key is never written to disk: it stays in the user's environment.
+    shared = [config.DAGSTER_HOME, config.DAGSTER_PG_URL]
+    if emulator is not None:
+        shared += [config.STRIPE_API_BASE, config.STRIPE_SECRET_KEY]
+    record_settings(data_dir, {name: env[name] for name in shared})
+    stack.callback(forget_settings, data_dir)
     prepare_stripe(env)
     if config.STRIPE_WEBHOOK_SECRET not in env:
         first = [s for s in first if s.name != RECEIVER]
@@ -296,8 +326,10 @@ def _print_urls(
     if emulator is not None:
         lines.append(
             "\n  Stripe's invoices (the first ones at the end of each subscription's period):\n"
-            f"    {webhook_demo.invoices_command(emulator.url, EMULATOR_SECRET_KEY)}\n"
-            f"    or GET {emulator.url}/v1/invoices (key {EMULATOR_SECRET_KEY})"
+            f"    {webhook_demo.invoices_command()}\n"
+            f"    or GET {emulator.url}/v1/invoices (key {EMULATOR_SECRET_KEY})\n"
+            "  Every command finds this emulator by itself while the demo runs, e.g.\n"
+            "    .venv/bin/billing-pipeline status --stripe"
         )
     if target is not None and emulator is not None and receiving:
         command = webhook_demo.trigger_command(

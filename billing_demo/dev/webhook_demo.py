@@ -59,9 +59,7 @@ def trigger_command(target: DemoSubscription, url: str, secret: str) -> str:
     return " \\\n      ".join(lines)
 
 
-def invoices_command(api_base: str, key: str) -> str:
-    """The shell command that prints Stripe's invoices, pointed at the emulator."""
-    return (
-        f"STRIPE_API_BASE={shlex.quote(api_base)} STRIPE_SECRET_KEY={shlex.quote(key)} "
-        ".venv/bin/billing-pipeline stripe invoices [--customer cus_…]"
-    )
+def invoices_command() -> str:
+    """The shell command that prints Stripe's invoices: like every `billing-pipeline` command,
+    it finds the running demo's emulator by itself (`config.setting`)."""
+    return ".venv/bin/billing-pipeline stripe invoices [--customer cus_…]"

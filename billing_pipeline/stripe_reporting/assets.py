@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import Engine
 
+from billing_pipeline.day_ranges import day_range
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import RemoteMeter, StripeBilling
@@ -28,6 +29,7 @@ from billing_pipeline.stripe_reporting.sender import SendReport, send_chunks
 from billing_pipeline.stripe_reporting.shared_meters import record_stripe_meters
 from billing_pipeline.usage.assets import usage_asset_key
 from billing_pipeline.usage.meters import METERS, Meter
+from billing_pipeline.webhooks.assets import stripe_subscriptions
 
 REPORTING_KEY = dg.AssetKey(["stripe", "meter_events"])
 FAILURES_SHOWN = 20
@@ -59,7 +61,9 @@ def build_reporting_asset(
     @dg.asset(
         key=REPORTING_KEY,
         group_name="stripe",
-        deps=[usage_asset_key(meter) for meter in meters],
+        # The subscriptions decide who pays for each day (attribution reads them): the edge
+        # shows that in the graph; the daily job still selects only the usage and this asset.
+        deps=[*(usage_asset_key(meter) for meter in meters), stripe_subscriptions.key],
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=retry_policy,
@@ -142,7 +146,7 @@ def _report(
     for (_, status), n in planned_by_day.items():
         planned_counts[status] += n
     context.log.info(
-        f"planned {planned_counts.total()} ledger rows for {plan_first}..{plan_end}: "
+        f"planned {planned_counts.total()} ledger rows for {day_range(plan_first, plan_end)}: "
         f"{dict(planned_counts)}; in doubt: {newly_in_doubt} new, settled {settled}"
     )
     if revoked := revoke_leases(engine):
@@ -162,6 +166,12 @@ def _report(
         lease=timedelta(seconds=settings.lease_seconds),
     )
     report.merge(cancels)
+    context.log.info(
+        f"sent {report.counts['sent']} of {planned_counts.total()} planned ledger rows "
+        f"(and any left unsent by earlier runs); {report.counts['already_sent']} of them Stripe "
+        f"already held from an earlier attempt (already_in_stripe: counted as sent, billed "
+        f"once); failed {report.counts['failed']}"
+    )
     by_day = _metadata_by_day(engine, targets, (first_day, end_day), now, planned_by_day, report)
     # A range run materializes every day of its window at once: each day's materialization
     # carries that day's own figures, so the UI's plots over partitions are the daily series.
@@ -170,7 +180,7 @@ def _report(
         context.add_asset_metadata(by_day[day], partition_key=key)
     # What the run as a whole did (it also plans the rest of Stripe's window), named as such.
     run_metadata: dict[str, Any] = {
-        "run window": f"{first_day}..{end_day - timedelta(days=1)}",
+        "run window": day_range(first_day, end_day),
         "run/planned": planned_counts.total(),
         "run/sent": report.counts["sent"],
         "run/failed": report.counts["failed"],
@@ -207,7 +217,9 @@ def _metadata_by_day(
         metadata: dict[str, Any] = {
             "planned": sum(n for (d, _), n in planned.items() if d == day),
             "sent": sent[(day, "sent")],
-            "already_sent": sent[(day, "already_sent")],
+            # Stripe answered "already have this identifier": a resend of a row an earlier
+            # attempt delivered (a crash between sending and recording). Counted as sent.
+            "already_in_stripe": sent[(day, "already_sent")],
             "failed": sent[(day, "failed")],
             "expired": planned[(day, "expired")] + sent[(day, "expired")],
             "in_doubt": sent[(day, "in_doubt")],

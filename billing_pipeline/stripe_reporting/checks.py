@@ -368,9 +368,9 @@ def subscriptions_sharing_a_meter(postgres: PostgresResource) -> dg.AssetCheckRe
             if not found
             else "; ".join(
                 f"customer {f.customer}: subscriptions {', '.join(f.subscriptions)} all price "
-                f"{f.meter} on {len(f.days)} days ({f.days[0]}..{f.days[-1]}): {f.units} units "
-                f"held back, {f.reported} already in Stripe and billed by each; at stake "
-                f"{f.at_stake}"
+                f"{f.meter} on {len(f.days)} days (from {f.days[0]} to {f.days[-1]}): "
+                f"{f.units} units held back, {f.reported} already in Stripe and billed by "
+                f"each; at stake {f.at_stake}"
                 for f in found[:ROWS_SHOWN]
             )
         ),

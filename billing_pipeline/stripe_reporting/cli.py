@@ -40,17 +40,15 @@ def register(subparsers: Any) -> None:
 
 
 def _client() -> Any:
-    """The Stripe resource the code location binds, with the environment's values."""
-    from billing_pipeline import config
-    from billing_pipeline.resources import StripeResource
+    """The Stripe resource the code location binds: the environment's, else the running demo's."""
+    from billing_pipeline.resources import stripe_for_commands
 
-    resource = StripeResource(
-        secret_key=config.env(config.STRIPE_SECRET_KEY),
-        api_base=config.env(config.STRIPE_API_BASE),
-    )
-    client = resource.client()
+    client = stripe_for_commands().client()
     if client is None:
-        raise SystemExit("STRIPE_SECRET_KEY is not set (for the emulator any sk_test_… key works)")
+        raise SystemExit(
+            "STRIPE_SECRET_KEY is not set and no `billing-pipeline dev` runs for this data "
+            "directory (for the emulator any sk_test_… key works)"
+        )
     return client
 
 
@@ -78,7 +76,7 @@ def _demo_subscriptions(args: argparse.Namespace) -> int:
     from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError
     from billing_pipeline.usage.meters import METERS
 
-    if not (config.env(config.STRIPE_SECRET_KEY) or "").startswith("sk_test_"):
+    if not (config.setting(config.STRIPE_SECRET_KEY) or "").startswith("sk_test_"):
         print("error: demo subscriptions need a test-mode key (sk_test_…)", file=sys.stderr)
         return 1
     with database_url() as url:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import dagster as dg
 from sqlalchemy import Engine
 
+from billing_pipeline.day_ranges import day_range
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.stripe_reporting.dry_run import DryRun, dry_run
 from billing_pipeline.stripe_reporting.planning import MeterTarget
@@ -49,7 +50,7 @@ def _rows(result: DryRun) -> list[tuple[object, ...]]:
 
 def render_text(result: DryRun, first_day: date, end_day: date) -> str:
     rows = [tuple(map(str, row)) for row in _rows(result)]
-    lines = [f"dry run {first_day}..{end_day - timedelta(days=1)}: nothing written, nothing sent"]
+    lines = [f"dry run {day_range(first_day, end_day)}: nothing written, nothing sent"]
     if not rows:
         lines += [NOTHING_TO_SEND, _summary(result)]
         return "\n".join(lines)

@@ -6,7 +6,7 @@ from datetime import date
 
 import dagster as dg
 
-from billing_pipeline.partitions import daily_partitions
+from billing_pipeline.partitions import FIRST_BILLED_DAY, daily_partitions
 from billing_pipeline.stripe_reporting.checks import reporting_checks
 
 daily_billing_job = dg.define_asset_job(
@@ -29,7 +29,10 @@ reconciliation_job = dg.define_asset_job(
 
 def partition_range_tags(first_day: date, last_day: date) -> dict[str, str]:
     """Run tags for one run over the days [first_day, last_day] of `daily_billing`: its assets
-    have a single-run backfill policy, so the range is computed and planned at once."""
+    have a single-run backfill policy, so the range is computed and planned at once. A range
+    reaching before the first partition (the 35-day recompute on young data) starts there: a
+    run naming a partition that does not exist would fail."""
+    first_day = max(first_day, min(FIRST_BILLED_DAY, last_day))
     return {
         "dagster/asset_partition_range_start": first_day.isoformat(),
         "dagster/asset_partition_range_end": last_day.isoformat(),

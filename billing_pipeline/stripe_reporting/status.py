@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import stripe as stripe_sdk
 from sqlalchemy import Engine, text
 
+from billing_pipeline.day_ranges import day_range
 from billing_pipeline.db.statuses import LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.attribution import (
@@ -25,6 +26,7 @@ from billing_pipeline.stripe_reporting.attribution import (
     attribution_params,
     customer_parts_cte,
 )
+from billing_pipeline.stripe_reporting.check_verdict import CheckReading
 from billing_pipeline.stripe_reporting.identifiers import day_start
 from billing_pipeline.stripe_reporting.ledger import planned_windows
 from billing_pipeline.stripe_reporting.reconciliation import TOLERANCE, ledger_views
@@ -215,17 +217,31 @@ def totals(lines: Sequence[StatusLine]) -> list[StatusLine]:
     return [by_meter[name] for name in sorted(by_meter)]
 
 
-def verdict(lines: Sequence[StatusLine]) -> str:
-    """ "healthy", or each day and meter that needs attention and why."""
-    issues = [f"- {e.day} {e.meter}: {', '.join(p)}" for e in lines if (p := e.problems())]
-    return "healthy" if not issues else "\n".join(["needs attention:", *issues])
+def verdict(lines: Sequence[StatusLine], checks: CheckReading) -> str:
+    """ "healthy", or each failed check and each day and meter that needs attention, and why.
+
+    The union of every signal: a check that failed (an invoice finalized short, a dead letter,
+    a drift) needs attention even when every ledger row is fine, and checks that could not be
+    read are said, never taken as passed.
+    """
+    issues = [f"- {check.problem()}" for check in checks.failed]
+    issues += [f"- {e.day} {e.meter}: {', '.join(p)}" for e in lines if (p := e.problems())]
+    if issues:
+        if checks.unread:
+            issues.append(f"- Dagster's checks not read: {checks.unread}")
+        return "\n".join(["needs attention:", *issues])
+    if checks.unread:
+        return f"healthy as far as the ledger shows; Dagster's checks not read: {checks.unread}"
+    return "healthy"
 
 
-def render_text(lines: Sequence[StatusLine], first_day: date, end_day: date) -> str:
+def render_text(
+    lines: Sequence[StatusLine], first_day: date, end_day: date, checks: CheckReading
+) -> str:
     """The terminal table: one line per day and meter, the totals, and the verdict."""
     rows = [tuple(map(str, e.cells())) for e in lines]
     rows += [("total", *map(str, t.cells()[1:])) for t in totals(lines)]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(HEADER)]
     numeric = range(2, len(HEADER))
 
     def fmt(cells: Sequence[str]) -> str:
@@ -234,9 +250,12 @@ def render_text(lines: Sequence[StatusLine], first_day: date, end_day: date) -> 
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
-    last = end_day - timedelta(days=1)
-    out = [f"billing status {first_day}..{last}", fmt(HEADER), fmt(["-" * w for w in widths])]
+    out = [
+        f"billing status {day_range(first_day, end_day)}",
+        fmt(HEADER),
+        fmt(["-" * w for w in widths]),
+    ]
     out += [fmt(r) for r in rows[: len(lines)]]
     out += [fmt(["-" * w for w in widths])] + [fmt(r) for r in rows[len(lines) :]]
-    out.append(verdict(lines))
+    out.append(verdict(lines, checks))
     return "\n".join(out)

@@ -5,14 +5,16 @@ the last days: the per-day table, the verdict, and a few numbers (failed, in dou
 that Dagster plots over time.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
+from billing_pipeline.day_ranges import day_range, last_complete_days
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_reporting.assets import REPORTING_KEY
+from billing_pipeline.stripe_reporting.check_verdict import checked_days, failed_checks
 from billing_pipeline.stripe_reporting.status import (
     HEADER,
     WATCHED,
@@ -26,7 +28,7 @@ STATUS_KEY = dg.AssetKey(["billing", "status"])
 
 
 class StatusConfig(dg.Config):
-    days: int = 7  # the last N UTC days, today included
+    days: int = 7  # the last N complete UTC days (today, still going on, is not one)
 
 
 @dg.asset(
@@ -35,22 +37,34 @@ class StatusConfig(dg.Config):
     deps=[REPORTING_KEY],
     kinds={"postgres"},
     description=(
-        "Billing status of the last days per UTC day and meter: usage computed, billed per the "
+        "Billing status of the last complete UTC days (7 by default; today, still going on, is "
+        "not one) per day and meter: usage computed, billed per the "
         "ledger, unbilled (no billable customer), ledger rows failed / rejected / in doubt / "
-        "pending / expired, and Stripe's daily summaries. The verdict says what needs attention."
+        "pending / expired, and Stripe's daily summaries. The verdict says what needs "
+        "attention: each day and meter, and each asset check whose latest evaluation failed "
+        "(read from the Dagster instance: reconciliation, usage after an invoice finalized, "
+        "dead letters…)."
     ),
 )
 def billing_status_asset(
-    config: StatusConfig, postgres: PostgresResource, stripe: StripeResource
+    context: dg.AssetExecutionContext,
+    config: StatusConfig,
+    postgres: PostgresResource,
+    stripe: StripeResource,
 ) -> dg.MaterializeResult:
-    today = datetime.now(UTC).date()
-    first, end = today - timedelta(days=config.days - 1), today + timedelta(days=1)
+    now = datetime.now(UTC)
+    today = now.date()
+    first, end = last_complete_days(config.days, today)
     lines = billing_status(postgres.engine(), METERS, first, end, stripe.client())
+    checks = failed_checks(context.instance, checked_days(first, end, now))
+    said = verdict(lines, checks)
     numeric = HEADER[2:-1]
     metadata: dict[str, Any] = {
-        "window": f"{first}..{today}",
-        "verdict": verdict(lines),
-        "healthy": not any(e.problems() for e in lines),
+        "window": day_range(first, end),
+        "verdict": said,
+        "healthy": said == "healthy",
+        "failed_checks": len(checks.failed),
+        "failed_check_names": dg.MetadataValue.json(sorted({c.check for c in checks.failed})),
         "status": markdown_table(
             HEADER,
             [e.cells() for e in lines] + [("total", *t.cells()[1:]) for t in totals(lines)],
@@ -73,5 +87,8 @@ billing_status_schedule = dg.ScheduleDefinition(
     target=dg.AssetSelection.assets(STATUS_KEY),
     cron_schedule="*/30 * * * *",
     execution_timezone="UTC",
+    # On from the start, like the billing schedules: an operator reads billing/status to learn
+    # whether billing is healthy, so it must not wait for someone to switch its refresh on.
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Refreshes billing/status every 30 minutes.",
 )

@@ -7,12 +7,18 @@ per day, meter and customer, with the reason). Neither writes the ledger nor sen
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
+
+from billing_pipeline.day_ranges import last_complete_days
+
+if TYPE_CHECKING:
+    from billing_pipeline.stripe_reporting.check_verdict import CheckReading
 
 DEFAULT_DAYS = 7
 
@@ -40,15 +46,24 @@ def register(subparsers: Any, stripe_commands: Any) -> None:
 
 
 def _window_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help="the last N UTC days")
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=DEFAULT_DAYS,
+        help=f"the last N complete UTC days, up to yesterday (default: {DEFAULT_DAYS}); today is "
+        "still going on: name it with --to",
+    )
     parser.add_argument("--from", dest="first", type=date.fromisoformat, help="first day")
     parser.add_argument("--to", dest="last", type=date.fromisoformat, help="last day (included)")
 
 
 def window(args: argparse.Namespace, today: date | None = None) -> tuple[date, date]:
-    """[first_day, end_day) from `--from/--to` or the last `--days` days up to today."""
+    """[first_day, end_day) from `--from/--to`, or the last `--days` complete days (up to
+    yesterday: today holds no complete data yet)."""
     today = today or datetime.now(UTC).date()
-    last = args.last or today
+    if args.first is None and args.last is None:
+        return last_complete_days(args.days, today)
+    last = args.last or today - timedelta(days=1)
     first = args.first or last - timedelta(days=args.days - 1)
     if first > last:
         raise SystemExit(f"--from {first} is after --to {last}")
@@ -77,8 +92,35 @@ def _status(args: argparse.Namespace) -> int:
     stripe = _client() if args.stripe else None
     with _engine() as engine:
         lines = billing_status(engine, METERS, first, end, stripe)
-    print(render_text(lines, first, end))
+    print(render_text(lines, first, end, _checks(first, end)))
     return 0
+
+
+def _checks(first: date, end: date) -> CheckReading:
+    """The checks' latest evaluations from the Dagster instance the daemon and webserver use:
+    `DAGSTER_HOME` (and what its dagster.yaml reads, e.g. `DAGSTER_PG_URL`), or the running
+    demo's (`config.setting`)."""
+    import dagster as dg
+
+    from billing_pipeline import config
+    from billing_pipeline.stripe_reporting.check_verdict import (
+        CheckReading,
+        checked_days,
+        failed_checks,
+    )
+
+    home = config.setting(config.DAGSTER_HOME)
+    if home is None:
+        return CheckReading(unread=f"{config.DAGSTER_HOME} is not set (Dagster's instance)")
+    storage = config.setting(config.DAGSTER_PG_URL)
+    if storage and not config.env(config.DAGSTER_PG_URL):
+        os.environ[config.DAGSTER_PG_URL] = storage  # the demo's dagster.yaml reads it
+    days = checked_days(first, end, datetime.now(UTC))
+    try:
+        with dg.DagsterInstance.from_config(home) as instance:
+            return failed_checks(instance, days)
+    except Exception as error:  # a wrong home or a storage down: said, never taken as passed
+        return CheckReading(unread=f"{home}: {type(error).__name__}: {error}")
 
 
 def _dry_run(args: argparse.Namespace) -> int:

@@ -1,11 +1,11 @@
 """One daily-partitioned asset per declared meter: `usage/<meter>`."""
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 
+from billing_pipeline.day_ranges import day_range
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.resources import PostgresResource
@@ -54,14 +54,12 @@ def build_usage_asset(meter: Meter) -> dg.AssetsDefinition:
         for key in context.partition_keys:
             window = daily_partitions.time_window_for_partition_key(key)
             context.add_asset_metadata(_metadata(days[window.start.date()]), partition_key=key)
+        run_window = day_range(start.date(), end.date())
         context.log.info(
-            f"{meter.name} {start:%Y-%m-%d}..{end:%Y-%m-%d}: {len(days)} days, "
-            f"{sum(day.rows for day in days.values())} rows, "
+            f"{meter.name} {run_window}: {sum(day.rows for day in days.values())} rows, "
             f"total {sum(day.total for day in days.values())} over the window"
         )
-        return dg.MaterializeResult(
-            metadata={"run window": f"{start:%Y-%m-%d}..{end - timedelta(days=1):%Y-%m-%d}"}
-        )
+        return dg.MaterializeResult(metadata={"run window": run_window})
 
     return usage
 

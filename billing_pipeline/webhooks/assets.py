@@ -20,8 +20,10 @@ GROUP = "stripe_webhooks"
     group_name=GROUP,
     kinds={"postgres", "stripe"},
     description=(
-        "billing.webhook_inbox: every Stripe event the receiver verified and stored. Each "
-        "materialization completes it from Stripe's event list (`GET /v1/events`, 30 days, "
+        "billing.webhook_inbox: every Stripe event the receiver verified and stored. The "
+        "receiver writes it outside Dagster; `stripe_webhook_inbox_sensor` records each batch it "
+        "stored as a materialization (`received`, the inbox ids). A run of this asset "
+        "completes it from Stripe's event list (`GET /v1/events`, 30 days, "
         f"types {', '.join(SNAPSHOT_EVENT_TYPES)}): events listed since the last confirmed point "
         "that the inbox lacks are stored exactly as the receiver stores them. Needs the Stripe "
         "resource's secret key."

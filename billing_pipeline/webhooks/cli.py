@@ -113,14 +113,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _recover(args: argparse.Namespace) -> int:
     from billing_pipeline.db.database import database_url
     from billing_pipeline.db.engine import make_engine
-    from billing_pipeline.resources import StripeResource
+    from billing_pipeline.resources import stripe_for_commands
     from billing_pipeline.webhooks.recovery import recover_missed_events
 
-    # The resource the code location binds, with the environment's values.
-    client = StripeResource(
-        secret_key=config.env(config.STRIPE_SECRET_KEY),
-        api_base=config.env(config.STRIPE_API_BASE),
-    ).client()
+    client = stripe_for_commands().client()
     if client is None:
         print(f"error: {config.STRIPE_SECRET_KEY} is not set", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import psycopg2.errors
 import pytest
 from sqlalchemy import Engine, text
 
+from billing_demo.dev.supervisor import first_data_day
 from billing_demo.seed import cli as seed_cli
 from billing_demo.seed import generator
 from billing_demo.seed.generator import SeedOptions
@@ -284,3 +285,13 @@ def test_main_entry_point_runs_seed(
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert main_cli.main(SEED_ARGV) == 0
     assert _scalar(engine, "SELECT count(*) FROM organizations") == 5
+
+
+def test_the_demos_partitions_start_on_the_first_seeded_day(
+    engine: Engine, database_url: str
+) -> None:
+    """`billing-pipeline dev` starts Dagster's partitions where the seeded readings start, so
+    Lineage counts only days that hold data."""
+    assert first_data_day(database_url) is None  # nothing seeded: the default start stays
+    seed_database(engine, SMALL, replace=True)
+    assert first_data_day(database_url) == SMALL.start_date == END - timedelta(days=2)

@@ -59,6 +59,17 @@ class Demo:
         self.process = subprocess.Popen(argv, env=self.env, start_new_session=True)
         return self.process
 
+    def command(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """`billing-pipeline ARGV` typed in another terminal, in the demo's environment."""
+        return subprocess.run(
+            [sys.executable, "-m", "billing_pipeline.cli", *argv],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
     def graphql(self, query: str) -> Any:
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/graphql",
@@ -137,9 +148,20 @@ def test_ctrl_c_stops_everything(demo: Demo) -> None:
     process = demo.start()
     demo.wait_until_loaded()
 
+    # A second terminal with no Stripe or Dagster variable: the commands find the demo's
+    # emulator and Dagster instance as they find its database.
+    assert (demo.data_dir / config.DEV_SETTINGS_FILE).stat().st_mode & 0o077 == 0
+    status = demo.command("status", "--stripe", "--days", "2")
+    assert status.returncode == 0, status.stderr
+    assert "not reconciled" not in status.stdout  # Stripe (the emulator) was asked
+    assert "checks not read" not in status.stdout  # and Dagster's instance was read
+    invoices = demo.command("stripe", "invoices")
+    assert invoices.returncode == 0, invoices.stderr
+
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does to the foreground process group
     assert process.wait(timeout=60) == 0
     assert demo.wait_for_no_leftovers() == []
+    assert not (demo.data_dir / config.DEV_SETTINGS_FILE).exists()
 
 
 def test_recovers_after_kill_9(demo: Demo) -> None:

@@ -12,6 +12,7 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 from sqlalchemy import Engine, text
 
+from billing_pipeline.definitions import defs
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.usage.assets import build_usage_assets
@@ -297,6 +298,11 @@ def test_without_a_secret_key_nothing_is_planned_and_a_run_with_a_key_bills_the_
         rows = connection.execute(text("SELECT count(*) FROM billing.meter_ledger")).scalar_one()
     assert rows == 0
     assert billing.emulator.meter_events() == []
+    # The resource's description, as the UI's Resources page shows it, says the same thing.
+    resource = defs.get_repository_def().get_top_level_resources()["stripe"]
+    shown = " ".join((resource.description or "").split())
+    assert "fails before planning, with nothing written to the ledger and nothing sent" in shown
+    assert "pending" not in shown
 
     assert billing.materialize_day(day).success
     assert len(billing.emulator.meter_events()) == 2

@@ -214,7 +214,7 @@ def test_after_a_ledger_restore_a_replanned_revision_is_never_taken_for_delivere
 
     assert result.success
     metadata = result.asset_materializations_for_node("stripe__meter_events")[0].metadata
-    assert metadata["already_sent"].value == 0  # no duplicate answer taken for "delivered"
+    assert metadata["already_in_stripe"].value == 0  # no duplicate answer taken for "delivered"
     readings = stripe_view(stripe_billing, [alpha], D1, TODAY)[("temperature_readings", alpha, D1)]
     if meter_kind == "pre_aggregated":
         assert readings == 5 + 2 + 2  # the whole value replaced the lost revision's

@@ -89,5 +89,15 @@ def test_a_range_run_reports_each_day_with_its_own_figures(billing: Billing) -> 
         assert metadata["planned"] == ledger_rows[day] == events[day], day
         assert metadata["ledger_sent"] == events[day], day
         assert metadata["failed"] == 0
-        assert metadata["run window"] == f"{DAYS[0]}..{DAYS[-1]}"
+        # Inclusive and counted, as every range a person reads is written.
+        assert metadata["run window"] == f"{DAYS[0]} to {DAYS[-1]} (3 days)"
         assert metadata["run/sent"] == sum(events.values())
+
+    # The run's log says, in the same words, which days it computed, how many rows it planned
+    # and how many of them it sent.
+    messages = [e.user_message for e in billing.instance.all_logs(result.run_id)]
+    window = f"{DAYS[0]} to {DAYS[-1]} (3 days)"
+    assert any(m.startswith(f"temperature_readings {window}: ") for m in messages)
+    total = sum(events.values())
+    assert any(m.startswith(f"sent {total} of {total} planned ledger rows") for m in messages)
+    assert any("0 of them Stripe already held from an earlier attempt" in m for m in messages)

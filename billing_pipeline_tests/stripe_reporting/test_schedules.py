@@ -1,4 +1,5 @@
-"""The daily schedule bills the day that just ended, at 02:00 UTC."""
+"""The schedules: the daily run bills the day that just ended at 02:00 UTC; billing/status
+refreshes every 30 minutes."""
 
 from __future__ import annotations
 
@@ -29,3 +30,14 @@ def test_the_schedule_targets_every_meter_and_the_reporting_asset() -> None:
     job = defs.resolve_job_def("daily_billing")
     keys = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert keys == {"usage/active_sensors", "usage/temperature_readings", "stripe/meter_events"}
+
+
+def test_billing_status_refreshes_every_30_minutes_without_being_switched_on() -> None:
+    """The README promises billing/status every 30 minutes: the schedule is on by default."""
+    schedule = defs.resolve_schedule_def("billing_status_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "*/30 * * * *"
+    assert schedule.execution_timezone == "UTC"
+    job = defs.resolve_job_def(schedule.job_name)
+    keys = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert keys == {"billing/status"}

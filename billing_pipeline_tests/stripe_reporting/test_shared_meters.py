@@ -23,7 +23,6 @@ from billing_pipeline.stripe_reporting.checks import (
     unbilled_usage,
     usage_after_invoice_finalized,
 )
-from billing_pipeline.stripe_reporting.status_assets import billing_status_asset
 from billing_pipeline.usage.meters import METERS
 from billing_pipeline.webhooks.processing import process_open_events
 from billing_pipeline_tests.support.builders import (
@@ -38,7 +37,7 @@ from billing_pipeline_tests.support.reporting import (
     TODAY,
     days_before,
     period_value,
-    reporting_resources,
+    refresh_billing_status,
     run_days,
     stripe_view,
 )
@@ -159,7 +158,7 @@ def test_a_second_subscription_on_the_same_meter_holds_the_days_it_shares_and_is
     description = shared.description or ""
     assert (
         f"customer {customer}: subscriptions sub_first, sub_second all price "
-        f"temperature_readings on 2 days ({D3}..{D4}): {held_readings} units held back, "
+        f"temperature_readings on 2 days (from {D3} to {D4}): {held_readings} units held back, "
         f"{reported} already in Stripe and billed by each; at stake "
         f"sub_first: {(held_readings + reported) * UNIT_AMOUNT} usd, "
         f"sub_second: {(held_readings + reported) * UNIT_AMOUNT} usd"
@@ -178,12 +177,7 @@ def test_a_second_subscription_on_the_same_meter_holds_the_days_it_shares_and_is
     assert f"- {D3} temperature_readings: " in output
     held_d3 = sum(_readings(engine, [1, 2], [D3]).values())
     assert f"{held_d3} held: several subscriptions of one customer price this meter" in output
-    status = dg.materialize(
-        [billing_status_asset],
-        instance=dagster_instance,
-        resources=reporting_resources(database_url, emulator_server.url),
-    )
-    [report] = status.asset_materializations_for_node("billing__status")
+    report = refresh_billing_status(dagster_instance, database_url, emulator_server.url)
     assert report.metadata["held/temperature_readings"].value == held_readings
     assert report.metadata["healthy"].value is False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -19,24 +20,28 @@ from billing_pipeline.stripe_reporting.assets import planned_days
 from billing_pipeline.stripe_reporting.dry_run import dry_run
 from billing_pipeline.stripe_reporting.meter_sync import verify_meters
 from billing_pipeline.stripe_reporting.planning import MeterTarget
-from billing_pipeline.stripe_reporting.status_assets import billing_status_asset
 from billing_pipeline.usage.assets import build_usage_assets
 from billing_pipeline.usage.meters import METERS
+from billing_pipeline.webhooks.checks import stripe_webhook_dead_letters
+from billing_pipeline.webhooks.processing import MAX_ATTEMPTS, process_open_events
 from billing_pipeline_tests.support.builders import (
     add_organization,
     add_readings,
     add_sensor,
     midnight,
 )
+from billing_pipeline_tests.support.dagster_runs import evaluate_checks
 from billing_pipeline_tests.support.meter_kinds import recreate_meters
 from billing_pipeline_tests.support.reporting import (
     ASSETS,
     days_before,
     move_subscriptions,
+    refresh_billing_status,
     reporting_resources,
     run_days,
 )
 from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
+from billing_pipeline_tests.support.webhooks import checkout_completed, end_backoffs, store_events
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
 
@@ -45,12 +50,17 @@ D0, D1 = days_before(3), days_before(2)
 
 @pytest.fixture
 def cli_env(
-    monkeypatch: pytest.MonkeyPatch, database_url: str, emulator_server: StripeEmulator
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    emulator_server: StripeEmulator,
+    dagster_home: Path,
 ) -> None:
-    """The environment the `billing-pipeline` command reads: this database and the emulator."""
+    """The environment the `billing-pipeline` command reads: this database, the emulator, and
+    a Dagster instance of this test's own (the checks' latest evaluations)."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("STRIPE_SECRET_KEY", TEST_KEY)
     monkeypatch.setenv("STRIPE_API_BASE", emulator_server.url)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
 
 
 def seed(engine: Engine, paying: dict[int, str], readings: dict[int, dict[date, int]]) -> None:
@@ -290,8 +300,7 @@ def test_dry_run_config_sends_nothing_and_billing_status_asset_reports(
     assert emulator_control.meter_events() == []
 
     assert run_days(dagster_instance, database_url, emulator_server.url, D0).success
-    status = dg.materialize([billing_status_asset], instance=dagster_instance, resources=resources)
-    [report] = status.asset_materializations_for_node("billing__status")
+    report = refresh_billing_status(dagster_instance, database_url, emulator_server.url)
     figures = report.metadata
     assert figures["verdict"].value == "healthy"
     assert figures["failed"].value == 0
@@ -299,4 +308,82 @@ def test_dry_run_config_sends_nothing_and_billing_status_asset_reports(
     assert figures["unbilled/temperature_readings"].value == 5
     assert figures["unbilled/active_sensors"].value == 1
     assert figures["usage/temperature_readings"].value == 7 + 5
-    assert "| day | meter |" in figures["status"].value  # type: ignore[operator]
+    assert "| day | meter |" in str(figures["status"].value)
+
+
+def test_a_failed_check_makes_status_need_attention_and_names_it(
+    engine: Engine,
+    database_url: str,
+    emulator_server: StripeEmulator,
+    stripe_billing: StripeBilling,
+    dagster_home: Path,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every ledger row is fine and every day billed, but a Stripe event is dead-lettered: the
+    table alone would say healthy; the verdict takes the check's latest evaluation too."""
+    alpha = new_customer(stripe_billing, "Alpha")
+    seed(engine, {1: alpha}, {1: {D0: 6}})
+    window = ["--from", D0.isoformat(), "--to", D0.isoformat()]
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert run_days(instance, database_url, emulator_server.url, D0).success
+        assert main(["status", *window]) == 0
+        assert capsys.readouterr().out.rstrip().endswith("healthy")
+
+        # An event whose organization does not exist fails every attempt and is dead-lettered.
+        poison = checkout_completed(987654, "cus_x", "sub_x", int(midnight(D0).timestamp()))
+        store_events(engine, [poison])
+        for _ in range(MAX_ATTEMPTS):
+            process_open_events(engine)
+            end_backoffs(engine)
+        checks = evaluate_checks(instance, database_url, [stripe_webhook_dead_letters])
+        assert not checks["stripe_webhook_dead_letters"].passed
+
+        assert main(["status", *window]) == 0
+        output = capsys.readouterr().out
+        verdict = output[output.index("needs attention:") :]
+        [line] = verdict.splitlines()[1:]  # the day itself is fully billed
+        assert line.startswith("- check stripe_subscriptions:stripe_webhook_dead_letters failed")
+        assert "(error, run " in line and "dead_lettered 1" in line
+
+        # billing/status says the same.
+        report = refresh_billing_status(instance, database_url, emulator_server.url)
+        assert report.metadata["healthy"].value is False
+        assert report.metadata["failed_checks"].value == 1
+        assert report.metadata["failed_check_names"].value == [
+            "stripe_subscriptions:stripe_webhook_dead_letters"
+        ]
+        assert "stripe_webhook_dead_letters failed" in str(report.metadata["verdict"].value)
+
+
+def test_status_says_when_it_cannot_read_the_checks(
+    engine: Engine,
+    cli_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME")
+    monkeypatch.setenv("BILLING_PIPELINE_DATA_DIR", "/nonexistent")  # no demo runs there
+    assert main(["status", "--from", D0.isoformat(), "--to", D0.isoformat()]) == 0
+    assert (
+        capsys.readouterr()
+        .out.rstrip()
+        .endswith(
+            "healthy as far as the ledger shows; Dagster's checks not read: "
+            "DAGSTER_HOME is not set (Dagster's instance)"
+        )
+    )
+
+
+def test_status_of_the_last_days_leaves_out_today_and_says_which_days_it_shows(
+    engine: Engine, cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Today has no complete data yet: "the last 7 days" are the 7 that have ended."""
+    today = datetime.now(UTC).date()
+    add_organization(engine, 1)
+    add_sensor(engine, 10, 1, midnight(today) - timedelta(days=30))
+    assert main(["status", "--days", "7"]) == 0
+    output = capsys.readouterr().out
+    first, last = today - timedelta(days=7), today - timedelta(days=1)
+    assert output.startswith(f"billing status {first} to {last} (7 days)\n")
+    assert str(today) not in output

@@ -6,8 +6,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
+from dagster._record import copy
 from sqlalchemy import Engine, text
 
+from billing_pipeline.definitions import defs
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.assets import build_reporting_asset
 from billing_pipeline.usage.assets import build_usage_assets
@@ -30,6 +32,19 @@ Key = tuple[str, str, date]
 def reporting_resources(database_url: str, api_base: str | None, **stripe: Any) -> dict[str, Any]:
     """The resources a run binds, on the emulator; `stripe` overrides StripeResource settings."""
     return pipeline_resources(database_url, emulator_stripe(api_base, **stripe))
+
+
+def refresh_billing_status(
+    instance: dg.DagsterInstance, database_url: str, api_base: str | None
+) -> dg.MaterializeEvent:
+    """Run `billing_status_schedule`'s job as the code server does, with the code location's
+    definitions (its verdict reads every check they define), on the emulator; its
+    materialization."""
+    location = copy(defs, resources=reporting_resources(database_url, api_base))
+    job_name = defs.resolve_schedule_def("billing_status_schedule").job_name
+    result = location.resolve_job_def(job_name).execute_in_process(instance=instance)
+    [materialization] = result.asset_materializations_for_node("billing__status")
+    return materialization
 
 
 def run_days(

@@ -127,5 +127,5 @@ def test_a_range_run_reports_each_day_with_its_own_figures(
                 "preview": markdown_table(
                     ("organization", "value"), top, numeric=("organization", "value")
                 ).value,
-                "run window": f"{DAYS[0]}..{DAYS[-1]}",
+                "run window": f"{DAYS[0]} to {DAYS[-1]} (3 days)",
             }, (meter.name, day)

@@ -8,6 +8,7 @@ import dagster as dg
 from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import InboxStatus
+from billing_pipeline.webhooks.assets import stripe_webhook_inbox
 from billing_pipeline.webhooks.checks import stripe_webhook_dead_letters
 from billing_pipeline.webhooks.processing import MAX_ATTEMPTS
 from billing_pipeline.webhooks.sensors import InboxCursor, stripe_webhook_inbox_sensor
@@ -90,9 +91,16 @@ def test_sensor_batches_new_events_and_the_run_applies_them(
     [request] = launched.run_requests or []
     assert request.run_key == f"inbox-{first_id}-{last_id}"
     assert InboxCursor.parse(launched.cursor).last_id == last_id
+    # The receiver stored them outside Dagster: the tick records them on the inbox's history.
+    [stored] = launched.asset_events
+    assert isinstance(stored, dg.AssetMaterialization)
+    assert stored.asset_key == stripe_webhook_inbox.key
+    assert stored.metadata["received"] == dg.IntMetadataValue(4)
+    assert stored.metadata["last_inbox_id"] == dg.IntMetadataValue(last_id)
     # Nothing new since: the next tick skips and keeps its cursor.
     again = tick(dagster_instance, database_url, launched.cursor)
     assert not again.run_requests and again.skip_reason is not None
+    assert not again.asset_events
 
     result = run_job(dagster_instance, database_url, request.run_key or "")
 
