@@ -253,3 +253,28 @@ def record_verification(
             },
         )
     return outcome, recorded
+
+
+def draft_findings(engine: Engine, lines: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """What the looks at each (invoice, line) found while it was a draft, for the finalized
+    invoice check: the unfixable record, else the last look's outcome and time."""
+    invoices = sorted({invoice for invoice, _ in lines})
+    with engine.connect() as connection:
+        unfixable = {
+            (row.invoice_id, row.line): f"unfixable: expected {row.expected}, held {row.held}"
+            for row in connection.execute(
+                text(
+                    "SELECT invoice_id, line, expected, held FROM billing.unfixable_draft_lines "
+                    "WHERE invoice_id = ANY(:invoices)"
+                ),
+                {"invoices": invoices},
+            )
+        }
+    looks = latest_verifications(engine, invoices)
+    found = {}
+    for invoice, line in lines:
+        look = looks.get(invoice)
+        found[(invoice, line)] = unfixable.get((invoice, line)) or (
+            f"{look.outcome} at {look.checked_at:%Y-%m-%d %H:%M}" if look else "never looked at"
+        )
+    return found

@@ -122,6 +122,7 @@ class InvoiceGap:
     """One finalized line that does not bill what the source holds for its period."""
 
     invoice: str
+    line: int
     customer: str
     meter: str
     period_start: datetime
@@ -202,6 +203,7 @@ def invoice_gaps(
     return len(lines), [
         InvoiceGap(
             invoice=s.invoice,
+            line=s.line,
             customer=s.customer,
             meter=s.meter.name,
             period_start=s.period_start,

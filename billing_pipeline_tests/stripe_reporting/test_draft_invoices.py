@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import DraftOutcome
 from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.checks import usage_after_invoice_finalized
 from billing_pipeline.stripe_reporting.draft_invoice_check import draft_invoices_verified
 from billing_pipeline.stripe_reporting.draft_invoices import (
     ATTEMPT_TAG,
@@ -46,6 +47,7 @@ from billing_pipeline_tests.support.reporting import (
 from billing_pipeline_tests.support.stripe import make_client, new_customer
 from billing_pipeline_tests.support.webhooks import (
     draft_invoice_event,
+    finalized_invoice_event,
     post_event,
     priced_items,
     subscription_event,
@@ -231,6 +233,26 @@ def test_a_line_still_wrong_at_the_last_look_is_recorded_and_named_once(
         ("in_draft", 1, customer, "temperature_readings", source, source + 5)
     ]
     assert _outcomes(engine) == [(1, DraftOutcome.UNFIXABLE), (2, DraftOutcome.UNFIXABLE)]
+
+    # Stripe finalizes it as it stood; the finalized-invoice check shows what the draft's look
+    # recorded beside the difference.
+    line = (price, source + 5, int(START.timestamp()), int(END.timestamp()))
+    finalized = finalized_invoice_event(
+        "in_draft", "sub_drafted", customer, int(END.timestamp()) + 3600, [line]
+    )
+    assert post_event(receiver_url, finalized) == 200
+    process_open_events(engine)
+    result = dg.materialize(
+        [usage_after_invoice_finalized],
+        instance=dagster_instance,
+        resources=reporting_resources(database_url, api),
+        selection=dg.AssetSelection.checks(usage_after_invoice_finalized),
+    )
+    [invoice_check] = result.get_asset_check_evaluations()
+    assert not invoice_check.passed
+    details = str(invoice_check.metadata["details"].value)
+    assert f"| in_draft | {source + 5} | {source} | -5 |" in details
+    assert details.endswith(f"| unfixable: expected {source}, held {source + 5} |")
 
 
 NOW = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
