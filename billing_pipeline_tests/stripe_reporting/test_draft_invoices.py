@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import DraftOutcome
-from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.checks import usage_after_invoice_finalized
 from billing_pipeline.stripe_reporting.draft_invoice_check import draft_invoices_verified
 from billing_pipeline.stripe_reporting.draft_invoices import (
@@ -30,17 +29,18 @@ from billing_pipeline.stripe_reporting.draft_invoices import (
 )
 from billing_pipeline.usage.meters import TEMPERATURE_READINGS
 from billing_pipeline.webhooks.processing import process_open_events
+from billing_pipeline_tests.support.billing_month import readings_in
 from billing_pipeline_tests.support.builders import (
     add_organization,
     add_readings,
     add_sensor,
     midnight,
 )
+from billing_pipeline_tests.support.dagster_runs import Billing
 from billing_pipeline_tests.support.invoicing import metered_price
 from billing_pipeline_tests.support.reporting import (
     ASSETS,
     days_before,
-    reporting_resources,
     run_days,
     stripe_value,
 )
@@ -52,40 +52,18 @@ from billing_pipeline_tests.support.webhooks import (
     priced_items,
     subscription_event,
 )
-from stripe_emulator.server import StripeEmulator
 
 D1, D4 = days_before(5), days_before(2)
 START, END = midnight(D1), midnight(D4 + timedelta(days=1))
 ORGANIZATION, SENSOR = 1, 10
 
 
-def _readings(engine: Engine) -> int:
-    """The organization's readings in the draft's period, from the source rows."""
-    with engine.connect() as connection:
-        return int(
-            connection.execute(
-                text(
-                    "SELECT count(*) FROM temperature_readings r JOIN sensors s "
-                    "ON s.id = r.sensor_id WHERE s.organization_id = :org "
-                    "AND r.recorded_at >= :start AND r.recorded_at < :end"
-                ),
-                {"org": ORGANIZATION, "start": START, "end": END},
-            ).scalar_one()
-        )
-
-
-def _billed_subscription(
-    engine: Engine,
-    database_url: str,
-    instance: dg.DagsterInstance,
-    api_base: str,
-    stripe_billing: StripeBilling,
-    receiver_url: str,
-) -> tuple[str, str]:
+def _billed_subscription(billing: Billing, receiver_url: str) -> tuple[str, str]:
     """A customer subscribed (readings price) for the days D1..D4, billed; (customer, price)."""
+    engine, stripe_billing = billing.engine, billing.stripe_billing
     meters = {m.event_name: m.id for m in stripe_billing.list_meters()}
     meter_id = meters[TEMPERATURE_READINGS.event_name]
-    price = metered_price(make_client(api_base), meter_id, "Readings", unit_amount=1)
+    price = metered_price(make_client(billing.api_base), meter_id, "Readings", unit_amount=1)
     customer = new_customer(stripe_billing, "Drafted")
     add_organization(engine, ORGANIZATION)
     add_sensor(engine, SENSOR, ORGANIZATION, START - timedelta(days=3))
@@ -104,7 +82,7 @@ def _billed_subscription(
     )
     assert post_event(receiver_url, created) == 200
     process_open_events(engine)
-    assert run_days(instance, database_url, api_base, D1, D4).success
+    assert run_days(billing.instance, billing.database_url, billing.api_base, D1, D4).success
     return customer, price.id
 
 
@@ -121,14 +99,12 @@ def _draft(
     process_open_events(engine)
 
 
-def _verify(
-    instance: dg.DagsterInstance, database_url: str, api_base: str, attempt: int
-) -> dg.AssetCheckEvaluation:
+def _verify(billing: Billing, attempt: int) -> dg.AssetCheckEvaluation:
     """One `verify_draft_invoice` run over the period, as the draft sensor launches it."""
     result = dg.materialize(
         [*ASSETS, draft_invoices_verified],
-        instance=instance,
-        resources=reporting_resources(database_url, api_base),
+        instance=billing.instance,
+        resources=billing.resources(),
         tags={
             "dagster/asset_partition_range_start": D1.isoformat(),
             "dagster/asset_partition_range_end": D4.isoformat(),
@@ -155,25 +131,18 @@ def _outcomes(engine: Engine) -> list[tuple[int, str]]:
 
 
 def test_a_late_reading_missing_from_a_draft_reaches_stripe_through_its_verification_run(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    emulator_server: StripeEmulator,
-    stripe_billing: StripeBilling,
-    receiver_url: str,
+    billing: Billing, receiver_url: str
 ) -> None:
-    api = emulator_server.url
-    customer, price = _billed_subscription(
-        engine, database_url, dagster_instance, api, stripe_billing, receiver_url
-    )
+    engine, stripe_billing = billing.engine, billing.stripe_billing
+    customer, price = _billed_subscription(billing, receiver_url)
     # Readings of D2 arrive after the day was billed: Stripe's aggregate for the period is short.
     add_readings(engine, SENSOR, D1 + timedelta(days=1), 3)
-    source = _readings(engine)
+    source = readings_in(engine, ORGANIZATION, START, END)
     event = TEMPERATURE_READINGS.event_name
     assert stripe_value(stripe_billing, event, customer, START, END) == source - 3
     _draft(receiver_url, engine, customer, price, timedelta(hours=1))
 
-    evaluation = _verify(dagster_instance, database_url, api, attempt=1)
+    evaluation = _verify(billing, attempt=1)
 
     # The run recomputed D2 and sent the difference: the draft now holds the source's total.
     assert evaluation.passed
@@ -185,17 +154,10 @@ def test_a_late_reading_missing_from_a_draft_reaches_stripe_through_its_verifica
 
 
 def test_a_line_still_wrong_at_the_last_look_is_recorded_and_named_once(
-    engine: Engine,
-    database_url: str,
-    dagster_instance: dg.DagsterInstance,
-    emulator_server: StripeEmulator,
-    stripe_billing: StripeBilling,
-    receiver_url: str,
+    billing: Billing, receiver_url: str
 ) -> None:
-    api = emulator_server.url
-    customer, price = _billed_subscription(
-        engine, database_url, dagster_instance, api, stripe_billing, receiver_url
-    )
+    engine, stripe_billing = billing.engine, billing.stripe_billing
+    customer, price = _billed_subscription(billing, receiver_url)
     # Someone else reported 5 units for the customer in the period: the ledger does not know
     # the event, so no run of the pipeline takes it back.
     stripe_billing.send_meter_event(
@@ -205,12 +167,12 @@ def test_a_line_still_wrong_at_the_last_look_is_recorded_and_named_once(
         identifier="manual-entry-1",
         timestamp=START + timedelta(days=1, hours=5, minutes=30),
     )
-    source = _readings(engine)
+    source = readings_in(engine, ORGANIZATION, START, END)
     # The draft finalizes in ten minutes: its first look is already its last.
     _draft(receiver_url, engine, customer, price, LAST_LOOK - timedelta(minutes=5))
 
-    first = _verify(dagster_instance, database_url, api, attempt=1)
-    again = _verify(dagster_instance, database_url, api, attempt=2)
+    first = _verify(billing, attempt=1)
+    again = _verify(billing, attempt=2)
 
     assert not first.passed
     assert first.severity == dg.AssetCheckSeverity.ERROR
@@ -244,8 +206,8 @@ def test_a_line_still_wrong_at_the_last_look_is_recorded_and_named_once(
     process_open_events(engine)
     result = dg.materialize(
         [usage_after_invoice_finalized],
-        instance=dagster_instance,
-        resources=reporting_resources(database_url, api),
+        instance=billing.instance,
+        resources=billing.resources(),
         selection=dg.AssetSelection.checks(usage_after_invoice_finalized),
     )
     [invoice_check] = result.get_asset_check_evaluations()
