@@ -69,6 +69,15 @@ _STATUSES = {
 }
 
 
+def without_stripe_key(what: str) -> dg.AssetCheckResult:
+    """A check that needs Stripe, run without a key: a warning saying what cannot be done."""
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"STRIPE_SECRET_KEY is not set: {what}",
+    )
+
+
 def _attention_result(
     engine: Engine,
     where: str,
@@ -298,11 +307,7 @@ def usage_after_invoice_finalized(
 ) -> dg.AssetCheckResult:
     client = stripe.client()
     if client is None:
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="STRIPE_SECRET_KEY is not set: invoice lines cannot be tied to meters",
-        )
+        return without_stripe_key("invoice lines cannot be tied to meters")
     engine = postgres.engine()
     compared, gaps = invoice_gaps(engine, client, METERS)
     drafts = draft_findings(engine, [(g.invoice, g.line) for g in gaps])

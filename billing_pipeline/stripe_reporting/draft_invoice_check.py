@@ -17,6 +17,7 @@ from billing_pipeline.db.statuses import DraftOutcome
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_reporting.assets import REPORTING_KEY
+from billing_pipeline.stripe_reporting.checks import without_stripe_key
 from billing_pipeline.stripe_reporting.draft_invoices import (
     ATTEMPT_TAG,
     DRAFT_TAG,
@@ -57,11 +58,7 @@ def draft_invoices_verified(
 ) -> dg.AssetCheckResult:
     client = stripe.client()
     if client is None:
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="STRIPE_SECRET_KEY is not set: draft invoice lines cannot be compared",
-        )
+        return without_stripe_key("draft invoice lines cannot be compared")
     engine = postgres.engine()
     now = datetime.now(UTC)
     tags = context.run.tags

@@ -185,12 +185,25 @@ def compare_drafts(
             held=max(
                 0,
                 int(
-                    stripe.period_total(s.stripe_meter_id, s.customer, s.period_start, s.period_end)
+                    stripe.period_total(
+                        s.stripe_meter_id,
+                        s.customer,
+                        _minute(s.period_start),
+                        _minute(s.period_end),
+                    )
                 ),
             ),
         )
         for s in sorted(sources, key=lambda s: (s.invoice, s.line))
     ]
+
+
+def _minute(at: datetime) -> datetime:
+    """Stripe's summaries take instants on minute boundaries only: a period bounded inside a
+    minute (a subscription started at 12:03:17) is read from its minute's start, which can
+    count the seconds around the boundary in the wrong period (docs/operations.md, 'What
+    happens at a period end')."""
+    return at.replace(second=0, microsecond=0)
 
 
 def record_verification(
