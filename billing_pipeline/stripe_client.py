@@ -271,6 +271,23 @@ class StripeBilling:
         """Stripe's aggregated value for one customer over [start, end), in day windows."""
         return sum(self.daily_totals(meter_id, customer, start, end).values())
 
+    def period_total(self, meter_id: str, customer: str, start: datetime, end: datetime) -> float:
+        """Stripe's aggregate of one customer's meter over [start, end) in one summary (no
+        grouping window; instants on minute boundaries, as Stripe requires): what an invoice
+        line for that period bills, from the events received so far."""
+        params: stripe.params.billing.MeterEventSummaryListParams = {
+            "customer": customer,
+            "start_time": int(start.timestamp()),
+            "end_time": int(end.timestamp()),
+            "limit": 100,
+        }
+
+        def total() -> float:
+            summaries = self.client.v1.billing.meters.event_summaries.list(meter_id, params)
+            return sum(float(s.aggregated_value) for s in summaries.auto_paging_iter())
+
+        return self._with_retries(total, f"period total of {meter_id}")
+
     def daily_totals(
         self, meter_id: str, customer: str, start: datetime, end: datetime
     ) -> dict[date, float]:

@@ -17,20 +17,14 @@ finalized invoice line must equal the test's own total from the source rows: rea
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import WorkspaceFileTarget
 from sqlalchemy import Engine, text
 
-from billing_pipeline import config
 from billing_pipeline.stripe_reporting.attribution import AFTER_END
 from billing_pipeline.stripe_reporting.checks import unbilled_usage, usage_after_invoice_finalized
 from billing_pipeline.usage.meters import ACTIVE_SENSORS, TEMPERATURE_READINGS
@@ -41,11 +35,19 @@ from billing_pipeline_tests.support.billing_month import (
     sensors_active_at,
 )
 from billing_pipeline_tests.support.builders import add_organization, add_readings_at, add_sensor
+from billing_pipeline_tests.support.daemon_clock import (
+    daemon_env,
+    finished_run,
+    linked_subscriptions,
+    quiet,
+    stop_idle,
+    wait_for,
+)
 from billing_pipeline_tests.support.dagster_runs import Billing
 from billing_pipeline_tests.support.faketime import FakeClock
 from billing_pipeline_tests.support.invoicing import metered_price
-from billing_pipeline_tests.support.processes import LOCATION, Topology, production_topology
-from billing_pipeline_tests.support.stripe import TEST_KEY, make_client
+from billing_pipeline_tests.support.processes import production_topology
+from billing_pipeline_tests.support.stripe import make_client
 from billing_pipeline_tests.support.webhooks import inbox_rows
 from stripe_emulator.server import StripeEmulator
 
@@ -56,39 +58,6 @@ MONTH_START = D - timedelta(days=28)
 LONG_AGO = D - timedelta(days=40)
 READING_TIMES = [timedelta(hours=h, minutes=m) for h, m in ((0, 10), (0, 20), (1, 10), (9, 10))]
 READING_TIMES += [timedelta(hours=h, minutes=10) for h in (13, 15, 20)]
-WAIT = 240.0
-# Schedules this test does not exercise: each clock jump would launch their catch-up runs.
-IDLE_SCHEDULES = (
-    "billing_status_schedule",
-    "stripe_event_recovery_schedule",
-    "stripe_reconciliation_schedule",
-)
-
-
-def _stop_schedules(instance: dg.DagsterInstance, workspace: Path) -> None:
-    """What `dagster schedule stop` does, for each of IDLE_SCHEDULES."""
-    with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(workspace)])) as context:
-        location = context.create_request_context().get_code_location(LOCATION)
-        repository = location.get_repository("__repository__")
-        for name in IDLE_SCHEDULES:
-            schedule = repository.get_schedule(name)
-            instance.stop_schedule(schedule.get_remote_origin_id(), schedule.selector_id, schedule)
-
-
-def _wait(what: str, done: Callable[[], bool], topology: Topology) -> None:
-    deadline = time.monotonic() + WAIT
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {WAIT} s\n{topology.logs()}")
-        time.sleep(1)
-
-
-def _finished_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> Callable[[], bool]:
-    def finished() -> bool:
-        runs = instance.get_runs(filters=dg.RunsFilter(tags=tags))
-        return bool(runs) and all(run.is_finished for run in runs)
-
-    return finished
 
 
 def _received(instance: dg.DagsterInstance) -> int:
@@ -100,23 +69,6 @@ def _received(instance: dg.DagsterInstance) -> int:
         for m in materializations
         if m is not None and "received" in m.metadata
     )
-
-
-def _quiet(instance: dg.DagsterInstance) -> bool:
-    """No run queued or in progress: the clock may move without cutting one short."""
-    return all(run.is_finished for run in instance.get_runs())
-
-
-def _linked(engine: Engine) -> int:
-    with engine.connect() as connection:
-        return int(
-            connection.execute(
-                text(
-                    "SELECT count(*) FROM subscriptions "
-                    "WHERE stripe_subscription_id IS NOT NULL AND status = 'active'"
-                )
-            ).scalar_one()
-        )
 
 
 def _add_readings(
@@ -201,25 +153,16 @@ def test_the_daemon_bills_every_invoice_line_of_the_month_closing_parts_included
         add_sensor(billing.engine, sensor, organization, created, removed)
     _add_readings(billing.engine, sensors)
 
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
-        config.DATABASE_URL: billing.database_url,
-        config.DAGSTER_HOME: str(dagster_home),
-        config.DAGSTER_PG_URL: dagster_pg_url,
-        config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: emulator_server.url,
-        **clock.env(),
-        # A run's start is a gRPC call to the code server (60 s by default); on two busy cores
-        # under libfaketime it has once taken longer, which failed the run, not the billing.
-        "DAGSTER_GRPC_TIMEOUT_SECONDS": "180",
-    }
+    env = daemon_env(billing, emulator_server.url, dagster_home, dagster_pg_url, clock)
     customers: dict[int, str] = {}
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
         production_topology(dagster_home, env) as topology,
         receiving_webhooks(billing, emulator_server.webhook_secret),
     ):
-        _stop_schedules(instance, dagster_home / "workspace.yaml")
+        # The closing runs alone must bill every invoice right; draft verification has its own
+        # daemon test (test_draft_invoices_on_the_daemon.py).
+        stop_idle(instance, dagster_home / "workspace.yaml", sensors=("draft_invoice_sensor",))
         for organization, (name, anchor) in plans.items():
             customer = client.v1.customers.create({"name": name}).id
             customers[organization] = customer
@@ -231,15 +174,15 @@ def test_the_daemon_bills_every_invoice_line_of_the_month_closing_parts_included
                 **anchor,
             }
             client.v1.subscriptions.create(params)
-        _wait(
+        wait_for(
             "the webhook flow links the subscriptions",
-            lambda: _linked(billing.engine) == 5,
+            lambda: linked_subscriptions(billing.engine) == 5,
             topology,
         )
-        _wait("quiet", lambda: _quiet(instance), topology)
+        wait_for("quiet", lambda: quiet(instance), topology)
         # The receiver stores events outside Dagster; the daemon's inbox sensor records each
         # batch as a materialization of the inbox, so its history counts every stored event.
-        _wait(
+        wait_for(
             "the inbox's history shows the events it holds",
             lambda: _received(instance) == len(inbox_rows(billing.engine)),
             topology,
@@ -254,18 +197,18 @@ def test_the_daemon_bills_every_invoice_line_of_the_month_closing_parts_included
             "dagster/partition": yesterday.date().isoformat(),
         }
         recompute = {"dagster/run_key": f"recompute-{yesterday.date()}"}
-        _wait("the 02:00 daily run", _finished_run(instance, daily), topology)
-        _wait("the 03:00 recompute", _finished_run(instance, recompute), topology)
-        _wait("quiet", lambda: _quiet(instance), topology)
+        wait_for("the 02:00 daily run", finished_run(instance, daily), topology)
+        wait_for("the 03:00 recompute", finished_run(instance, recompute), topology)
+        wait_for("quiet", lambda: quiet(instance), topology)
 
         for boundary in sorted(set(period_ends.values())):
             clock.move_to(boundary + timedelta(seconds=20))
             closing = {"dagster/run_key": f"period-close-{boundary.isoformat()}"}
-            _wait(f"the closing run of {boundary}", _finished_run(instance, closing), topology)
-            _wait("quiet", lambda: _quiet(instance), topology)
+            wait_for(f"the closing run of {boundary}", finished_run(instance, closing), topology)
+            wait_for("quiet", lambda: quiet(instance), topology)
         # The last invoice finalizes an hour after its period, before the next 02:00 run.
         clock.move_to(max(period_ends.values()) + timedelta(hours=1, minutes=15))
-        _wait("quiet", lambda: _quiet(instance), topology)
+        wait_for("quiet", lambda: quiet(instance), topology)
 
         runs = instance.get_runs()
         failed = [

@@ -30,7 +30,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from billing_pipeline.db.statuses import OPEN_INBOX_STATUSES, InboxStatus, LedgerStatus
+from billing_pipeline.db.statuses import (
+    OPEN_INBOX_STATUSES,
+    DraftOutcome,
+    InboxStatus,
+    LedgerStatus,
+)
 
 BILLING_SCHEMA = "billing"
 
@@ -297,6 +302,39 @@ invoices = Table(
     _timestamp("finalized_at"),
     _timestamp("event_created", nullable=False),
     _timestamp("updated_at", nullable=False, default_now=True),
+    # When Stripe finalizes the draft (`invoice.created`): the end of its grace period.
+    _timestamp("automatically_finalizes_at"),
+)
+
+draft_verifications = Table(
+    "draft_verifications",
+    billing_metadata,
+    # One row per look (run) at a draft invoice: what the draft sensor decides the next look on.
+    Column("invoice_id", Text, primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("outcome", Text, nullable=False),
+    Column("lines_compared", Integer, nullable=False),
+    _timestamp("checked_at", nullable=False),
+    CheckConstraint(
+        "outcome IN (" + ", ".join(f"'{s}'" for s in DraftOutcome) + ")", name="outcome"
+    ),
+)
+
+unfixable_draft_lines = Table(
+    "unfixable_draft_lines",
+    billing_metadata,
+    # A draft's metered line that still differed from the source at the last look before
+    # Stripe finalized it: written once, named by the `draft_invoices_verified` check.
+    Column("invoice_id", Text, primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("stripe_customer_id", Text, nullable=False),
+    Column("stripe_subscription_id", Text, nullable=True),
+    Column("meter", Text, nullable=False),
+    _timestamp("period_start", nullable=False),
+    _timestamp("period_end", nullable=False),
+    Column("expected", BigInteger, nullable=False),
+    Column("held", BigInteger, nullable=False),
+    _timestamp("recorded_at", nullable=False),
 )
 
 INBOX_STATUSES = tuple(InboxStatus)

@@ -58,3 +58,13 @@ class InboxStatus(StrEnum):
 
 
 OPEN_INBOX_STATUSES = (InboxStatus.PENDING, InboxStatus.FAILED)
+
+
+class DraftOutcome(StrEnum):
+    """What one verification of a draft invoice found (`billing.draft_verifications`)."""
+
+    VERIFIED = "verified"  # every metered line holds what the source says
+    # A line differs after the run sent what it could; looked at again at the last look.
+    GAP = "gap"
+    # A line still differed at the last look before finalization: recorded, never retried.
+    UNFIXABLE = "unfixable"

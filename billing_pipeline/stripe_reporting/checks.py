@@ -21,6 +21,7 @@ from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_reporting.assets import REPORTING_KEY
 from billing_pipeline.stripe_reporting.attribution import attribution_params, organization_parts_sql
+from billing_pipeline.stripe_reporting.draft_invoices import draft_findings
 from billing_pipeline.stripe_reporting.invoice_usage import invoice_gaps
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, planned_windows
 from billing_pipeline.stripe_reporting.reconciliation_check import stripe_reconciliation
@@ -66,6 +67,15 @@ _STATUSES = {
     "cancelling": LedgerStatus.CANCELLING,
     "uncorrectable": LedgerStatus.UNCORRECTABLE,
 }
+
+
+def without_stripe_key(what: str) -> dg.AssetCheckResult:
+    """A check that needs Stripe, run without a key: a warning saying what cannot be done."""
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"STRIPE_SECRET_KEY is not set: {what}",
+    )
 
 
 def _attention_result(
@@ -285,7 +295,9 @@ def unbilled_usage(postgres: PostgresResource) -> dg.AssetCheckResult:
         "Compares every invoice line finalized inside Stripe's window (from the webhook flow's "
         "`invoice.finalized`) with the attributed source for that customer, meter and billing "
         "period, and lists each line that bills other units than the source holds, with the "
-        "ledger rows of that period that reached Stripe after the invoice was finalized. Stripe "
+        "ledger rows of that period that reached Stripe after the invoice was finalized, and "
+        "what its draft's verification found (`draft_invoices_verified`: the line recorded "
+        "unfixable, or verified at its last look and changed after). Stripe "
         "cannot add metered usage to a finalized invoice: see docs/operations.md, 'Usage after "
         "an invoice was finalized'."
     ),
@@ -295,12 +307,10 @@ def usage_after_invoice_finalized(
 ) -> dg.AssetCheckResult:
     client = stripe.client()
     if client is None:
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="STRIPE_SECRET_KEY is not set: invoice lines cannot be tied to meters",
-        )
-    compared, gaps = invoice_gaps(postgres.engine(), client, METERS)
+        return without_stripe_key("invoice lines cannot be tied to meters")
+    engine = postgres.engine()
+    compared, gaps = invoice_gaps(engine, client, METERS)
+    drafts = draft_findings(engine, [(g.invoice, g.line) for g in gaps])
     return dg.AssetCheckResult(
         passed=not gaps,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -319,6 +329,7 @@ def usage_after_invoice_finalized(
                     "source",
                     "units",
                     "rows sent after finalization",
+                    "as a draft",
                 ),
                 [
                     (
@@ -330,6 +341,7 @@ def usage_after_invoice_finalized(
                         g.source,
                         g.units,
                         g.rows_sent_after_finalization,
+                        drafts[(g.invoice, g.line)],
                     )
                     for g in gaps[:ROWS_SHOWN]
                 ],

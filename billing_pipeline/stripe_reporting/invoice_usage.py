@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, text
 
@@ -33,7 +34,12 @@ from billing_pipeline.stripe_reporting.attribution import (
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, planned_windows
 from billing_pipeline.usage.meters import Meter
 
-# The finalized lines inside Stripe's window that bill one of the meter's prices.
+# Which invoices a reader compares: the finalized ones inside Stripe's window (the invoice
+# check), or the drafts it names (draft verification, draft_invoices.py).
+FINALIZED_INVOICES = "i.finalized_at IS NOT NULL AND i.finalized_at >= :since"
+DRAFT_INVOICES = "i.status = 'draft' AND i.finalized_at IS NULL AND i.id = ANY(:invoices)"
+
+# The lines of those invoices that bill one of the meter's prices.
 _LINES_SQL = """
 SELECT i.id AS invoice, e.n AS line, i.stripe_customer_id AS customer, i.finalized_at,
        i.stripe_subscription_id AS subscription,
@@ -41,24 +47,24 @@ SELECT i.id AS invoice, e.n AS line, i.stripe_customer_id AS customer, i.finaliz
        to_timestamp(CAST(e.l ->> 'end' AS bigint)) AS period_end,
        coalesce(CAST(e.l ->> 'quantity' AS bigint), 0) AS invoiced
 FROM billing.invoices i CROSS JOIN LATERAL jsonb_array_elements(i.lines) WITH ORDINALITY AS e (l, n)
-WHERE i.finalized_at IS NOT NULL AND i.finalized_at >= :since AND i.stripe_customer_id IS NOT NULL
+WHERE {invoices} AND i.stripe_customer_id IS NOT NULL
   AND e.l ->> 'price' = ANY(:prices) AND e.l ->> 'start' IS NOT NULL AND e.l ->> 'end' IS NOT NULL
 """
 
 _PRICES_SQL = """
 SELECT DISTINCT e.l ->> 'price' AS price
 FROM billing.invoices i CROSS JOIN LATERAL jsonb_array_elements(i.lines) AS e (l)
-WHERE i.finalized_at IS NOT NULL AND i.finalized_at >= :since AND e.l ->> 'price' IS NOT NULL
+WHERE {invoices} AND e.l ->> 'price' IS NOT NULL
 """
 
 _SPAN_SQL = (
     f"SELECT min(period_start) AS first, max(period_end) AS last FROM ({_LINES_SQL}) AS lines"
 )
 
-# Every line against the attributed source of its customer and period, and the ledger rows of
-# that period sent after the invoice was finalized: one statement per meter, whatever the
-# number of invoices.
-_GAPS_SQL = f"""
+# Every line with the attributed source of its customer and period, and the ledger rows of
+# that period sent after the invoice was finalized (none for a draft): one statement per meter,
+# whatever the number of invoices.
+_SOURCES_SQL = f"""
 WITH {{parts}},
 lines AS ({_LINES_SQL}),
 line_parts AS (
@@ -95,10 +101,28 @@ ORDER BY l.finalized_at, l.invoice, l.line
 
 
 @dataclass(frozen=True)
+class LineSource:
+    """One invoice line tied to a declared meter, with what the source says it must bill."""
+
+    invoice: str
+    line: int  # the line's position on the invoice, from 1
+    customer: str
+    subscription: str | None
+    meter: Meter
+    stripe_meter_id: str
+    period_start: datetime
+    period_end: datetime
+    invoiced: int  # the quantity on the invoice as the webhook flow last recorded it
+    source: int
+    rows_sent_after_finalization: int
+
+
+@dataclass(frozen=True)
 class InvoiceGap:
     """One finalized line that does not bill what the source holds for its period."""
 
     invoice: str
+    line: int
     customer: str
     meter: str
     period_start: datetime
@@ -113,44 +137,52 @@ class InvoiceGap:
         return self.source - self.invoiced
 
 
-def invoice_gaps(
-    engine: Engine, stripe: StripeBilling, meters: Sequence[Meter], now: datetime | None = None
-) -> tuple[int, list[InvoiceGap]]:
-    """(lines compared, gaps) over invoices finalized inside Stripe's window."""
-    now = now or datetime.now(UTC)
-    since = now - STRIPE_WINDOW
+def line_sources(
+    engine: Engine,
+    stripe: StripeBilling,
+    meters: Sequence[Meter],
+    invoices: str,
+    params: dict[str, Any],
+) -> list[LineSource]:
+    """The metered lines of the invoices `invoices` selects (FINALIZED_INVOICES or
+    DRAFT_INVOICES, with their `params`), each with its attributed source."""
     remote = {m.id: m.event_name for m in stripe.list_meters()}
     by_event = {m.event_name: m for m in meters}
-    compared, gaps = 0, []
+    found: list[LineSource] = []
     with engine.connect() as connection:
         windows = planned_windows(connection)
         meter_of_price = {
             price: by_event.get(remote.get(stripe.price_meter(price) or "", ""))
-            for price in connection.execute(text(_PRICES_SQL), {"since": since}).scalars()
+            for price in connection.execute(
+                text(_PRICES_SQL.format(invoices=invoices)), params
+            ).scalars()
         }
         for meter in meters:
             prices = [price for price, m in meter_of_price.items() if m is meter]
             if not prices:
                 continue
-            lines = {"since": since, "prices": prices}
-            span = connection.execute(text(_SPAN_SQL), lines).one()
+            lines = {**params, "prices": prices}
+            span = connection.execute(text(_SPAN_SQL.format(invoices=invoices)), lines).one()
             if span.first is None:
                 continue
             first_day, end_day = span.first.date(), span.last.date() + timedelta(days=1)
             rows = connection.execute(
-                text(_GAPS_SQL.format(parts=customer_parts_cte(meter))),
+                text(_SOURCES_SQL.format(parts=customer_parts_cte(meter), invoices=invoices)),
                 {
                     **attribution_params(meter, windows.get(meter.name), first_day, end_day),
                     **lines,
                     "last": meter.aggregation == "last",
                 },
             ).all()
-            compared += len(rows)
-            gaps += [
-                InvoiceGap(
+            stripe_meter_id = next(i for i, name in remote.items() if name == meter.event_name)
+            found += [
+                LineSource(
                     invoice=row.invoice,
+                    line=int(row.line),
                     customer=row.customer,
-                    meter=meter.name,
+                    subscription=row.subscription,
+                    meter=meter,
+                    stripe_meter_id=stripe_meter_id,
                     period_start=row.period_start,
                     period_end=row.period_end,
                     invoiced=int(row.invoiced),
@@ -158,6 +190,28 @@ def invoice_gaps(
                     rows_sent_after_finalization=int(row.rows_sent_after_finalization),
                 )
                 for row in rows
-                if int(row.source) != int(row.invoiced)
             ]
-    return compared, gaps
+    return found
+
+
+def invoice_gaps(
+    engine: Engine, stripe: StripeBilling, meters: Sequence[Meter], now: datetime | None = None
+) -> tuple[int, list[InvoiceGap]]:
+    """(lines compared, gaps) over invoices finalized inside Stripe's window."""
+    now = now or datetime.now(UTC)
+    lines = line_sources(engine, stripe, meters, FINALIZED_INVOICES, {"since": now - STRIPE_WINDOW})
+    return len(lines), [
+        InvoiceGap(
+            invoice=s.invoice,
+            line=s.line,
+            customer=s.customer,
+            meter=s.meter.name,
+            period_start=s.period_start,
+            period_end=s.period_end,
+            invoiced=s.invoiced,
+            source=s.source,
+            rows_sent_after_finalization=s.rows_sent_after_finalization,
+        )
+        for s in lines
+        if s.source != s.invoiced
+    ]

@@ -1,4 +1,5 @@
-"""The reporting flow's jobs: the daily billing run and the reconciliation run."""
+"""The reporting flow's jobs: the daily billing run, the draft invoice verification run and the
+reconciliation run."""
 
 from __future__ import annotations
 
@@ -8,12 +9,28 @@ import dagster as dg
 
 from billing_pipeline.partitions import FIRST_BILLED_DAY, daily_partitions
 from billing_pipeline.stripe_reporting.checks import reporting_checks
+from billing_pipeline.stripe_reporting.draft_invoice_check import draft_invoices_verified
+
+# The billing graph with every check on it but the draft verification, which only
+# `verify_draft_invoice` runs (it looks at one draft, launched per draft by its sensor).
+_BILLING = dg.AssetSelection.groups("usage", "stripe")
 
 daily_billing_job = dg.define_asset_job(
     name="daily_billing",
-    selection=dg.AssetSelection.groups("usage", "stripe"),
+    selection=_BILLING - dg.AssetSelection.checks(draft_invoices_verified),
     partitions_def=daily_partitions,
     description="Compute one UTC day's usage per meter and report it to Stripe exactly once.",
+)
+
+draft_invoice_verification_job = dg.define_asset_job(
+    name="verify_draft_invoice",
+    selection=_BILLING,
+    partitions_def=daily_partitions,
+    description=(
+        "Over a draft invoice's period: compute the days' usage, report to Stripe what the "
+        "ledger owes (as `daily_billing`), then compare each metered line of the draft with the "
+        "source (`draft_invoices_verified`). Launched by `draft_invoice_sensor`."
+    ),
 )
 
 reconciliation_job = dg.define_asset_job(

@@ -1,5 +1,6 @@
-"""The reporting flow's sensors: late readings, and billing periods that just ended
-(period_close.py).
+"""The reporting flow's sensors: late readings, billing periods that just ended
+(period_close.py), and draft invoices to verify before Stripe finalizes them
+(draft_invoices.py).
 
 Late readings: notice days whose readings arrived after the day was billed, and rebill them.
 
@@ -19,8 +20,19 @@ import dagster as dg
 from sqlalchemy import Engine, text
 
 from billing_pipeline.resources import PostgresResource
+from billing_pipeline.stripe_reporting.draft_invoices import (
+    ATTEMPT_TAG,
+    DRAFT_TAG,
+    latest_verifications,
+    next_attempt,
+    open_drafts,
+)
 from billing_pipeline.stripe_reporting.identifiers import day_start, event_timestamp
-from billing_pipeline.stripe_reporting.jobs import daily_billing_job, partition_range_tags
+from billing_pipeline.stripe_reporting.jobs import (
+    daily_billing_job,
+    draft_invoice_verification_job,
+    partition_range_tags,
+)
 from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW
 from billing_pipeline.stripe_reporting.period_close import (
     PERIOD_CLOSE_TAG,
@@ -202,3 +214,54 @@ def period_close_sensor(
             closing_run(b, b.last_day - timedelta(days=1) in incomplete) for b in boundaries
         ]
     )
+
+
+@dg.sensor(
+    job=draft_invoice_verification_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "For each draft invoice of a subscription that Stripe has not finalized yet (from "
+        "`invoice.created`), launches `verify_draft_invoice` over the draft's period: at once "
+        "(first look), again when a run failed before its check compared, and once more when "
+        "the draft is within 15 minutes of finalization (last look). Each run recomputes the "
+        "period's usage, sends what is owed, and its check `draft_invoices_verified` compares "
+        "every metered line with the source. Run key: draft-<invoice>-<attempt>."
+    ),
+)
+def draft_invoice_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource
+) -> dg.SensorResult:
+    engine = postgres.engine()
+    now = datetime.now(UTC)
+    drafts = open_drafts(engine, finalizing_after=now)
+    if not drafts:
+        return dg.SensorResult(skip_reason="no draft invoice waits for finalization")
+    latest = latest_verifications(engine, [d.invoice for d in drafts])
+    requests = []
+    for draft in drafts:
+        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={DRAFT_TAG: draft.invoice}))
+        attempt = next_attempt(
+            draft,
+            launched=len(runs),
+            finished=sum(1 for run in runs if run.is_finished),
+            latest=latest.get(draft.invoice),
+            now=now,
+        )
+        if attempt is None:
+            continue
+        # Stripe's window bounds what a run can still send; the partitions, what it can compute.
+        first_day = max(draft.first_day, (now - STRIPE_WINDOW).date())
+        requests.append(
+            dg.RunRequest(
+                run_key=draft.run_key(attempt),
+                tags={
+                    **partition_range_tags(first_day, draft.last_day),
+                    DRAFT_TAG: draft.invoice,
+                    ATTEMPT_TAG: str(attempt),
+                },
+            )
+        )
+    if not requests:
+        return dg.SensorResult(skip_reason="every draft was looked at; the next look is later")
+    return dg.SensorResult(run_requests=requests)

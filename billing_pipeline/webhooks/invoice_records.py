@@ -76,12 +76,13 @@ def record_invoice(connection: Connection, event: ClaimedEvent) -> str | None:
             """
             INSERT INTO billing.invoices
                 (id, stripe_customer_id, stripe_subscription_id, status, billing_reason, lines,
-                 finalized_at, event_created)
+                 finalized_at, automatically_finalizes_at, event_created)
             VALUES (:id, :customer, :subscription, :status, :reason, CAST(:lines AS jsonb),
-                    :finalized, :created)
+                    :finalized, :finalizes, :created)
             ON CONFLICT (id) DO UPDATE
             SET status = EXCLUDED.status, lines = EXCLUDED.lines,
                 finalized_at = coalesce(EXCLUDED.finalized_at, invoices.finalized_at),
+                automatically_finalizes_at = EXCLUDED.automatically_finalizes_at,
                 event_created = EXCLUDED.event_created, updated_at = now()
             WHERE invoices.event_created <= EXCLUDED.event_created
             """
@@ -94,6 +95,10 @@ def record_invoice(connection: Connection, event: ClaimedEvent) -> str | None:
             "reason": invoice.get("billing_reason"),
             "lines": json.dumps(_lines(invoice, invoice_id)),
             "finalized": timestamp(finalized, "status_transitions.finalized_at"),
+            # A draft's end of grace period: how long the draft sensor has to make it right.
+            "finalizes": timestamp(
+                invoice.get("automatically_finalizes_at"), "automatically_finalizes_at"
+            ),
             "created": event.stripe_created,
         },
     )

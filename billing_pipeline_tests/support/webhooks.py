@@ -158,22 +158,49 @@ def finalized_invoice_event(
     payload["data"]["object"] |= {
         "status_transitions": {"finalized_at": created},
         "billing_reason": "subscription_cycle",
-        "lines": {
-            "object": "list",
-            "has_more": False,
-            "data": [
-                {
-                    "id": f"il_{uuid.uuid4().hex[:14]}",
-                    "object": "line_item",
-                    "quantity": quantity,
-                    "period": {"start": start, "end": end},
-                    "pricing": {"type": "price_details", "price_details": {"price": price}},
-                }
-                for price, quantity, start, end in lines
-            ],
-        },
+        "lines": _invoice_lines(lines),
     }
     return payload
+
+
+def draft_invoice_event(
+    invoice: str,
+    subscription: str,
+    customer: str,
+    created: int,
+    finalizes_at: int,
+    lines: list[tuple[str, int, int, int]],
+) -> dict[str, Any]:
+    """`invoice.created`: a draft for the period of its lines (price, quantity, period start,
+    period end), which Stripe finalizes at `finalizes_at`."""
+    payload = invoice_event("invoice.created", invoice, subscription, customer, created)
+    payload["data"]["object"] |= {
+        "status": "draft",
+        "status_transitions": {"finalized_at": None},
+        "automatically_finalizes_at": finalizes_at,
+        "billing_reason": "subscription_cycle",
+        "period_start": lines[0][2],
+        "period_end": lines[0][3],
+        "lines": _invoice_lines(lines),
+    }
+    return payload
+
+
+def _invoice_lines(lines: list[tuple[str, int, int, int]]) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "has_more": False,
+        "data": [
+            {
+                "id": f"il_{uuid.uuid4().hex[:14]}",
+                "object": "line_item",
+                "quantity": quantity,
+                "period": {"start": start, "end": end},
+                "pricing": {"type": "price_details", "price_details": {"price": price}},
+            }
+            for price, quantity, start, end in lines
+        ],
+    }
 
 
 def dumps(payload: dict[str, Any]) -> str:
