@@ -17,6 +17,12 @@ STRIPE_API_BASE = "STRIPE_API_BASE"
 STRIPE_WEBHOOK_SECRET = "STRIPE_WEBHOOK_SECRET"
 STRIPE_WEBHOOK_MAX_BODY_BYTES = "STRIPE_WEBHOOK_MAX_BODY_BYTES"
 DATA_DIR = "BILLING_PIPELINE_DATA_DIR"
+# Where alerts go (billing_pipeline/alerts/): any of them, or none (said once at start-up).
+ALERTS_SLACK_WEBHOOK_URL = "BILLING_ALERTS_SLACK_WEBHOOK_URL"
+ALERTS_WEBHOOK_URL = "BILLING_ALERTS_WEBHOOK_URL"
+# The Dagster UI as the people receiving alerts reach it: each alert links to its run there.
+DAGSTER_UI_URL = "DAGSTER_UI_URL"
+DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
 
 
 def data_dir() -> Path:

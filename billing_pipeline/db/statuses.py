@@ -58,3 +58,11 @@ class InboxStatus(StrEnum):
 
 
 OPEN_INBOX_STATUSES = (InboxStatus.PENDING, InboxStatus.FAILED)
+
+
+class AlertDeliveryStatus(StrEnum):
+    """Where one alert stands for one sink (billing_pipeline/alerts/deliveries.py)."""
+
+    PENDING = "pending"  # recorded, not delivered yet (or retried after a failed attempt)
+    SENT = "sent"  # the sink answered 2xx: never sent again
+    FAILED = "failed"  # every attempt failed; given up, kept with the last error
