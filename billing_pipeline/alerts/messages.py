@@ -39,7 +39,14 @@ class Alert:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "extra": dict(self.extra)}
+        return {
+            key: list(value)
+            if isinstance(value, tuple)
+            else dict(value)
+            if key == "extra"
+            else value
+            for key, value in asdict(self).items()
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Alert:

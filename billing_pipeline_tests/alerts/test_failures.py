@@ -38,9 +38,7 @@ def test_a_billing_run_refused_by_stripe_names_the_day_the_customer_and_the_erro
     run = billing.instance.get_run_by_id(result.run_id)
     assert run is not None
     events = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    failure = next(
-        e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE
-    )
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
     alert = run_failure_alert(run, failure, events, UI)
     assert alert.key == f"run/{result.run_id}"
     assert alert.title.startswith("run of ")
