@@ -13,7 +13,7 @@ import http.server
 import json
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 Received = tuple[str, dict[str, Any]]  # (path, JSON body)
 
@@ -66,7 +66,7 @@ class AlertSink:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}{path}"
 
-    def start(self) -> AlertSink:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -74,7 +74,7 @@ class AlertSink:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> AlertSink:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

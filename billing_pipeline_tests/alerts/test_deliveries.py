@@ -7,7 +7,7 @@ from sqlalchemy import Engine, text
 
 from billing_pipeline.alerts.deliveries import MAX_ATTEMPTS, deliver_due, record
 from billing_pipeline.alerts.messages import Alert
-from billing_pipeline.alerts.sinks import JsonWebhookSink, SlackSink
+from billing_pipeline.alerts.sinks import JsonWebhookSink, Sink, SlackSink
 from billing_pipeline.db.statuses import AlertDeliveryStatus
 from billing_pipeline_tests.support.alert_sinks import RecordingSink
 from billing_pipeline_tests.support.network import free_port
@@ -43,7 +43,7 @@ def make_due(engine: Engine) -> None:
 
 def test_one_failure_recorded_and_delivered_twice_is_one_message_per_sink(engine: Engine) -> None:
     with RecordingSink() as sink:
-        sinks = [SlackSink(sink.url("/slack")), JsonWebhookSink(sink.url("/webhook"))]
+        sinks: list[Sink] = [SlackSink(sink.url("/slack")), JsonWebhookSink(sink.url("/webhook"))]
         # A tick evaluated again (after a crash, or by the other sensor) records it again.
         assert record(engine, ALERT, sinks) == 2
         first = deliver_due(engine, sinks)
