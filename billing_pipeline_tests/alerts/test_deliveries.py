@@ -6,22 +6,11 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 
 from billing_pipeline.alerts.deliveries import MAX_ATTEMPTS, deliver_due, record
-from billing_pipeline.alerts.messages import Alert
 from billing_pipeline.alerts.sinks import JsonWebhookSink, Sink, SlackSink
 from billing_pipeline.db.statuses import AlertDeliveryStatus
+from billing_pipeline_tests.support.alert_sinks import RUN_ALERT as ALERT
 from billing_pipeline_tests.support.alert_sinks import RecordingSink
 from billing_pipeline_tests.support.network import free_port
-
-ALERT = Alert(
-    key="run/abc",
-    kind="run",
-    title="run of daily_billing failed",
-    severity="error",
-    run_id="abc",
-    run_url="http://127.0.0.1:3000/runs/abc",
-    days=("2026-12-05",),
-    customers=("cus_A",),
-)
 
 
 def deliveries(engine: Engine) -> list[tuple[str, str, int, str | None]]:

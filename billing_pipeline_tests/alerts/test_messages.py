@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from billing_pipeline.alerts.messages import (
     Alert,
     format_days,
@@ -9,17 +11,17 @@ from billing_pipeline.alerts.messages import (
     slack_payload,
     webhook_payload,
 )
+from billing_pipeline_tests.support.alert_sinks import RUN_ALERT
 
-RUN_URL = "http://127.0.0.1:3000/runs/abc"
-ALERT = Alert(
+RUN_URL = RUN_ALERT.run_url
+
+# A failed check: the run alert's fields, with what a check names.
+ALERT = replace(
+    RUN_ALERT,
     key="check/7",
     kind="check",
     title="check ledger_failed_rows on stripe/meter_events failed",
-    severity="error",
-    run_id="abc",
-    run_url=RUN_URL,
     days=("2026-12-03", "2026-12-01", "2026-12-02", "2026-12-06"),
-    customers=("cus_A",),
     organizations=("1", "2"),
     details="2 meter events failed",
     extra={"Figures": "rows 2"},

@@ -8,6 +8,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from billing_demo.dev.alert_sink import AlertSink
+from billing_pipeline.alerts.messages import Alert
+
+# A failed billing run as the run-failure sensor describes it.
+RUN_ALERT = Alert(
+    key="run/abc",
+    kind="run",
+    title="run of daily_billing failed",
+    severity="error",
+    run_id="abc",
+    run_url="http://127.0.0.1:3000/runs/abc",
+    days=("2026-12-05",),
+    customers=("cus_A",),
+)
 
 
 class RecordingSink(AlertSink):
