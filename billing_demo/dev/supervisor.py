@@ -272,7 +272,11 @@ def _alert_sink(options: Options, stack: ExitStack) -> AlertSink | None:
     """
     configured = [
         name
-        for name in (config.ALERTS_SLACK_WEBHOOK_URL, config.ALERTS_WEBHOOK_URL)
+        for name in (
+            config.ALERTS_SLACK_WEBHOOK_URL,
+            config.ALERTS_WEBHOOK_URL,
+            config.ALERTS_SMTP_URL,
+        )
         if config.env(name)
     ]
     if configured:

@@ -3,14 +3,18 @@ retried a bounded number of times when the sink refuses, recorded either way."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import Engine, text
 
+from billing_pipeline import config
 from billing_pipeline.alerts.deliveries import MAX_ATTEMPTS, deliver_due, record
-from billing_pipeline.alerts.sinks import JsonWebhookSink, Sink, SlackSink
+from billing_pipeline.alerts.messages import render_text
+from billing_pipeline.alerts.sinks import JsonWebhookSink, Sink, SlackSink, configured_sinks
 from billing_pipeline.db.statuses import AlertDeliveryStatus
 from billing_pipeline_tests.support.alert_sinks import RUN_ALERT as ALERT
 from billing_pipeline_tests.support.alert_sinks import RecordingSink
 from billing_pipeline_tests.support.network import free_port
+from billing_pipeline_tests.support.smtp import smtp_server
 
 
 def deliveries(engine: Engine) -> list[tuple[str, str, int, str | None]]:
@@ -82,3 +86,31 @@ def test_a_sink_that_never_answers_is_given_up_after_the_last_attempt(engine: En
     assert error is not None and error.startswith("slack webhook unreachable")
     make_due(engine)
     assert deliver_due(engine, sinks).sent == []  # given up: never tried again
+
+
+def test_an_alert_by_email_has_the_headline_as_subject_and_the_text_as_body(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with smtp_server() as mailbox:
+        monkeypatch.setenv(config.ALERTS_SMTP_URL, f"smtp://{mailbox.host}:{mailbox.port}")
+        monkeypatch.setenv(config.ALERTS_EMAIL_TO, "billing@example.com, oncall@example.com")
+        sinks = configured_sinks()
+        record(engine, ALERT, sinks)
+        assert deliver_due(engine, sinks).sent == ["run/abc → email"]
+    [(sender, recipients, message)] = mailbox.messages
+    assert sender == "billing-pipeline@localhost"
+    assert recipients == ["billing@example.com", "oncall@example.com"]
+    assert message["Subject"] == "[billing error] run of daily_billing failed"
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    body = payload.decode().replace("\r\n", "\n")
+    assert body.strip() == render_text(ALERT)
+
+
+def test_an_smtp_server_without_recipients_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(config.ALERTS_SMTP_URL, "smtp://127.0.0.1:25")
+    monkeypatch.delenv(config.ALERTS_EMAIL_TO, raising=False)
+    with pytest.raises(ValueError, match="BILLING_ALERTS_EMAIL_TO must name who receives"):
+        configured_sinks()

@@ -16,7 +16,8 @@ from billing_pipeline_tests.support.network import free_port
 
 NO_SINK = (
     "billing alerts: no sink configured, failed runs and checks are only shown in the Dagster "
-    "UI (set BILLING_ALERTS_SLACK_WEBHOOK_URL or BILLING_ALERTS_WEBHOOK_URL)"
+    "UI (set BILLING_ALERTS_SLACK_WEBHOOK_URL, BILLING_ALERTS_WEBHOOK_URL or "
+    "BILLING_ALERTS_SMTP_URL)"
 )
 
 
