@@ -25,7 +25,6 @@ ALERTS_EMAIL_TO = "BILLING_ALERTS_EMAIL_TO"
 ALERTS_EMAIL_FROM = "BILLING_ALERTS_EMAIL_FROM"
 # The Dagster UI as the people receiving alerts reach it: each alert links to its run there.
 DAGSTER_UI_URL = "DAGSTER_UI_URL"
-DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
 
 
 def data_dir() -> Path:

@@ -34,6 +34,8 @@ from billing_pipeline.alerts.messages import (
 )
 
 TIMEOUT_SECONDS = 10
+# Where `billing-pipeline dev` serves the UI by default; a deployment sets DAGSTER_UI_URL.
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
 RETRIES_PER_ATTEMPT = 2
 
 
@@ -177,4 +179,4 @@ def startup_line(sinks: list[Sink]) -> str:
 
 def ui_url() -> str:
     """The Dagster UI's base URL as alert readers reach it, without a trailing slash."""
-    return (config.env(config.DAGSTER_UI_URL) or config.DEFAULT_DAGSTER_UI_URL).rstrip("/")
+    return (config.env(config.DAGSTER_UI_URL) or DEFAULT_UI_URL).rstrip("/")
