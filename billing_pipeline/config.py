@@ -21,6 +21,14 @@ DATA_DIR = "BILLING_PIPELINE_DATA_DIR"
 PARTITIONS_START = "BILLING_PARTITIONS_START"
 # Written by `billing-pipeline dev` while it runs: the settings it gave its children.
 DEV_SETTINGS_FILE = "dev-settings.json"
+# Where alerts go (billing_pipeline/alerts/): any of them, or none (said once at start-up).
+ALERTS_SLACK_WEBHOOK_URL = "BILLING_ALERTS_SLACK_WEBHOOK_URL"
+ALERTS_WEBHOOK_URL = "BILLING_ALERTS_WEBHOOK_URL"
+ALERTS_SMTP_URL = "BILLING_ALERTS_SMTP_URL"
+ALERTS_EMAIL_TO = "BILLING_ALERTS_EMAIL_TO"
+ALERTS_EMAIL_FROM = "BILLING_ALERTS_EMAIL_FROM"
+# The Dagster UI as the people receiving alerts reach it: each alert links to its run there.
+DAGSTER_UI_URL = "DAGSTER_UI_URL"
 
 
 def data_dir() -> Path:

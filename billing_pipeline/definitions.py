@@ -24,6 +24,7 @@ warnings.filterwarnings(
 )
 
 from billing_pipeline import config  # noqa: E402
+from billing_pipeline.alerts import definitions as alerts  # noqa: E402
 from billing_pipeline.resources import PostgresResource, stripe_from_environment  # noqa: E402
 from billing_pipeline.stripe_reporting import definitions as stripe_reporting  # noqa: E402
 from billing_pipeline.usage import definitions as usage  # noqa: E402
@@ -33,6 +34,7 @@ defs = dg.Definitions.merge(
     usage.defs,
     stripe_reporting.defs,
     webhooks.defs,
+    alerts.defs,
     dg.Definitions(
         # Every step is light Python around SQL in Postgres and calls to Stripe, so a process per
         # step (Dagster's default) would cost more than the work: one run, one process.

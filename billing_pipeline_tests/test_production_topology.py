@@ -18,7 +18,6 @@ import dagster as dg
 import pytest
 from sqlalchemy import Engine
 
-from billing_pipeline import config
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline_tests.support.billing_month import readings_in
 from billing_pipeline_tests.support.builders import (
@@ -28,33 +27,15 @@ from billing_pipeline_tests.support.builders import (
     midnight,
 )
 from billing_pipeline_tests.support.dagster_runs import Billing
-from billing_pipeline_tests.support.processes import LOCATION, Topology, production_topology
+from billing_pipeline_tests.support.processes import (
+    RUN_TIMEOUT,
+    production_topology,
+    topology_env,
+)
 from billing_pipeline_tests.support.reporting import stripe_value
-from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
+from billing_pipeline_tests.support.stripe import new_customer
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
-
-RUN_TIMEOUT = 120.0
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
-
-
-def wait_for_run(instance: dg.DagsterInstance, run_id: str, topology: Topology) -> dg.DagsterRun:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while time.monotonic() < deadline:
-        run = instance.get_run_by_id(run_id)
-        if run is not None and run.is_finished:
-            return run
-        time.sleep(1)
-    raise AssertionError(f"run {run_id} did not finish in time\n{topology.logs()}")
 
 
 @pytest.mark.processes
@@ -80,14 +61,7 @@ def test_the_daemon_completes_the_daily_billing_run(
         add_readings(engine, sensor, day, count)
     expected = {("active_sensors", customer): 2, ("temperature_readings", customer): 7 + 5}
 
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
-        config.DATABASE_URL: database_url,
-        config.DAGSTER_HOME: str(dagster_home),
-        config.DAGSTER_PG_URL: dagster_pg_url,
-        config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: emulator_server.url,
-    }
+    env = topology_env(database_url, dagster_home, dagster_pg_url, emulator_server.url)
     # Creating the instance here also creates Dagster's tables before three processes race to.
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
@@ -95,24 +69,10 @@ def test_the_daemon_completes_the_daily_billing_run(
     ):
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
-        answer = topology.graphql(
-            LAUNCH,
-            {
-                "params": {
-                    "selector": {
-                        "repositoryLocationName": LOCATION,
-                        "repositoryName": "__repository__",
-                        "jobName": "daily_billing",
-                    },
-                    "executionMetadata": {
-                        "tags": [{"key": "dagster/partition", "value": day.isoformat()}]
-                    },
-                }
-            },
-        )["data"]["launchRun"]
+        answer = topology.launch("daily_billing", {"dagster/partition": day.isoformat()})
         assert answer["__typename"] == "LaunchRunSuccess", answer
         assert answer["run"]["status"] == "QUEUED"  # the daemon, not the webserver, starts it
-        run = wait_for_run(instance, answer["run"]["runId"], topology)
+        run = topology.wait_for_run(instance, answer["run"]["runId"])
 
         assert run.status == dg.DagsterRunStatus.SUCCESS, topology.logs()
         events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event]
@@ -157,14 +117,7 @@ def test_the_daemon_rebills_a_day_whose_readings_arrived_late(
     whole_day = (midnight(day), midnight(day) + timedelta(days=1))
     assert stripe_value(billing.stripe_billing, "temperature_readings", customer, *whole_day) == 6
 
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
-        config.DATABASE_URL: billing.database_url,
-        config.DAGSTER_HOME: str(dagster_home),
-        config.DAGSTER_PG_URL: dagster_pg_url,
-        config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: billing.api_base,
-    }
+    env = topology_env(billing.database_url, dagster_home, dagster_pg_url, billing.api_base)
     launched = dg.RunsFilter(tags={"dagster/sensor_name": "late_readings_sensor"})
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
@@ -176,7 +129,7 @@ def test_the_daemon_rebills_a_day_whose_readings_arrived_late(
             time.sleep(1)
         [run] = instance.get_runs(filters=launched)
         assert run.tags["dagster/partition"] == day.isoformat()
-        assert wait_for_run(instance, run.run_id, topology).status == dg.DagsterRunStatus.SUCCESS
+        assert topology.wait_for_run(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
 
     assert stripe_value(
         billing.stripe_billing, "temperature_readings", customer, *whole_day

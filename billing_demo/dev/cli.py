@@ -19,6 +19,12 @@ def register(subparsers: Any) -> None:
     dev.add_argument("--emulator-port", type=int, default=12111, help="Stripe emulator port.")
     dev.add_argument("--webhook-port", type=int, default=8787, help="Webhook receiver port.")
     dev.add_argument(
+        "--alerts-port",
+        type=int,
+        default=8790,
+        help="Port of the demo's alert sink (started when no BILLING_ALERTS_* sink is set).",
+    )
+    dev.add_argument(
         "--no-seed",
         dest="seed",
         action="store_false",
@@ -48,6 +54,7 @@ def _dev(args: argparse.Namespace) -> int:
         dagster_port=args.dagster_port,
         emulator_port=args.emulator_port,
         webhook_port=args.webhook_port,
+        alerts_port=args.alerts_port,
         seed=args.seed,
         billing_only=args.billing_only,
     )

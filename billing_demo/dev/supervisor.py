@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from billing_demo.dev import webhook_demo
+from billing_demo.dev.alert_sink import AlertSink, print_alert
 from billing_demo.dev.dagster_processes import (
     code_server_service,
     dagster_storage_url,
@@ -66,6 +67,7 @@ class Options:
     dagster_port: int = 3000
     emulator_port: int = 12111
     webhook_port: int = 8787
+    alerts_port: int = 8790
     seed: bool = True
     billing_only: bool = False
     # A workspace.yaml of the user's instead of the code server the demo starts.
@@ -219,6 +221,7 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
             ensure_port_free(service.port, service.name)
     if use_emulator:
         ensure_port_free(options.emulator_port, "Stripe emulator")
+    alerts = _alert_sink(options, stack)
 
     url = stack.enter_context(database_url())
     print("[dev] migrating the database…", flush=True)
@@ -230,6 +233,10 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
         config.DAGSTER_HOME: str(prepare_dagster_home(options.dagster_yaml)),
         config.DAGSTER_PG_URL: dagster_storage_url(url),
     }
+    # Alerts link to runs in this UI, on whatever port it was given.
+    env.setdefault(config.DAGSTER_UI_URL, f"http://{options.host}:{options.dagster_port}")
+    if alerts is not None:
+        env[config.ALERTS_WEBHOOK_URL] = alerts.url()
     if options.seed and not options.billing_only and not has_application_data(url):
         run_step([*CLI, "seed"], env, "seeding demo data")
     if (
@@ -278,13 +285,42 @@ def _run(options: Options, stack: ExitStack, state: SupervisorState, data_dir: P
     if not options.billing_only:
         target = subscribe_demo_organizations(url, env)
 
-    _print_urls(options, url, env, emulator, receiving, target)
+    _print_urls(options, url, env, emulator, receiving, target, alerts)
     while True:
         for child in running:
             if (code := child.exited()) is not None:
                 print(f"[dev] {child.name} exited with code {code}; stopping the rest", flush=True)
                 return 1
         time.sleep(0.5)
+
+
+def _alert_sink(options: Options, stack: ExitStack) -> AlertSink | None:
+    """Without a sink of the user's, the demo's own: it prints each alert here, `[alert] …`.
+
+    Alerts would otherwise go nowhere (the code server says so in its log); a sink configured in
+    the environment is used as it is and the demo starts none.
+    """
+    configured = [
+        name
+        for name in (
+            config.ALERTS_SLACK_WEBHOOK_URL,
+            config.ALERTS_WEBHOOK_URL,
+            config.ALERTS_SMTP_URL,
+        )
+        if config.env(name)
+    ]
+    if configured:
+        print(f"[dev] alerts go to the sinks in {', '.join(configured)}", flush=True)
+        return None
+    ensure_port_free(options.alerts_port, "alert sink")
+    sink = AlertSink(options.alerts_port, on_alert=print_alert).start()
+    stack.callback(sink.stop)
+    print(
+        f"[dev] no alert sink configured: alerts go to the demo's sink at {sink.url()}, "
+        "which prints them here as [alert] lines",
+        flush=True,
+    )
+    return sink
 
 
 def _start_emulator(options: Options, stack: ExitStack, data_dir: Path, env: dict[str, str]) -> Any:
@@ -315,6 +351,7 @@ def _print_urls(
     emulator: Any,
     receiving: bool,
     target: DemoSubscription | None,
+    alerts: AlertSink | None,
 ) -> None:
     receiver_url = f"http://127.0.0.1:{options.webhook_port}{WEBHOOK_PATH}"
     lines = [f"  Dagster UI        http://{options.host}:{options.dagster_port}"]
@@ -323,6 +360,8 @@ def _print_urls(
     if receiving:
         lines.append(f"  Webhook receiver  {receiver_url}")
     lines.append(f"  Database          {make_url(url).render_as_string(hide_password=True)}")
+    if alerts is not None:
+        lines.append(f"  Alert sink        {alerts.url()} (prints each alert here: [alert] …)")
     if emulator is not None:
         lines.append(
             "\n  Stripe's invoices (the first ones at the end of each subscription's period):\n"

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from billing_pipeline.db.statuses import (
     OPEN_INBOX_STATUSES,
+    AlertDeliveryStatus,
     DraftOutcome,
     InboxStatus,
     LedgerStatus,
@@ -378,4 +379,34 @@ webhook_recovery = Table(
     # (the next recovery lists again from a margin before it).
     _timestamp("confirmed_until", nullable=False),
     _timestamp("updated_at", nullable=False, default_now=True),
+)
+
+ALERT_DELIVERY_STATUSES = tuple(AlertDeliveryStatus)
+
+alert_deliveries = Table(
+    "alert_deliveries",
+    billing_metadata,
+    # One row per alert and sink. The key names the failure deterministically (a run id, an
+    # asset check evaluation's event id), so a sensor tick that runs again after a crash finds
+    # the row and never sends the same alert twice.
+    Column("alert_key", Text, primary_key=True),
+    Column("sink", Text, primary_key=True),
+    # What the message says (alerts/messages.py `Alert`), kept to retry it and as a record.
+    Column("alert", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default=AlertDeliveryStatus.PENDING.value),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+    # When the next attempt may start: now for a new row, later after a failed attempt, and a
+    # lease while an attempt is under way (a sensor that died mid-send leaves it to expire).
+    _timestamp("next_attempt_at", nullable=False, default_now=True),
+    _timestamp("created_at", nullable=False, default_now=True),
+    _timestamp("sent_at"),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in ALERT_DELIVERY_STATUSES) + ")", name="status"
+    ),
+    Index(
+        "ix_alert_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=text(f"status = '{AlertDeliveryStatus.PENDING.value}'"),
+    ),
 )

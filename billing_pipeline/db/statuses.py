@@ -68,3 +68,11 @@ class DraftOutcome(StrEnum):
     GAP = "gap"
     # A line still differed at the last look before finalization: recorded, never retried.
     UNFIXABLE = "unfixable"
+
+
+class AlertDeliveryStatus(StrEnum):
+    """Where one alert stands for one sink (billing_pipeline/alerts/deliveries.py)."""
+
+    PENDING = "pending"  # recorded, not delivered yet (or retried after a failed attempt)
+    SENT = "sent"  # the sink answered 2xx: never sent again
+    FAILED = "failed"  # every attempt failed; given up, kept with the last error

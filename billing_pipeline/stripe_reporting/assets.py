@@ -190,7 +190,11 @@ def _report(
     if report.failures:
         raise dg.Failure(
             description=_failure_description(report),
-            metadata=run_metadata,
+            metadata={
+                **run_metadata,
+                "customer_ids": dg.MetadataValue.json(sorted(report.failed_customers)),
+                "days": dg.MetadataValue.json(sorted(d.isoformat() for d in report.failed_days)),
+            },
             allow_retries=report.transient_failures > 0,
         )
     return dg.MaterializeResult(metadata=run_metadata)

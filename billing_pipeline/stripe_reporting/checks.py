@@ -101,6 +101,16 @@ def _attention_result(
             ),
             params,
         ).scalar_one()
+        # Every customer and day named, not only the rows shown: what alerts report.
+        customer_ids, days = connection.execute(
+            text(
+                "SELECT coalesce(array_agg(DISTINCT stripe_customer_id "
+                "ORDER BY stripe_customer_id), '{}'), "
+                "coalesce(array_agg(DISTINCT day ORDER BY day), '{}') "
+                f"FROM billing.meter_ledger WHERE {where}"
+            ),
+            params,
+        ).one()
         rows = connection.execute(
             text(
                 "SELECT identifier, meter, organization_ids, day, stripe_customer_id, value, "
@@ -117,6 +127,8 @@ def _attention_result(
             "rows": int(total),
             "customers": int(customers),
             "organization_ids": dg.MetadataValue.json(list(organizations)),
+            "customer_ids": dg.MetadataValue.json(list(customer_ids)),
+            "days": dg.MetadataValue.json([day.isoformat() for day in days]),
             "identifiers": dg.MetadataValue.json([row.identifier for row in rows]),
             "details": markdown_table(
                 ("identifier", "customer", "organizations", "day", "value", "code", "reason"),
@@ -267,6 +279,7 @@ def unbilled_usage(postgres: PostgresResource) -> dg.AssetCheckResult:
         metadata={
             "rows": len(rows),
             "with_a_subscription": len(with_subscription),
+            "days": dg.MetadataValue.json(sorted({r.day.isoformat() for r in with_subscription})),
             "organization_ids": dg.MetadataValue.json(sorted({r.organization_id for r in rows})),
             "details": markdown_table(
                 ("meter", "day", "from", "until", "organization", "value", "reason"),
@@ -319,6 +332,7 @@ def usage_after_invoice_finalized(
             "lines_with_gap": len(gaps),
             "units_missing": sum(g.units for g in gaps if g.units > 0),
             "units_overbilled": -sum(g.units for g in gaps if g.units < 0),
+            "customer_ids": dg.MetadataValue.json(sorted({g.customer for g in gaps})),
             "details": markdown_table(
                 (
                     "customer",
@@ -388,6 +402,7 @@ def subscriptions_sharing_a_meter(postgres: PostgresResource) -> dg.AssetCheckRe
         ),
         metadata={
             "customers": dg.MetadataValue.json(sorted({f.customer for f in found})),
+            "days": dg.MetadataValue.json(sorted({d.isoformat() for f in found for d in f.days})),
             "units_held": sum(f.units for f in found),
             "units_billed_more_than_once": sum(f.reported for f in found),
             "details": markdown_table(

@@ -54,6 +54,7 @@ def _reconciliation_metadata(outcome: Reconciliation) -> dict[str, Any]:
         "drifts": len(outcome.drifts),
         "settling": outcome.settling,
         "customers_with_drift": len({drift.customer for drift in outcome.drifts}),
+        "customer_ids": dg.MetadataValue.json(sorted({drift.customer for drift in outcome.drifts})),
         "missing_meters": dg.MetadataValue.json(outcome.missing_meters),
         "drift_details": markdown_table(
             ("meter", "day", "customer", "organizations", "source", "ledger", "stripe"),

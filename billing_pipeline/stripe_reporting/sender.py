@@ -67,6 +67,9 @@ class SendReport:
     # The same outcomes per UTC day, so each partition of a range run shows its own.
     counts_by_day: Counter[tuple[date, str]] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # Who and which days the failures concern, for the step's failure metadata (and alerts).
+    failed_customers: set[str] = field(default_factory=set)
+    failed_days: set[date] = field(default_factory=set)
     transient_failures: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -78,6 +81,8 @@ class SendReport:
             self.counts_by_day[(row.day, outcome)] += 1
             if error is not None:
                 self.failures.append((row.identifier, error))
+                self.failed_customers.add(row.stripe_customer_id)
+                self.failed_days.add(row.day)
             if transient:
                 self.transient_failures += 1
 
@@ -87,6 +92,8 @@ class SendReport:
             self.counts += other.counts
             self.counts_by_day += other.counts_by_day
             self.failures += other.failures
+            self.failed_customers |= other.failed_customers
+            self.failed_days |= other.failed_days
             self.transient_failures += other.transient_failures
 
 

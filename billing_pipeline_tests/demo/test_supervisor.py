@@ -48,7 +48,11 @@ class Demo:
             config.STRIPE_API_BASE,
             config.STRIPE_WEBHOOK_SECRET,
         }
-        self.env = {k: v for k, v in os.environ.items() if k not in unset}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in unset and not k.startswith("BILLING_ALERTS_")
+        }
         self.env[config.DATA_DIR] = str(data_dir)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -56,6 +60,7 @@ class Demo:
         argv = [sys.executable, "-m", "billing_pipeline.cli", "dev", "--no-seed"]
         argv += ["--dagster-port", str(self.port)]
         argv += ["--emulator-port", str(free_port()), "--webhook-port", str(free_port())]
+        argv += ["--alerts-port", str(free_port())]
         self.process = subprocess.Popen(argv, env=self.env, start_new_session=True)
         return self.process
 

@@ -8,6 +8,7 @@ webserver and the daemon only reach the code location over gRPC, as in the Helm 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,11 +19,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+
 from billing_demo.dev.dagster_processes import free_port, grpc_serving, write_grpc_workspace
 from billing_demo.dev.services import answers, script, stop_process_groups
+from billing_pipeline import config
+from billing_pipeline_tests.support.stripe import TEST_KEY
 
 LOCATION = "billing_pipeline"
 STARTUP_TIMEOUT = 120.0
+RUN_TIMEOUT = 120.0
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+def topology_env(
+    database_url: str, dagster_home: Path, dagster_pg_url: str, api_base: str | None, **extra: str
+) -> dict[str, str]:
+    """The processes' environment: this one without its Stripe and Dagster settings, then the
+    test's database, instance and (when `api_base` is given) the emulator, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))}
+    env |= {
+        config.DATABASE_URL: database_url,
+        config.DAGSTER_HOME: str(dagster_home),
+        config.DAGSTER_PG_URL: dagster_pg_url,
+    }
+    if api_base is not None:
+        env |= {config.STRIPE_SECRET_KEY: TEST_KEY, config.STRIPE_API_BASE: api_base}
+    return env | extra
 
 
 @dataclass
@@ -79,6 +111,29 @@ class Topology:
 
     def logs(self) -> str:
         return "\n".join(s.tail() for s in self.processes)
+
+    def launch(self, job_name: str, tags: Mapping[str, str]) -> Any:
+        """Submit a run of `job_name` to the webserver, as the UI's Launch button does; the
+        GraphQL answer (`LaunchRunSuccess` with the queued run, or the error)."""
+        params = {
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": "__repository__",
+                "jobName": job_name,
+            },
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }
+        return self.graphql(LAUNCH, {"params": params})["data"]["launchRun"]
+
+    def wait_for_run(self, instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
+        """The run once finished (any status); fails with the processes' logs after a while."""
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline:
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.is_finished:
+                return run
+            time.sleep(1)
+        raise AssertionError(f"run {run_id} did not finish in time\n{self.logs()}")
 
 
 @contextmanager
