@@ -57,9 +57,9 @@ class StripeResource(dg.ConfigurableResource):
     meter_event_api: Literal["v1", "v2"] = "v1"
     concurrency: int = 8
     lease_seconds: int = 600
-    max_network_retries: int = 2
-    retry_attempts: int = 6
-    retry_base_seconds: float = 0.25
+    retry_attempts: int = 4
+    retry_base_seconds: float = 0.5
+    retry_deadline_seconds: float = 20.0
 
     def client(self) -> StripeBilling | None:
         if not self.secret_key:
@@ -67,8 +67,11 @@ class StripeResource(dg.ConfigurableResource):
         return StripeBilling(
             self.secret_key,
             self.api_base,
-            max_network_retries=self.max_network_retries,
-            retry=RetryRule(attempts=self.retry_attempts, base_seconds=self.retry_base_seconds),
+            retry=RetryRule(
+                attempts=self.retry_attempts,
+                base_seconds=self.retry_base_seconds,
+                deadline_seconds=self.retry_deadline_seconds,
+            ),
         )
 
 

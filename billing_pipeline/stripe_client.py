@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -90,17 +91,53 @@ class RemoteMeter:
 
 @dataclass(frozen=True)
 class RetryRule:
-    """Our backoff for what the SDK does not retry itself (429s) or gave up on.
+    """The one retry policy for every Stripe call (the SDK's own retries are switched off).
 
-    Exponential with full jitter, bounded: with the defaults a call gives up after ~15 s.
+    A call is retried on what can succeed later (connection errors the SDK marks retryable, 409,
+    429, 5xx), and never when Stripe answers `Stripe-Should-Retry: false`; `true` is always
+    retried (stripe-python's `_should_retry` reads the header first, and so do we). A
+    `Retry-After` header is waited out when given; otherwise exponential backoff with full
+    jitter. Bounded twice: at most `attempts` HTTP requests per logical call, and no retry
+    starts after `deadline_seconds`, so a call ends within the deadline plus one request's
+    timeout (defaults: 4 requests, 20 s + 30 s).
     """
 
-    attempts: int = 6
-    base_seconds: float = 0.25
-    cap_seconds: float = 8.0
+    attempts: int = 4
+    base_seconds: float = 0.5
+    cap_seconds: float = 4.0
+    deadline_seconds: float = 20.0
 
-    def delay(self, attempt: int) -> float:
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.cap_seconds)
         return random.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))
+
+
+def should_retry(error: Exception) -> bool:
+    """Whether a failed request may succeed if repeated: Stripe's header first, then the kind."""
+    if not isinstance(error, stripe.StripeError):
+        return False
+    headers = _headers(error)
+    flag = headers.get("stripe-should-retry")
+    if flag in ("true", "false"):
+        return flag == "true"
+    if isinstance(error, stripe.APIConnectionError):
+        return error.should_retry
+    status = error.http_status or 0
+    return status in (409, 429) or status >= 500
+
+
+def _headers(error: stripe.StripeError) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in (error.headers or {}).items()}
+
+
+def _retry_after(error: Exception) -> float | None:
+    if not isinstance(error, stripe.StripeError):
+        return None
+    try:
+        return max(0.0, float(_headers(error)["retry-after"]))
+    except (KeyError, ValueError):
+        return None
 
 
 class StripeBilling:
@@ -112,16 +149,16 @@ class StripeBilling:
         api_key: str,
         api_base: str | None = None,
         *,
-        max_network_retries: int = 2,
         timeout_seconds: float = 30.0,
         retry: RetryRule | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        # The SDK retries connection errors, 409 and 5xx itself, reusing one Idempotency-Key.
+        # The SDK does not retry (max_network_retries=0): `RetryRule` is the one policy, so one
+        # logical call is at most `retry.attempts` requests, never attempts x SDK retries.
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base, "meter_events": api_base} if api_base else None,
-            max_network_retries=max_network_retries,
+            max_network_retries=0,
             http_client=stripe.RequestsClient(timeout=timeout_seconds),
         )
         self.retry = retry or RetryRule()
@@ -133,17 +170,22 @@ class StripeBilling:
     def _with_retries(
         self, call: Callable[[], T], what: str, also: tuple[type[Exception], ...] = ()
     ) -> T:
-        """Run `call`, backing off on 429, 5xx and connection errors (and `also`); re-raise the
-        last one."""
-        retryable: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, *also)
-        for attempt in range(self.retry.attempts - 1):
+        """Run `call` under `RetryRule` (also retrying `also`); re-raise the last error."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
             try:
                 return call()
-            except retryable as error:
-                delay = self.retry.delay(attempt)
+            except Exception as error:
+                attempt += 1
+                if not (isinstance(error, also) or should_retry(error)):
+                    raise
+                delay = self.retry.delay(attempt - 1, _retry_after(error))
+                spent = time.monotonic() - started + delay
+                if attempt >= self.retry.attempts or spent > self.retry.deadline_seconds:
+                    raise
                 logger.info("stripe %s on %s; retrying in %.2fs", type(error).__name__, what, delay)
                 self._sleep(delay)
-        return call()
 
     def list_meters(self) -> list[RemoteMeter]:
         return self._with_retries(self._list_meters, "list meters")
@@ -177,8 +219,11 @@ class StripeBilling:
             "payload": {"stripe_customer_id": customer, "value": str(value)},
         }
         try:
+            # One Idempotency-Key for every attempt of this call: a retry after a lost answer
+            # gets the first answer replayed.
+            options: stripe.RequestOptions = {"idempotency_key": str(uuid.uuid4())}
             self._with_retries(
-                lambda: self.client.v1.billing.meter_events.create(params), identifier
+                lambda: self.client.v1.billing.meter_events.create(params, options), identifier
             )
         except stripe.InvalidRequestError as error:
             return _classify_rejection(error)
@@ -196,9 +241,10 @@ class StripeBilling:
             "type": "cancel",
             "cancel": {"identifier": identifier},
         }
+        options: stripe.RequestOptions = {"idempotency_key": str(uuid.uuid4())}
         try:
             self._with_retries(
-                lambda: self.client.v1.billing.meter_event_adjustments.create(params),
+                lambda: self.client.v1.billing.meter_event_adjustments.create(params, options),
                 f"cancel {identifier}",
             )
         except stripe.InvalidRequestError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -68,7 +69,6 @@ def test_429_and_500_are_retried_with_backoff_until_sent(
     client = StripeBilling(
         TEST_KEY,
         emulator_server.url,
-        max_network_retries=0,
         retry=RetryRule(attempts=50, base_seconds=0.001, cap_seconds=0.004),
         sleep=delays.append,
     )
@@ -89,7 +89,6 @@ def test_transient_errors_give_up_after_the_bounded_attempts(
     client = StripeBilling(
         TEST_KEY,
         emulator_server.url,
-        max_network_retries=0,
         retry=RetryRule(attempts=3),
         sleep=delays.append,
     )
@@ -99,6 +98,64 @@ def test_transient_errors_give_up_after_the_bounded_attempts(
         send(client, known_customer, "bp-never")
     assert len(delays) == 2
     assert emulator_control.meter_events() == []
+
+
+def test_one_logical_call_in_a_5xx_outage_is_at_most_the_bounded_requests(
+    emulator_server: StripeEmulator, emulator_control: EmulatorControl, known_customer: str
+) -> None:
+    """One policy, not SDK retries x ours: the emulator sees exactly `attempts` requests, and
+    the call gives up within the deadline (plus one request), the row left for the next run."""
+    rule = RetryRule(attempts=4, base_seconds=0.05, cap_seconds=0.2, deadline_seconds=5.0)
+    client = StripeBilling(TEST_KEY, emulator_server.url, retry=rule)
+    emulator_control.set_faults(error_500_rate=1.0)
+
+    started = time.monotonic()
+    with pytest.raises(stripe.APIError):
+        send(client, known_customer, "bp-outage")
+    elapsed = time.monotonic() - started
+
+    assert emulator_control.request_count()["500"] == rule.attempts
+    assert elapsed < rule.deadline_seconds
+    emulator_control.set_faults()
+    assert emulator_control.meter_events() == []
+
+
+def test_the_deadline_stops_retrying_before_the_attempts_run_out(
+    emulator_server: StripeEmulator, emulator_control: EmulatorControl, known_customer: str
+) -> None:
+    """No retry starts once its wait would pass the deadline: with attempts to spare, an
+    outage still ends the call within the deadline plus one request."""
+    rule = RetryRule(attempts=50, base_seconds=0.5, cap_seconds=0.5, deadline_seconds=1.5)
+    client = StripeBilling(TEST_KEY, emulator_server.url, retry=rule)
+    emulator_control.set_faults(error_500_rate=1.0)
+
+    started = time.monotonic()
+    with pytest.raises(stripe.APIError):
+        send(client, known_customer, "bp-deadline")
+    elapsed = time.monotonic() - started
+
+    assert elapsed <= rule.deadline_seconds + 1.0
+    assert 2 <= emulator_control.request_count()["500"] < rule.attempts
+
+
+@pytest.mark.parametrize(("header", "requests"), [(False, 1), (True, 3)])
+def test_stripe_should_retry_decides_whether_a_5xx_is_retried(
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    known_customer: str,
+    header: bool,
+    requests: int,
+) -> None:
+    """`Stripe-Should-Retry: false` stops at the first answer; `true` retries to the bound."""
+    client = StripeBilling(
+        TEST_KEY, emulator_server.url, retry=RetryRule(attempts=3), sleep=lambda _: None
+    )
+    emulator_control.set_faults(error_500_rate=1.0, should_retry=header)
+
+    with pytest.raises(stripe.APIError):
+        send(client, known_customer, f"bp-should-retry-{header}")
+
+    assert emulator_control.request_count()["500"] == requests
 
 
 def test_retry_delays_grow_exponentially_up_to_the_cap() -> None:
