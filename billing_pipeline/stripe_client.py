@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import stripe
@@ -25,9 +25,23 @@ from billing_pipeline.usage.meters import Meter
 
 logger = logging.getLogger(__name__)
 
+# How Stripe's synchronous meter event refusals are told apart. Stripe documents no `code` for
+# them (its error codes list has none for meter events; the codes of meter error reports are for
+# asynchronous refusals, see `meter_errors.py`), so the structured fields come first: `type`
+# (`invalid_request_error`), `param` (the field refused) and `Stripe-Should-Retry`, with our own
+# knowledge of what we sent (the timestamp). A duplicate identifier is a 400 on `identifier` with
+# `Stripe-Should-Retry: false` (reference: stripe-billing-meters.md). Message text is only the
+# fallback, for an answer that names no `param`.
 DUPLICATE_IDENTIFIER = "An event already exists with identifier"
 TOO_OLD = "cannot be more than 35 days in past"
-# Stripe's answers to a cancel adjustment it will not make (meter_event_adjustments).
+# Stripe's documented code for a too-old event (meter error reports); honoured if it ever comes
+# back synchronously.
+TOO_OLD_CODE = "timestamp_too_far_in_past"
+PAST_WINDOW = timedelta(days=35)
+# Stripe's answers to a cancel adjustment it will not make (meter_event_adjustments): both name
+# `param=cancel[identifier]` and no code, as does an unknown identifier, so within that param the
+# message is the only tell (the fallback, by necessity).
+CANCEL_PARAM = "cancel[identifier]"
 ALREADY_CANCELLED = "has already been cancelled"
 CANCEL_TOO_LATE = "within 24 hours"
 T = TypeVar("T")
@@ -226,7 +240,7 @@ class StripeBilling:
                 lambda: self.client.v1.billing.meter_events.create(params, options), identifier
             )
         except stripe.InvalidRequestError as error:
-            return _classify_rejection(error)
+            return classify_rejection(error, timestamp)
         return SendResult(Outcome.SENT)
 
     def cancel_meter_event(self, *, event_name: str, identifier: str) -> CancelResult:
@@ -248,12 +262,7 @@ class StripeBilling:
                 f"cancel {identifier}",
             )
         except stripe.InvalidRequestError as error:
-            message = error.user_message or str(error)
-            if ALREADY_CANCELLED in message:
-                return CancelResult(CancelOutcome.CANCELLED, message)
-            if CANCEL_TOO_LATE in message:
-                return CancelResult(CancelOutcome.TOO_LATE, message, error.code)
-            return CancelResult(CancelOutcome.REJECTED, message, error.code)
+            return classify_cancel_rejection(error)
         return CancelResult(CancelOutcome.CANCELLED)
 
     def stream_meter_events(self, events: Sequence[StreamEvent]) -> SendResult:
@@ -407,10 +416,35 @@ def _remote_meter(meter: stripe.billing.Meter) -> RemoteMeter:
     )
 
 
-def _classify_rejection(error: stripe.InvalidRequestError) -> SendResult:
+def classify_rejection(error: stripe.InvalidRequestError, timestamp: datetime) -> SendResult:
+    """What a 4xx to one v1 meter event means, from Stripe's structured fields first."""
     message = error.user_message or str(error)
-    if DUPLICATE_IDENTIFIER in message:
+    param = error.param
+    if param == "identifier" and _headers(error).get("stripe-should-retry") == "false":
         return SendResult(Outcome.ALREADY_SENT, message)
-    if TOO_OLD in message:
+    if error.code == TOO_OLD_CODE or (
+        param == "timestamp" and timestamp < datetime.now(UTC) - PAST_WINDOW
+    ):
         return SendResult(Outcome.EXPIRED, message, error.code)
-    return SendResult(Outcome.REJECTED, message, error.code)
+    if param is None and DUPLICATE_IDENTIFIER in message:
+        return SendResult(Outcome.ALREADY_SENT, message)
+    if param is None and TOO_OLD in message:
+        return SendResult(Outcome.EXPIRED, message, error.code)
+    return SendResult(Outcome.REJECTED, message, error.code or _param_code(param))
+
+
+def classify_cancel_rejection(error: stripe.InvalidRequestError) -> CancelResult:
+    """What a 4xx to one cancel adjustment means: only a refusal about the identifier can be
+    "already cancelled" or "too late"; anything else (another param) is a plain rejection."""
+    message = error.user_message or str(error)
+    if error.param in (CANCEL_PARAM, None):
+        if ALREADY_CANCELLED in message:
+            return CancelResult(CancelOutcome.CANCELLED, message)
+        if CANCEL_TOO_LATE in message:
+            return CancelResult(CancelOutcome.TOO_LATE, message, error.code)
+    return CancelResult(CancelOutcome.REJECTED, message, error.code or _param_code(error.param))
+
+
+def _param_code(param: str | None) -> str | None:
+    """A stable `error_code` for the ledger when Stripe gives none: the parameter it refused."""
+    return f"invalid_param:{param}" if param else None
