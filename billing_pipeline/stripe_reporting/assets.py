@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import Engine
 
+from billing_pipeline.db.statuses import LedgerStatus, SendOutcome
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import RemoteMeter, StripeBilling
@@ -148,7 +149,7 @@ def _report(
     if revoked := revoke_leases(engine):
         context.log.warning(f"freed {revoked} ledger rows leased by a reporting run that died")
     cancels = cancel_rows(engine, client, sorted(differences))
-    if cancels.counts["cancel_refused"]:
+    if cancels.counts[SendOutcome.CANCEL_REFUSED]:
         # Stripe still counts the events it would not cancel: the slots are planned again from
         # what it holds (recorded uncorrectable), before anything that relied on them is sent.
         planned_by_day += plan_targets(engine, targets, plan_first, plan_end, now)
@@ -172,10 +173,10 @@ def _report(
     run_metadata: dict[str, Any] = {
         "run window": f"{first_day}..{end_day - timedelta(days=1)}",
         "run/planned": planned_counts.total(),
-        "run/sent": report.counts["sent"],
-        "run/failed": report.counts["failed"],
-        "settled_sent": settled["sent"],
-        "settled_absent": settled["absent"],
+        "run/sent": report.counts[SendOutcome.SENT],
+        "run/failed": report.counts[SendOutcome.FAILED],
+        "settled_sent": settled[LedgerStatus.SENT],
+        "settled_absent": settled[LedgerStatus.ABSENT],
     }
     if report.failures:
         raise dg.Failure(
@@ -184,6 +185,15 @@ def _report(
             allow_retries=report.transient_failures > 0,
         )
     return dg.MaterializeResult(metadata=run_metadata)
+
+
+# The per-day counts of what a run did, shown on every partition (expired adds the planned ones).
+DAY_OUTCOMES = (
+    SendOutcome.SENT,
+    SendOutcome.ALREADY_SENT,
+    SendOutcome.FAILED,
+    SendOutcome.IN_DOUBT,
+)
 
 
 def _metadata_by_day(
@@ -206,11 +216,9 @@ def _metadata_by_day(
         sent = report.counts_by_day
         metadata: dict[str, Any] = {
             "planned": sum(n for (d, _), n in planned.items() if d == day),
-            "sent": sent[(day, "sent")],
-            "already_sent": sent[(day, "already_sent")],
-            "failed": sent[(day, "failed")],
-            "expired": planned[(day, "expired")] + sent[(day, "expired")],
-            "in_doubt": sent[(day, "in_doubt")],
+            **{outcome.value: sent[(day, outcome)] for outcome in DAY_OUTCOMES},
+            SendOutcome.EXPIRED.value: planned[(day, LedgerStatus.EXPIRED)]
+            + sent[(day, SendOutcome.EXPIRED)],
             **{f"ledger_{s}": n for (d, s), n in sorted(statuses.items()) if d == day},
         }
         for target in targets:

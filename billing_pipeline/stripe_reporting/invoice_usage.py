@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
+from billing_pipeline.db.statuses import LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.attribution import (
     CUSTOMER_VALUE_SQL,
@@ -82,7 +83,7 @@ late AS (
     SELECT l.invoice, l.line, count(*) AS rows
     FROM lines l
     JOIN billing.meter_ledger m ON m.meter = :meter AND m.stripe_customer_id = l.customer
-        AND m.status = 'sent' AND m.event_timestamp >= l.period_start
+        AND m.status = :sent AND m.event_timestamp >= l.period_start
         AND m.event_timestamp < l.period_end AND m.sent_at > l.finalized_at
     GROUP BY l.invoice, l.line
 )
@@ -143,6 +144,7 @@ def invoice_gaps(
                     **attribution_params(meter, windows.get(meter.name), first_day, end_day),
                     **lines,
                     "last": meter.aggregation == "last",
+                    "sent": LedgerStatus.SENT,
                 },
             ).all()
             compared += len(rows)

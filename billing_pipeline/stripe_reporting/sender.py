@@ -35,7 +35,7 @@ from typing import Any, Literal
 import stripe
 from sqlalchemy import Engine
 
-from billing_pipeline.db.statuses import LedgerStatus
+from billing_pipeline.db.statuses import LedgerStatus, SendOutcome
 from billing_pipeline.stripe_client import (
     MAX_STREAM_EVENTS,
     TRANSIENT_ERRORS,
@@ -63,15 +63,20 @@ ACCEPTED_V2 = "accepted by the v2 meter event stream; Stripe validates it asynch
 class SendReport:
     """What one delivery pass did, for the asset's metadata and its pass/fail decision."""
 
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[SendOutcome] = field(default_factory=Counter)
     # The same outcomes per UTC day, so each partition of a range run shows its own.
-    counts_by_day: Counter[tuple[date, str]] = field(default_factory=Counter)
+    counts_by_day: Counter[tuple[date, SendOutcome]] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     transient_failures: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(
-        self, row: LedgerRow, outcome: str, error: str | None = None, *, transient: bool = False
+        self,
+        row: LedgerRow,
+        outcome: SendOutcome,
+        error: str | None = None,
+        *,
+        transient: bool = False,
     ) -> None:
         with self._lock:
             self.counts[outcome] += 1
@@ -138,10 +143,10 @@ def _precheck(run: _Pass, row: LedgerRow, previous: datetime | None) -> RowOutco
     """The outcome of a claimed row that must not be sent (expired, or in doubt), else None."""
     now = datetime.now(UTC)
     if row.event_timestamp < now - STRIPE_WINDOW:
-        run.report.record(row, "expired")
+        run.report.record(row, SendOutcome.EXPIRED)
         return RowOutcome(row.identifier, LedgerStatus.EXPIRED, OUTSIDE_WINDOW)
     if row.meter in run.differences and previous is not None and previous < now - DEDUPE_SAFE:
-        run.report.record(row, "in_doubt")
+        run.report.record(row, SendOutcome.IN_DOUBT)
         return RowOutcome(row.identifier, LedgerStatus.IN_DOUBT, IN_DOUBT_REASON, None, False)
     return None
 
@@ -202,7 +207,7 @@ def _send_group_v1(
     for index, row in enumerate(rows):
         if row.identifier not in claimed:
             for later in rows[index:]:
-                run.report.record(later, "claimed_elsewhere")
+                run.report.record(later, SendOutcome.CLAIMED_ELSEWHERE)
             break
         outcomes.append(_precheck(run, row, claimed[row.identifier]) or _call_v1(run, row))
     return outcomes
@@ -224,23 +229,23 @@ def _call_v1(run: _Pass, row: LedgerRow) -> RowOutcome:
 
 def _transient(run: _Pass, row: LedgerRow, error: stripe.StripeError) -> RowOutcome:
     message = f"{type(error).__name__}: {_message(error)} (will retry)"
-    run.report.record(row, "failed", message, transient=True)
+    run.report.record(row, SendOutcome.FAILED, message, transient=True)
     return RowOutcome(row.identifier, LedgerStatus.FAILED, message, _code(error))
 
 
 def _settled(run: _Pass, row: LedgerRow, result: SendResult) -> RowOutcome:
     if result.outcome is Outcome.SENT:
-        run.report.record(row, "sent")
+        run.report.record(row, SendOutcome.SENT)
         return RowOutcome(row.identifier, LedgerStatus.SENT)
     if result.outcome is Outcome.ALREADY_SENT:
-        run.report.record(row, "already_sent")
+        run.report.record(row, SendOutcome.ALREADY_SENT)
         return RowOutcome(row.identifier, LedgerStatus.SENT, ALREADY_SENT)
     if result.outcome is Outcome.EXPIRED:
-        run.report.record(row, "expired")
+        run.report.record(row, SendOutcome.EXPIRED)
         reason = f"{OUTSIDE_WINDOW}; Stripe said: {result.message}"
         return RowOutcome(row.identifier, LedgerStatus.EXPIRED, reason)
     message = f"Stripe rejected the event: {result.message}"
-    run.report.record(row, "failed", message)
+    run.report.record(row, SendOutcome.FAILED, message)
     return RowOutcome(row.identifier, LedgerStatus.FAILED, message, result.code)
 
 
@@ -259,7 +264,7 @@ def _send_waves_v2(
         to_send: list[LedgerRow] = []
         for row in wave:
             if row.identifier not in claimed:
-                run.report.record(row, "claimed_elsewhere")
+                run.report.record(row, SendOutcome.CLAIMED_ELSEWHERE)
                 blocked.add(_key(row))
             elif outcome := _precheck(run, row, claimed[row.identifier]):
                 writer.add([outcome])
@@ -272,7 +277,7 @@ def _send_waves_v2(
     for group in groups:
         held = [index for index, row in enumerate(group) if row.identifier not in claimed]
         for later in group[held[0] + 1 :] if held else []:
-            run.report.record(later, "claimed_elsewhere")
+            run.report.record(later, SendOutcome.CLAIMED_ELSEWHERE)
 
 
 def _key(row: LedgerRow) -> tuple[str, str]:
@@ -290,7 +295,7 @@ def _stream(run: _Pass, rows: list[LedgerRow]) -> list[RowOutcome]:
         return [_transient(run, row, error) for row in rows]
     if result.outcome is Outcome.SENT:
         for row in rows:
-            run.report.record(row, "sent")
+            run.report.record(row, SendOutcome.SENT)
         return [RowOutcome(row.identifier, LedgerStatus.SENT, ACCEPTED_V2) for row in rows]
     return [_settled(run, row, result) for row in rows]
 
