@@ -50,6 +50,9 @@ class StripeResource(dg.ConfigurableResource):
     `concurrency` is the number of calls (v1) or stream requests (v2) in flight.
     `lease_seconds` is how long a sender's claim on ledger rows lasts: after a crash, the rows
     go out again once it has passed.
+    `retry_*` bound one Stripe call (`stripe_client.RetryRule`); `breaker_failures` is how many
+    calls in a row may fail that way before a run stops sending and leaves the rest for its
+    retry (`sender.Breaker`).
     """
 
     secret_key: str | None = None
@@ -60,6 +63,7 @@ class StripeResource(dg.ConfigurableResource):
     retry_attempts: int = 4
     retry_base_seconds: float = 0.5
     retry_deadline_seconds: float = 20.0
+    breaker_failures: int = 20
 
     def client(self) -> StripeBilling | None:
         if not self.secret_key:

@@ -72,6 +72,7 @@ class SendOutcome(StrEnum):
     CLAIMED_ELSEWHERE = "claimed_elsewhere"  # another sender holds its lease: left to it
     CANCELLED = "cancelled"
     CANCEL_REFUSED = "cancel_refused"  # past Stripe's 24 h cancel window
+    DEFERRED = "deferred"  # not attempted: the pass stopped (breaker), left for the next attempt
 
 
 OPEN_INBOX_STATUSES = (InboxStatus.PENDING, InboxStatus.FAILED)

@@ -161,6 +161,7 @@ def _report(
         differences=differences,
         api=settings.meter_event_api,
         lease=timedelta(seconds=settings.lease_seconds),
+        breaker_failures=settings.breaker_failures,
     )
     report.merge(cancels)
     by_day = _metadata_by_day(engine, targets, (first_day, end_day), now, planned_by_day, report)
@@ -175,14 +176,15 @@ def _report(
         "run/planned": planned_counts.total(),
         "run/sent": report.counts[SendOutcome.SENT],
         "run/failed": report.counts[SendOutcome.FAILED],
+        "run/deferred": report.counts[SendOutcome.DEFERRED],
         "settled_sent": settled[LedgerStatus.SENT],
         "settled_absent": settled[LedgerStatus.ABSENT],
     }
-    if report.failures:
+    if report.failures or report.stopped:
         raise dg.Failure(
             description=_failure_description(report),
             metadata=run_metadata,
-            allow_retries=report.transient_failures > 0,
+            allow_retries=report.transient_failures > 0 or report.stopped is not None,
         )
     return dg.MaterializeResult(metadata=run_metadata)
 
@@ -240,5 +242,7 @@ def _failure_description(report: SendReport) -> str:
     lines += [f"- {identifier}: {error}" for identifier, error in shown]
     if len(report.failures) > len(shown):
         lines.append(f"… and {len(report.failures) - len(shown)} more")
+    if report.stopped:
+        lines.append(f"The run {report.stopped}.")
     lines.append("The next run retries only the rows not yet sent.")
     return "\n".join(lines)

@@ -16,6 +16,11 @@ statements per thousand events, whatever the concurrency.
   A 200 means accepted for processing: the row is `sent`, and a later meter error report marks
   it rejected (`meter_errors.py`), to be billed again under a new revision.
 
+A pass stops sending after `breaker_failures` consecutive transient failures (a Stripe outage):
+each failing call spends its whole retry budget, so going on would cost ~20 s per row for
+nothing. The rows not yet attempted keep their status (their leases are given back) for the
+next attempt, and the report says why it stopped.
+
 A crash leaves claimed rows leased: once the lease expires a rerun resends the same identifiers,
 which Stripe deduplicates within a day; after Stripe's 24 h dedupe a raw `sum` row is put in
 doubt instead (see `in_doubt.py`).
@@ -52,6 +57,8 @@ from billing_pipeline.stripe_reporting.ledger import OUTSIDE_WINDOW, STRIPE_WIND
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8
+# Consecutive transient failures (calls, not rows) after which a pass stops sending.
+DEFAULT_BREAKER_FAILURES = 20
 # How many v1 outcomes are gathered before they are written in one statement.
 OUTCOME_BATCH = 500
 MeterEventApi = Literal["v1", "v2"]
@@ -68,6 +75,8 @@ class SendReport:
     counts_by_day: Counter[tuple[date, SendOutcome]] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     transient_failures: int = 0
+    # Why the pass stopped before its rows ran out (the breaker opened); None if it did not.
+    stopped: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(
@@ -93,6 +102,33 @@ class SendReport:
             self.counts_by_day += other.counts_by_day
             self.failures += other.failures
             self.transient_failures += other.transient_failures
+            self.stopped = self.stopped or other.stopped
+
+
+class Breaker:
+    """Opens after `limit` consecutive transient failures; any answer from Stripe (even a 4xx)
+    closes the count again. Shared by a pass's workers."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the breaker needs a limit of at least one failure")
+        self.limit = limit
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def record(self, *, failed: bool) -> None:
+        with self._lock:
+            self._failures = self._failures + 1 if failed else 0
+
+    def reason(self) -> str | None:
+        """Why sending must stop now, or None."""
+        with self._lock:
+            if self._failures >= self.limit:
+                return (
+                    f"stopped sending after {self._failures} consecutive failed Stripe calls; "
+                    "the rows not attempted are left for the next attempt"
+                )
+        return None
 
 
 @dataclass(frozen=True)
@@ -105,6 +141,14 @@ class _Pass:
     differences: frozenset[str]
     owner: str
     lease: timedelta
+    breaker: Breaker
+
+    def stop(self) -> bool:
+        """Whether to stop sending now; records why on the report."""
+        reason = self.breaker.reason()
+        if reason is not None:
+            self.report.stopped = self.report.stopped or reason
+        return reason is not None
 
 
 def send_rows(
@@ -126,12 +170,24 @@ def send_chunks(
     differences: frozenset[str] = frozenset(),
     api: MeterEventApi = "v1",
     lease: timedelta = DEFAULT_LEASE,
+    breaker_failures: int = DEFAULT_BREAKER_FAILURES,
 ) -> SendReport:
     """Send chunks of whole customers (`ledger.unsent_chunks`) one after the other, so memory
-    stays flat; `differences` names the meters whose rows are differences (raw `sum`)."""
-    run = _Pass(engine, stripe_billing, SendReport(), differences, leases.new_lease_owner(), lease)
+    stays flat; `differences` names the meters whose rows are differences (raw `sum`). Stops
+    early (`SendReport.stopped`) once `breaker_failures` calls in a row failed transiently."""
+    run = _Pass(
+        engine,
+        stripe_billing,
+        SendReport(),
+        differences,
+        leases.new_lease_owner(),
+        lease,
+        Breaker(breaker_failures),
+    )
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stripe-send") as pool:
         for rows in chunks:
+            if run.stop():
+                break
             groups: dict[tuple[str, str], list[LedgerRow]] = {}
             for row in rows:
                 groups.setdefault(_key(row), []).append(row)
@@ -209,6 +265,10 @@ def _send_group_v1(
             for later in rows[index:]:
                 run.report.record(later, SendOutcome.CLAIMED_ELSEWHERE)
             break
+        if run.stop():
+            for later in rows[index:]:
+                run.report.record(later, SendOutcome.DEFERRED)
+            break
         outcomes.append(_precheck(run, row, claimed[row.identifier]) or _call_v1(run, row))
     return outcomes
 
@@ -223,7 +283,9 @@ def _call_v1(run: _Pass, row: LedgerRow) -> RowOutcome:
             timestamp=row.event_timestamp,
         )
     except TRANSIENT_ERRORS as error:
+        run.breaker.record(failed=True)
         return _transient(run, row, error)
+    run.breaker.record(failed=False)
     return _settled(run, row, result)
 
 
@@ -261,6 +323,12 @@ def _send_waves_v2(
     depth = max((len(group) for group in groups), default=0)
     for k in range(depth):
         wave = [group[k] for group in groups if len(group) > k and _key(group[k]) not in blocked]
+        if run.stop():
+            for group in groups:
+                for row in group[k:]:
+                    if _key(row) not in blocked:
+                        run.report.record(row, SendOutcome.DEFERRED)
+            break
         to_send: list[LedgerRow] = []
         for row in wave:
             if row.identifier not in claimed:
@@ -289,10 +357,16 @@ def _stream(run: _Pass, rows: list[LedgerRow]) -> list[RowOutcome]:
         StreamEvent(r.event_name, r.stripe_customer_id, r.value, r.identifier, r.event_timestamp)
         for r in rows
     ]
+    if run.stop():
+        for row in rows:
+            run.report.record(row, SendOutcome.DEFERRED)
+        return []
     try:
         result = run.billing.stream_meter_events(events)
     except TRANSIENT_ERRORS as error:
+        run.breaker.record(failed=True)
         return [_transient(run, row, error) for row in rows]
+    run.breaker.record(failed=False)
     if result.outcome is Outcome.SENT:
         for row in rows:
             run.report.record(row, SendOutcome.SENT)
