@@ -21,7 +21,11 @@ from billing_pipeline.stripe_reporting.ledger import (
     status_counts_by_day,
     unsent_chunks,
 )
-from billing_pipeline.stripe_reporting.locking import ReportingLockTimeoutError, reporting_lock
+from billing_pipeline.stripe_reporting.locking import (
+    HeldLock,
+    ReportingLockTimeoutError,
+    reporting_lock,
+)
 from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError, verify_meters
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_targets
 from billing_pipeline.stripe_reporting.reconciliation import day_totals
@@ -107,7 +111,7 @@ def build_reporting_asset(
             plan = planned_days(first_day, end_day, datetime.now(UTC))
             return dry_run_result(engine, targets, *plan)
         try:
-            with reporting_lock(engine, context.log.info):
+            with reporting_lock(engine, context.log.info) as lock:
                 return _report(
                     context,
                     engine,
@@ -116,6 +120,7 @@ def build_reporting_asset(
                     remote,
                     (first_day, end_day),
                     stripe,
+                    lock,
                 )
         except ReportingLockTimeoutError as error:
             raise dg.Failure(description=str(error), allow_retries=True) from error
@@ -131,6 +136,7 @@ def _report(
     remote: dict[str, RemoteMeter],
     days: tuple[date, date],
     settings: StripeResource,
+    lock: HeldLock,
 ) -> dg.MaterializeResult:
     first_day, end_day = days
     now = datetime.now(UTC)
@@ -162,6 +168,7 @@ def _report(
         api=settings.meter_event_api,
         lease=timedelta(seconds=settings.lease_seconds),
         breaker_failures=settings.breaker_failures,
+        stop_when=lock.lost_reason,
     )
     report.merge(cancels)
     by_day = _metadata_by_day(engine, targets, (first_day, end_day), now, planned_by_day, report)

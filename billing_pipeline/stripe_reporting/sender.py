@@ -21,6 +21,10 @@ each failing call spends its whole retry budget, so going on would cost ~20 s pe
 nothing. The rows not yet attempted keep their status (their leases are given back) for the
 next attempt, and the report says why it stopped.
 
+It also stops the moment `stop_when` gives a reason: the reporting step passes the reporting
+lock's `lost_reason`, so a run that lost its lock (and with it "one run at a time") sends nothing
+more while the next lock holder takes over its rows.
+
 A crash leaves claimed rows leased: once the lease expires a rerun resends the same identifiers,
 which Stripe deduplicates within a day; after Stripe's 24 h dedupe a raw `sum` row is put in
 doubt instead (see `in_doubt.py`).
@@ -31,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -142,10 +146,11 @@ class _Pass:
     owner: str
     lease: timedelta
     breaker: Breaker
+    stop_when: Callable[[], str | None] | None = None
 
     def stop(self) -> bool:
         """Whether to stop sending now; records why on the report."""
-        reason = self.breaker.reason()
+        reason = self.breaker.reason() or (self.stop_when() if self.stop_when else None)
         if reason is not None:
             self.report.stopped = self.report.stopped or reason
         return reason is not None
@@ -171,10 +176,12 @@ def send_chunks(
     api: MeterEventApi = "v1",
     lease: timedelta = DEFAULT_LEASE,
     breaker_failures: int = DEFAULT_BREAKER_FAILURES,
+    stop_when: Callable[[], str | None] | None = None,
 ) -> SendReport:
     """Send chunks of whole customers (`ledger.unsent_chunks`) one after the other, so memory
     stays flat; `differences` names the meters whose rows are differences (raw `sum`). Stops
-    early (`SendReport.stopped`) once `breaker_failures` calls in a row failed transiently."""
+    early (`SendReport.stopped`) once `breaker_failures` calls in a row failed transiently, or
+    once `stop_when` gives a reason."""
     run = _Pass(
         engine,
         stripe_billing,
@@ -183,6 +190,7 @@ def send_chunks(
         leases.new_lease_owner(),
         lease,
         Breaker(breaker_failures),
+        stop_when,
     )
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stripe-send") as pool:
         for rows in chunks:
