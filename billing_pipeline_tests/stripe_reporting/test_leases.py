@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from billing_pipeline.db.engine import make_engine
-from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
+from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus, SendOutcome
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.leases import claim
 from billing_pipeline.stripe_reporting.ledger import LedgerRow, insert_rows, unsent_rows
@@ -87,7 +87,7 @@ def test_a_killed_senders_rows_go_out_once_after_its_lease_expires(
     # While the dead sender's leases last, its rows (and, to keep each customer's order, the
     # rows after them) are left alone.
     early = send_rows(engine, stripe_billing, _unsent(engine), api=api, lease=LEASE)
-    assert early.counts["claimed_elsewhere"] >= leased
+    assert early.counts[SendOutcome.CLAIMED_ELSEWHERE] >= leased
     time.sleep(LEASE.total_seconds())
     send_rows(engine, stripe_billing, _unsent(engine), api=api, lease=LEASE)
 
