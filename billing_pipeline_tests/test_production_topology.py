@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -181,3 +182,78 @@ def test_the_daemon_rebills_a_day_whose_readings_arrived_late(
     assert stripe_value(
         billing.stripe_billing, "temperature_readings", customer, *whole_day
     ) == readings_in(billing.engine, 1, *whole_day)
+
+
+@pytest.mark.processes
+@pytest.mark.timeout(480)
+def test_the_daemon_reruns_a_billing_run_failed_by_a_stripe_outage(
+    engine: Engine,
+    database_url: str,
+    dagster_home: Path,
+    dagster_pg_url: str,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+) -> None:
+    """Stripe answers every call with a 500 (and `Stripe-Should-Retry: false`, so each attempt
+    fails at once) until the reporting step has spent all its retries and the run fails. Once
+    Stripe is back, nobody relaunches anything: the daemon's run retries (docs/dagster.production
+    .yaml, the `daily_billing` job tags) re-run it, and Stripe ends up holding the source's
+    totals, computed here from the seeded rows."""
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    customer = new_customer(stripe_billing, "Org 1")
+    add_organization(engine, 1, customer=customer)
+    add_sensor(engine, 1, 1, midnight(day) - timedelta(days=3))
+    add_readings(engine, 1, day, 7)
+    expected = {("active_sensors", customer): 1, ("temperature_readings", customer): 7}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
+        config.DATABASE_URL: database_url,
+        config.DAGSTER_HOME: str(dagster_home),
+        config.DAGSTER_PG_URL: dagster_pg_url,
+        config.STRIPE_SECRET_KEY: TEST_KEY,
+        config.STRIPE_API_BASE: emulator_server.url,
+    }
+    emulator_control.set_faults(error_500_rate=1.0, should_retry=False)
+    with (
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+        production_topology(dagster_home, env) as topology,
+    ):
+        answer = topology.graphql(
+            LAUNCH,
+            {
+                "params": {
+                    "selector": {
+                        "repositoryLocationName": LOCATION,
+                        "repositoryName": "__repository__",
+                        "jobName": "daily_billing",
+                    },
+                    "executionMetadata": {
+                        "tags": [{"key": "dagster/partition", "value": day.isoformat()}]
+                    },
+                }
+            },
+        )["data"]["launchRun"]
+        assert answer["__typename"] == "LaunchRunSuccess", answer
+        first_id = answer["run"]["runId"]
+        deadline = time.monotonic() + 300
+        while (first := instance.get_run_by_id(first_id)) is None or not first.is_finished:
+            assert time.monotonic() < deadline, f"the first run never ended\n{topology.logs()}"
+            time.sleep(1)
+        assert first.status == dg.DagsterRunStatus.FAILURE
+        assert emulator_control.meter_events() == []
+        emulator_control.set_faults()  # Stripe is back; no one relaunches anything
+
+        retried: Sequence[dg.DagsterRun] = []
+        while not retried:
+            assert time.monotonic() < deadline, f"the daemon never re-ran it\n{topology.logs()}"
+            retried = instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/parent_run_id": first_id})
+            )
+            time.sleep(1)
+        rerun = wait_for_run(instance, retried[0].run_id, topology)
+
+        assert rerun.status == dg.DagsterRunStatus.SUCCESS, topology.logs()
+        assert rerun.tags["dagster/retry_number"] == "1"
+    sent = {(e["event_name"], e["customer"]): e["value"] for e in emulator_control.meter_events()}
+    assert sent == expected

@@ -9,11 +9,18 @@ import dagster as dg
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.stripe_reporting.checks import reporting_checks
 
+# A failed billing run (schedule, period close, late-data sensor) is re-run by the daemon
+# (`run_retries` in dagster.yaml) from its failed steps: every step is safe to repeat, and the
+# ledger resends only what Stripe does not hold. Three runs, each with the reporting step's own
+# retries, outlast a Stripe or storage outage of several minutes, inside Stripe's 1 h grace.
+RUN_RETRY_TAGS = {"dagster/max_retries": "3", "dagster/retry_strategy": "FROM_FAILURE"}
+
 daily_billing_job = dg.define_asset_job(
     name="daily_billing",
     selection=dg.AssetSelection.groups("usage", "stripe"),
     partitions_def=daily_partitions,
     description="Compute one UTC day's usage per meter and report it to Stripe exactly once.",
+    tags=RUN_RETRY_TAGS,
 )
 
 reconciliation_job = dg.define_asset_job(
