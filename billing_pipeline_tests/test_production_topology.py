@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -46,6 +47,40 @@ mutation Launch($params: ExecutionParams!) {
   }
 }
 """
+
+
+def topology_env(
+    database_url: str, dagster_home: Path, dagster_pg_url: str, api_base: str
+) -> dict[str, str]:
+    """The three processes' environment: this one's, with Stripe and Dagster set for the test."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
+        config.DATABASE_URL: database_url,
+        config.DAGSTER_HOME: str(dagster_home),
+        config.DAGSTER_PG_URL: dagster_pg_url,
+        config.STRIPE_SECRET_KEY: TEST_KEY,
+        config.STRIPE_API_BASE: api_base,
+    }
+
+
+def launch_daily_billing(topology: Topology, day: date) -> dict[str, Any]:
+    """Submit one day of `daily_billing` to the webserver's GraphQL API, as the UI does."""
+    answer: dict[str, Any] = topology.graphql(
+        LAUNCH,
+        {
+            "params": {
+                "selector": {
+                    "repositoryLocationName": LOCATION,
+                    "repositoryName": "__repository__",
+                    "jobName": "daily_billing",
+                },
+                "executionMetadata": {
+                    "tags": [{"key": "dagster/partition", "value": day.isoformat()}]
+                },
+            }
+        },
+    )["data"]["launchRun"]
+    return answer
 
 
 def wait_for_run(instance: dg.DagsterInstance, run_id: str, topology: Topology) -> dg.DagsterRun:
@@ -81,14 +116,7 @@ def test_the_daemon_completes_the_daily_billing_run(
         add_readings(engine, sensor, day, count)
     expected = {("active_sensors", customer): 2, ("temperature_readings", customer): 7 + 5}
 
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
-        config.DATABASE_URL: database_url,
-        config.DAGSTER_HOME: str(dagster_home),
-        config.DAGSTER_PG_URL: dagster_pg_url,
-        config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: emulator_server.url,
-    }
+    env = topology_env(database_url, dagster_home, dagster_pg_url, emulator_server.url)
     # Creating the instance here also creates Dagster's tables before three processes race to.
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
@@ -96,21 +124,7 @@ def test_the_daemon_completes_the_daily_billing_run(
     ):
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
-        answer = topology.graphql(
-            LAUNCH,
-            {
-                "params": {
-                    "selector": {
-                        "repositoryLocationName": LOCATION,
-                        "repositoryName": "__repository__",
-                        "jobName": "daily_billing",
-                    },
-                    "executionMetadata": {
-                        "tags": [{"key": "dagster/partition", "value": day.isoformat()}]
-                    },
-                }
-            },
-        )["data"]["launchRun"]
+        answer = launch_daily_billing(topology, day)
         assert answer["__typename"] == "LaunchRunSuccess", answer
         assert answer["run"]["status"] == "QUEUED"  # the daemon, not the webserver, starts it
         run = wait_for_run(instance, answer["run"]["runId"], topology)
@@ -158,14 +172,7 @@ def test_the_daemon_rebills_a_day_whose_readings_arrived_late(
     whole_day = (midnight(day), midnight(day) + timedelta(days=1))
     assert stripe_value(billing.stripe_billing, "temperature_readings", customer, *whole_day) == 6
 
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
-        config.DATABASE_URL: billing.database_url,
-        config.DAGSTER_HOME: str(dagster_home),
-        config.DAGSTER_PG_URL: dagster_pg_url,
-        config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: billing.api_base,
-    }
+    env = topology_env(billing.database_url, dagster_home, dagster_pg_url, billing.api_base)
     launched = dg.RunsFilter(tags={"dagster/sensor_name": "late_readings_sensor"})
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
@@ -187,13 +194,7 @@ def test_the_daemon_rebills_a_day_whose_readings_arrived_late(
 @pytest.mark.processes
 @pytest.mark.timeout(480)
 def test_the_daemon_reruns_a_billing_run_failed_by_a_stripe_outage(
-    engine: Engine,
-    database_url: str,
-    dagster_home: Path,
-    dagster_pg_url: str,
-    emulator_server: StripeEmulator,
-    emulator_control: EmulatorControl,
-    stripe_billing: StripeBilling,
+    billing: Billing, dagster_home: Path, dagster_pg_url: str
 ) -> None:
     """Stripe answers every call with a 500 (and `Stripe-Should-Retry: false`, so each attempt
     fails at once) until the reporting step has spent all its retries and the run fails. Once
@@ -201,39 +202,18 @@ def test_the_daemon_reruns_a_billing_run_failed_by_a_stripe_outage(
     .yaml, the `daily_billing` job tags) re-run it, and Stripe ends up holding the source's
     totals, computed here from the seeded rows."""
     day = datetime.now(UTC).date() - timedelta(days=1)
-    customer = new_customer(stripe_billing, "Org 1")
-    add_organization(engine, 1, customer=customer)
-    add_sensor(engine, 1, 1, midnight(day) - timedelta(days=3))
-    add_readings(engine, 1, day, 7)
+    customer = new_customer(billing.stripe_billing, "Org 1")
+    add_organization(billing.engine, 1, customer=customer)
+    add_sensor(billing.engine, 1, 1, midnight(day) - timedelta(days=3))
+    add_readings(billing.engine, 1, day, 7)
     expected = {("active_sensors", customer): 1, ("temperature_readings", customer): 7}
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
-        config.DATABASE_URL: database_url,
-        config.DAGSTER_HOME: str(dagster_home),
-        config.DAGSTER_PG_URL: dagster_pg_url,
-        config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: emulator_server.url,
-    }
-    emulator_control.set_faults(error_500_rate=1.0, should_retry=False)
+    env = topology_env(billing.database_url, dagster_home, dagster_pg_url, billing.api_base)
+    billing.emulator.set_faults(error_500_rate=1.0, should_retry=False)
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
         production_topology(dagster_home, env) as topology,
     ):
-        answer = topology.graphql(
-            LAUNCH,
-            {
-                "params": {
-                    "selector": {
-                        "repositoryLocationName": LOCATION,
-                        "repositoryName": "__repository__",
-                        "jobName": "daily_billing",
-                    },
-                    "executionMetadata": {
-                        "tags": [{"key": "dagster/partition", "value": day.isoformat()}]
-                    },
-                }
-            },
-        )["data"]["launchRun"]
+        answer = launch_daily_billing(topology, day)
         assert answer["__typename"] == "LaunchRunSuccess", answer
         first_id = answer["run"]["runId"]
         deadline = time.monotonic() + 300
@@ -241,8 +221,8 @@ def test_the_daemon_reruns_a_billing_run_failed_by_a_stripe_outage(
             assert time.monotonic() < deadline, f"the first run never ended\n{topology.logs()}"
             time.sleep(1)
         assert first.status == dg.DagsterRunStatus.FAILURE
-        assert emulator_control.meter_events() == []
-        emulator_control.set_faults()  # Stripe is back; no one relaunches anything
+        assert billing.emulator.meter_events() == []
+        billing.emulator.set_faults()  # Stripe is back; no one relaunches anything
 
         retried: Sequence[dg.DagsterRun] = []
         while not retried:
@@ -255,5 +235,5 @@ def test_the_daemon_reruns_a_billing_run_failed_by_a_stripe_outage(
 
         assert rerun.status == dg.DagsterRunStatus.SUCCESS, topology.logs()
         assert rerun.tags["dagster/retry_number"] == "1"
-    sent = {(e["event_name"], e["customer"]): e["value"] for e in emulator_control.meter_events()}
+    sent = {(e["event_name"], e["customer"]): e["value"] for e in billing.emulator.meter_events()}
     assert sent == expected

@@ -197,19 +197,25 @@ def test_transient_errors_give_up_after_the_bounded_attempts(
     assert emulator_control.meter_events() == []
 
 
+def fail_in_an_outage(
+    emulator: StripeEmulator, control: EmulatorControl, rule: RetryRule, customer: str
+) -> float:
+    """Send one event while Stripe answers every request with a 500; the seconds it took."""
+    client = StripeBilling(TEST_KEY, emulator.url, retry=rule)
+    control.set_faults(error_500_rate=1.0)
+    started = time.monotonic()
+    with pytest.raises(stripe.APIError):
+        send(client, customer, "bp-outage")
+    return time.monotonic() - started
+
+
 def test_one_logical_call_in_a_5xx_outage_is_at_most_the_bounded_requests(
     emulator_server: StripeEmulator, emulator_control: EmulatorControl, known_customer: str
 ) -> None:
     """One policy, not SDK retries x ours: the emulator sees exactly `attempts` requests, and
     the call gives up within the deadline (plus one request), the row left for the next run."""
     rule = RetryRule(attempts=4, base_seconds=0.05, cap_seconds=0.2, deadline_seconds=5.0)
-    client = StripeBilling(TEST_KEY, emulator_server.url, retry=rule)
-    emulator_control.set_faults(error_500_rate=1.0)
-
-    started = time.monotonic()
-    with pytest.raises(stripe.APIError):
-        send(client, known_customer, "bp-outage")
-    elapsed = time.monotonic() - started
+    elapsed = fail_in_an_outage(emulator_server, emulator_control, rule, known_customer)
 
     assert emulator_control.request_count()["500"] == rule.attempts
     assert elapsed < rule.deadline_seconds
@@ -223,13 +229,7 @@ def test_the_deadline_stops_retrying_before_the_attempts_run_out(
     """No retry starts once its wait would pass the deadline: with attempts to spare, an
     outage still ends the call within the deadline plus one request."""
     rule = RetryRule(attempts=50, base_seconds=0.5, cap_seconds=0.5, deadline_seconds=1.5)
-    client = StripeBilling(TEST_KEY, emulator_server.url, retry=rule)
-    emulator_control.set_faults(error_500_rate=1.0)
-
-    started = time.monotonic()
-    with pytest.raises(stripe.APIError):
-        send(client, known_customer, "bp-deadline")
-    elapsed = time.monotonic() - started
+    elapsed = fail_in_an_outage(emulator_server, emulator_control, rule, known_customer)
 
     assert elapsed <= rule.deadline_seconds + 1.0
     assert 2 <= emulator_control.request_count()["500"] < rule.attempts

@@ -45,6 +45,7 @@ from billing_pipeline_tests.support.reporting import (
     reconcile_days,
     run_days,
     stripe_view,
+    subscribed_customers,
 )
 from billing_pipeline_tests.support.stripe import new_customer
 from stripe_emulator.control import EmulatorControl
@@ -283,18 +284,6 @@ def _report_once_in_own_process(
         succeeded.value = result.success
 
 
-def _lock_holder_pid(engine: Engine) -> int | None:
-    with engine.connect() as connection:
-        pid = connection.execute(
-            text(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND objid = hashtext(:key)::oid"
-            ),
-            {"key": LOCK_KEY},
-        ).scalar()
-        return None if pid is None else int(pid)
-
-
 def _reporting_lock_holders(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(
@@ -310,27 +299,14 @@ def _reporting_lock_holders(engine: Engine) -> int:
 
 def _thirty_paying_organizations(engine: Engine, billing: StripeBilling) -> None:
     for organization in range(1, 31):
-        add_organization(engine, organization)
-        with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO subscriptions (organization_id, stripe_customer_id, status, "
-                    "started_at) VALUES (:org, :customer, 'active', '2024-01-01')"
-                ),
-                {"org": organization, "customer": new_customer(billing, f"C{organization}")},
-            )
+        add_organization(engine, organization, new_customer(billing, f"C{organization}"))
         add_sensor(engine, organization, organization, midnight(D1) - timedelta(days=1))
         add_readings(engine, organization, D1, organization)
 
 
 def _expected_view(engine: Engine) -> tuple[list[str], dict[tuple[str, str, date], float]]:
     """What Stripe must hold for `_thirty_paying_organizations`, from the rows written there."""
-    with engine.connect() as connection:
-        customers = list(
-            connection.execute(
-                text("SELECT stripe_customer_id FROM subscriptions ORDER BY organization_id")
-            ).scalars()
-        )
+    customers = subscribed_customers(engine)
     expected: dict[tuple[str, str, date], float] = {}
     for organization, customer in enumerate(customers, start=1):
         expected[("active_sensors", customer, D1)] = 1
@@ -361,11 +337,18 @@ def test_a_run_that_loses_its_lock_stops_sending_and_the_next_sends_each_row_onc
     )
     process.start()
     deadline = time.monotonic() + 120
-    while (pid := _lock_holder_pid(engine)) is None or not emulator_control.meter_events():
+    while not (_reporting_lock_holders(engine) and emulator_control.meter_events()):
         assert time.monotonic() < deadline, "the run never took the lock and sent"
         time.sleep(0.05)
-    with engine.connect() as connection:
-        assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    with engine.connect() as connection:  # the lock's connection, ended by the server
+        ended = connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND granted AND objid = hashtext(:key)::oid"
+            ),
+            {"key": LOCK_KEY},
+        )
+        assert ended.scalars().all() == [True]
     lost_at = time.monotonic()
 
     process.join(timeout=60)
@@ -395,18 +378,7 @@ def test_a_run_killed_while_reporting_never_blocks_later_billing(
     stripe_billing: StripeBilling,
 ) -> None:
     # Case 11: `kill -9` of a reporting run in the middle of sending.
-    for organization in range(1, 31):
-        add_organization(engine, organization)
-        with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO subscriptions (organization_id, stripe_customer_id, status, "
-                    "started_at) VALUES (:org, :customer, 'active', '2024-01-01')"
-                ),
-                {"org": organization, "customer": new_customer(stripe_billing, f"C{organization}")},
-            )
-        add_sensor(engine, organization, organization, midnight(D1) - timedelta(days=1))
-        add_readings(engine, organization, D1, organization)
+    _thirty_paying_organizations(engine, stripe_billing)
     emulator_control.set_faults(latency_ms=300)
     process = multiprocessing.get_context("spawn").Process(
         target=_report_in_own_process,
@@ -430,17 +402,7 @@ def test_a_run_killed_while_reporting_never_blocks_later_billing(
 
     assert result.success
     assert time.monotonic() - began < 60
-    with engine.connect() as connection:
-        customers = list(
-            connection.execute(
-                text("SELECT stripe_customer_id FROM subscriptions ORDER BY organization_id")
-            ).scalars()
-        )
+    customers, expected = _expected_view(engine)
     view = stripe_view(stripe_billing, customers, D1, TODAY)
-    expected = {}
-    for organization, customer in enumerate(customers, start=1):
-        expected[("active_sensors", customer, D1)] = 1
-        expected[("active_sensors", customer, D2)] = 1
-        expected[("temperature_readings", customer, D1)] = organization
     assert view == expected
     assert len(emulator_control.meter_events()) == len(expected)  # nothing twice
