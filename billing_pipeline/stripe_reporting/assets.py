@@ -245,7 +245,11 @@ def _metadata_by_day(
 
 def _failure_description(report: SendReport) -> str:
     shown = report.failures[:FAILURES_SHOWN]
-    lines = [f"{len(report.failures)} meter events failed (recorded as failed in the ledger):"]
+    lines = []
+    if report.failures:
+        lines.append(
+            f"{len(report.failures)} meter events failed (recorded as failed in the ledger):"
+        )
     lines += [f"- {identifier}: {error}" for identifier, error in shown]
     if len(report.failures) > len(shown):
         lines.append(f"… and {len(report.failures) - len(shown)} more")

@@ -284,14 +284,19 @@ def _report_once_in_own_process(
         succeeded.value = result.success
 
 
+# The reporting lock of this test's database only: other test sessions (other databases on the
+# same server) hold the same key at the same time.
+_THIS_DATABASES_LOCK = (
+    "locktype = 'advisory' AND granted AND objid = hashtext(:key)::oid "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
 def _reporting_lock_holders(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(
             connection.execute(
-                text(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND objid = hashtext(:key)::oid"
-                ),
+                text(f"SELECT count(*) FROM pg_locks WHERE {_THIS_DATABASES_LOCK}"),
                 {"key": LOCK_KEY},
             ).scalar_one()
         )
@@ -342,10 +347,7 @@ def test_a_run_that_loses_its_lock_stops_sending_and_the_next_sends_each_row_onc
         time.sleep(0.05)
     with engine.connect() as connection:  # the lock's connection, ended by the server
         ended = connection.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND granted AND objid = hashtext(:key)::oid"
-            ),
+            text(f"SELECT pg_terminate_backend(pid) FROM pg_locks WHERE {_THIS_DATABASES_LOCK}"),
             {"key": LOCK_KEY},
         )
         assert ended.scalars().all() == [True]
@@ -355,8 +357,10 @@ def test_a_run_that_loses_its_lock_stops_sending_and_the_next_sends_each_row_onc
     stopped_after = time.monotonic() - lost_at
     sent_by_first = len(emulator_control.meter_events())
     assert not succeeded.value, "a run that lost its lock must not report success"
-    assert stopped_after < 8, f"the run went on for {stopped_after:.1f} s without its lock"
+    # Sending all 90 rows takes 12 s or more; a run that ignored the lost lock sends them all
+    # (and succeeds). The bound on the process's end is loose: Dagster's teardown follows.
     assert sent_by_first < len(expected)
+    assert stopped_after < 30, f"the run went on for {stopped_after:.1f} s without its lock"
     emulator_control.set_faults()
 
     result = run_days(dagster_instance, database_url, emulator_server.url, D1, D2)
