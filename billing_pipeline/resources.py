@@ -54,6 +54,9 @@ class StripeResource(dg.ConfigurableResource):
     `concurrency` is the number of calls (v1) or stream requests (v2) in flight.
     `lease_seconds` is how long a sender's claim on ledger rows lasts: after a crash, the rows
     go out again once it has passed.
+    `retry_*` bound one Stripe call (`stripe_client.RetryRule`); `breaker_failures` is how many
+    calls in a row may fail that way before a run stops sending and leaves the rest for its
+    retry (`sender.Breaker`).
     """
 
     secret_key: str | None = None
@@ -61,9 +64,10 @@ class StripeResource(dg.ConfigurableResource):
     meter_event_api: Literal["v1", "v2"] = "v1"
     concurrency: int = 8
     lease_seconds: int = 600
-    max_network_retries: int = 2
-    retry_attempts: int = 6
-    retry_base_seconds: float = 0.25
+    retry_attempts: int = 4
+    retry_base_seconds: float = 0.5
+    retry_deadline_seconds: float = 20.0
+    breaker_failures: int = 20
 
     def client(self) -> StripeBilling | None:
         if not self.secret_key:
@@ -71,8 +75,11 @@ class StripeResource(dg.ConfigurableResource):
         return StripeBilling(
             self.secret_key,
             self.api_base,
-            max_network_retries=self.max_network_retries,
-            retry=RetryRule(attempts=self.retry_attempts, base_seconds=self.retry_base_seconds),
+            retry=RetryRule(
+                attempts=self.retry_attempts,
+                base_seconds=self.retry_base_seconds,
+                deadline_seconds=self.retry_deadline_seconds,
+            ),
         )
 
 

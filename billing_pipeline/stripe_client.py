@@ -12,9 +12,10 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import stripe
@@ -24,9 +25,23 @@ from billing_pipeline.usage.meters import Meter
 
 logger = logging.getLogger(__name__)
 
+# How Stripe's synchronous meter event refusals are told apart. Stripe documents no `code` for
+# them (its error codes list has none for meter events; the codes of meter error reports are for
+# asynchronous refusals, see `meter_errors.py`), so the structured fields come first: `type`
+# (`invalid_request_error`), `param` (the field refused) and `Stripe-Should-Retry`, with our own
+# knowledge of what we sent (the timestamp). A duplicate identifier is a 400 on `identifier` with
+# `Stripe-Should-Retry: false` (reference: stripe-billing-meters.md). Message text is only the
+# fallback, for an answer that names no `param`.
 DUPLICATE_IDENTIFIER = "An event already exists with identifier"
 TOO_OLD = "cannot be more than 35 days in past"
-# Stripe's answers to a cancel adjustment it will not make (meter_event_adjustments).
+# Stripe's documented code for a too-old event (meter error reports); honoured if it ever comes
+# back synchronously.
+TOO_OLD_CODE = "timestamp_too_far_in_past"
+PAST_WINDOW = timedelta(days=35)
+# Stripe's answers to a cancel adjustment it will not make (meter_event_adjustments): both name
+# `param=cancel[identifier]` and no code, as does an unknown identifier, so within that param the
+# message is the only tell (the fallback, by necessity).
+CANCEL_PARAM = "cancel[identifier]"
 ALREADY_CANCELLED = "has already been cancelled"
 CANCEL_TOO_LATE = "within 24 hours"
 T = TypeVar("T")
@@ -90,17 +105,53 @@ class RemoteMeter:
 
 @dataclass(frozen=True)
 class RetryRule:
-    """Our backoff for what the SDK does not retry itself (429s) or gave up on.
+    """The one retry policy for every Stripe call (the SDK's own retries are switched off).
 
-    Exponential with full jitter, bounded: with the defaults a call gives up after ~15 s.
+    A call is retried on what can succeed later (connection errors the SDK marks retryable, 409,
+    429, 5xx), and never when Stripe answers `Stripe-Should-Retry: false`; `true` is always
+    retried (stripe-python's `_should_retry` reads the header first, and so do we). A
+    `Retry-After` header is waited out when given; otherwise exponential backoff with full
+    jitter. Bounded twice: at most `attempts` HTTP requests per logical call, and no retry
+    starts after `deadline_seconds`, so a call ends within the deadline plus one request's
+    timeout (defaults: 4 requests, 20 s + 30 s).
     """
 
-    attempts: int = 6
-    base_seconds: float = 0.25
-    cap_seconds: float = 8.0
+    attempts: int = 4
+    base_seconds: float = 0.5
+    cap_seconds: float = 4.0
+    deadline_seconds: float = 20.0
 
-    def delay(self, attempt: int) -> float:
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.cap_seconds)
         return random.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))
+
+
+def should_retry(error: Exception) -> bool:
+    """Whether a failed request may succeed if repeated: Stripe's header first, then the kind."""
+    if not isinstance(error, stripe.StripeError):
+        return False
+    headers = _headers(error)
+    flag = headers.get("stripe-should-retry")
+    if flag in ("true", "false"):
+        return flag == "true"
+    if isinstance(error, stripe.APIConnectionError):
+        return error.should_retry
+    status = error.http_status or 0
+    return status in (409, 429) or status >= 500
+
+
+def _headers(error: stripe.StripeError) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in (error.headers or {}).items()}
+
+
+def _retry_after(error: Exception) -> float | None:
+    if not isinstance(error, stripe.StripeError):
+        return None
+    try:
+        return max(0.0, float(_headers(error)["retry-after"]))
+    except (KeyError, ValueError):
+        return None
 
 
 class StripeBilling:
@@ -112,16 +163,16 @@ class StripeBilling:
         api_key: str,
         api_base: str | None = None,
         *,
-        max_network_retries: int = 2,
         timeout_seconds: float = 30.0,
         retry: RetryRule | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        # The SDK retries connection errors, 409 and 5xx itself, reusing one Idempotency-Key.
+        # The SDK does not retry (max_network_retries=0): `RetryRule` is the one policy, so one
+        # logical call is at most `retry.attempts` requests, never attempts x SDK retries.
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base, "meter_events": api_base} if api_base else None,
-            max_network_retries=max_network_retries,
+            max_network_retries=0,
             http_client=stripe.RequestsClient(timeout=timeout_seconds),
         )
         self.retry = retry or RetryRule()
@@ -133,17 +184,22 @@ class StripeBilling:
     def _with_retries(
         self, call: Callable[[], T], what: str, also: tuple[type[Exception], ...] = ()
     ) -> T:
-        """Run `call`, backing off on 429, 5xx and connection errors (and `also`); re-raise the
-        last one."""
-        retryable: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, *also)
-        for attempt in range(self.retry.attempts - 1):
+        """Run `call` under `RetryRule` (also retrying `also`); re-raise the last error."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
             try:
                 return call()
-            except retryable as error:
-                delay = self.retry.delay(attempt)
+            except Exception as error:
+                attempt += 1
+                if not (isinstance(error, also) or should_retry(error)):
+                    raise
+                delay = self.retry.delay(attempt - 1, _retry_after(error))
+                spent = time.monotonic() - started + delay
+                if attempt >= self.retry.attempts or spent > self.retry.deadline_seconds:
+                    raise
                 logger.info("stripe %s on %s; retrying in %.2fs", type(error).__name__, what, delay)
                 self._sleep(delay)
-        return call()
 
     def list_meters(self) -> list[RemoteMeter]:
         return self._with_retries(self._list_meters, "list meters")
@@ -177,11 +233,14 @@ class StripeBilling:
             "payload": {"stripe_customer_id": customer, "value": str(value)},
         }
         try:
+            # One Idempotency-Key for every attempt of this call: a retry after a lost answer
+            # gets the first answer replayed.
+            options: stripe.RequestOptions = {"idempotency_key": str(uuid.uuid4())}
             self._with_retries(
-                lambda: self.client.v1.billing.meter_events.create(params), identifier
+                lambda: self.client.v1.billing.meter_events.create(params, options), identifier
             )
         except stripe.InvalidRequestError as error:
-            return _classify_rejection(error)
+            return classify_rejection(error, timestamp)
         return SendResult(Outcome.SENT)
 
     def cancel_meter_event(self, *, event_name: str, identifier: str) -> CancelResult:
@@ -196,18 +255,14 @@ class StripeBilling:
             "type": "cancel",
             "cancel": {"identifier": identifier},
         }
+        options: stripe.RequestOptions = {"idempotency_key": str(uuid.uuid4())}
         try:
             self._with_retries(
-                lambda: self.client.v1.billing.meter_event_adjustments.create(params),
+                lambda: self.client.v1.billing.meter_event_adjustments.create(params, options),
                 f"cancel {identifier}",
             )
         except stripe.InvalidRequestError as error:
-            message = error.user_message or str(error)
-            if ALREADY_CANCELLED in message:
-                return CancelResult(CancelOutcome.CANCELLED, message)
-            if CANCEL_TOO_LATE in message:
-                return CancelResult(CancelOutcome.TOO_LATE, message, error.code)
-            return CancelResult(CancelOutcome.REJECTED, message, error.code)
+            return classify_cancel_rejection(error)
         return CancelResult(CancelOutcome.CANCELLED)
 
     def stream_meter_events(self, events: Sequence[StreamEvent]) -> SendResult:
@@ -378,10 +433,35 @@ def _remote_meter(meter: stripe.billing.Meter) -> RemoteMeter:
     )
 
 
-def _classify_rejection(error: stripe.InvalidRequestError) -> SendResult:
+def classify_rejection(error: stripe.InvalidRequestError, timestamp: datetime) -> SendResult:
+    """What a 4xx to one v1 meter event means, from Stripe's structured fields first."""
     message = error.user_message or str(error)
-    if DUPLICATE_IDENTIFIER in message:
+    param = error.param
+    if param == "identifier" and _headers(error).get("stripe-should-retry") == "false":
         return SendResult(Outcome.ALREADY_SENT, message)
-    if TOO_OLD in message:
+    if error.code == TOO_OLD_CODE or (
+        param == "timestamp" and timestamp < datetime.now(UTC) - PAST_WINDOW
+    ):
         return SendResult(Outcome.EXPIRED, message, error.code)
-    return SendResult(Outcome.REJECTED, message, error.code)
+    if param is None and DUPLICATE_IDENTIFIER in message:
+        return SendResult(Outcome.ALREADY_SENT, message)
+    if param is None and TOO_OLD in message:
+        return SendResult(Outcome.EXPIRED, message, error.code)
+    return SendResult(Outcome.REJECTED, message, error.code or _param_code(param))
+
+
+def classify_cancel_rejection(error: stripe.InvalidRequestError) -> CancelResult:
+    """What a 4xx to one cancel adjustment means: only a refusal about the identifier can be
+    "already cancelled" or "too late"; anything else (another param) is a plain rejection."""
+    message = error.user_message or str(error)
+    if error.param in (CANCEL_PARAM, None):
+        if ALREADY_CANCELLED in message:
+            return CancelResult(CancelOutcome.CANCELLED, message)
+        if CANCEL_TOO_LATE in message:
+            return CancelResult(CancelOutcome.TOO_LATE, message, error.code)
+    return CancelResult(CancelOutcome.REJECTED, message, error.code or _param_code(error.param))
+
+
+def _param_code(param: str | None) -> str | None:
+    """A stable `error_code` for the ledger when Stripe gives none: the parameter it refused."""
+    return f"invalid_param:{param}" if param else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -134,3 +135,51 @@ def test_the_daemon_rebills_a_day_whose_readings_arrived_late(
     assert stripe_value(
         billing.stripe_billing, "temperature_readings", customer, *whole_day
     ) == readings_in(billing.engine, 1, *whole_day)
+
+
+@pytest.mark.processes
+@pytest.mark.timeout(480)
+def test_the_daemon_reruns_a_billing_run_failed_by_a_stripe_outage(
+    billing: Billing, dagster_home: Path, dagster_pg_url: str
+) -> None:
+    """Stripe answers every call with a 500 (and `Stripe-Should-Retry: false`, so each attempt
+    fails at once) until the reporting step has spent all its retries and the run fails. Once
+    Stripe is back, nobody relaunches anything: the daemon's run retries (docs/dagster.production
+    .yaml, the `daily_billing` job tags) re-run it, and Stripe ends up holding the source's
+    totals, computed here from the seeded rows."""
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    customer = new_customer(billing.stripe_billing, "Org 1")
+    add_organization(billing.engine, 1, customer=customer)
+    add_sensor(billing.engine, 1, 1, midnight(day) - timedelta(days=3))
+    add_readings(billing.engine, 1, day, 7)
+    expected = {("active_sensors", customer): 1, ("temperature_readings", customer): 7}
+    env = topology_env(billing.database_url, dagster_home, dagster_pg_url, billing.api_base)
+    billing.emulator.set_faults(error_500_rate=1.0, should_retry=False)
+    with (
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+        production_topology(dagster_home, env) as topology,
+    ):
+        answer = topology.launch("daily_billing", {"dagster/partition": day.isoformat()})
+        assert answer["__typename"] == "LaunchRunSuccess", answer
+        first_id = answer["run"]["runId"]
+        deadline = time.monotonic() + 300
+        while (first := instance.get_run_by_id(first_id)) is None or not first.is_finished:
+            assert time.monotonic() < deadline, f"the first run never ended\n{topology.logs()}"
+            time.sleep(1)
+        assert first.status == dg.DagsterRunStatus.FAILURE
+        assert billing.emulator.meter_events() == []
+        billing.emulator.set_faults()  # Stripe is back; no one relaunches anything
+
+        retried: Sequence[dg.DagsterRun] = []
+        while not retried:
+            assert time.monotonic() < deadline, f"the daemon never re-ran it\n{topology.logs()}"
+            retried = instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/parent_run_id": first_id})
+            )
+            time.sleep(1)
+        rerun = topology.wait_for_run(instance, retried[0].run_id)
+
+        assert rerun.status == dg.DagsterRunStatus.SUCCESS, topology.logs()
+        assert rerun.tags["dagster/retry_number"] == "1"
+    sent = {(e["event_name"], e["customer"]): e["value"] for e in billing.emulator.meter_events()}
+    assert sent == expected

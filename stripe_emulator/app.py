@@ -57,6 +57,7 @@ def create_app(runtime: Runtime) -> Flask:
                 500,
                 "An unknown error occurred. Please try again or contact support.",
                 error_type="api_error",
+                headers=faults.should_retry_header(),
             )
         # What fell due on the emulator clock happens before this request is applied: a meter
         # event arriving after an invoice's finalization time is not on that invoice.

@@ -48,14 +48,17 @@ class EmulatorControl:
         error_500_rate: float = 0.0,
         drop_rate: float = 0.0,
         seed: int | None = None,
+        should_retry: bool | None = None,
     ) -> dict[str, Any]:
-        """Replace the whole fault configuration; calling with no arguments clears faults."""
+        """Replace the whole fault configuration; calling with no arguments clears faults.
+        `should_retry` sets `Stripe-Should-Retry` on the injected 500s (None: no header)."""
         body = {
             "latency_ms": latency_ms,
             "error_429_rate": error_429_rate,
             "error_500_rate": error_500_rate,
             "drop_rate": drop_rate,
             "seed": seed,
+            "should_retry": should_retry,
         }
         result: dict[str, Any] = self._call("POST", "/faults", body)
         return result

@@ -21,6 +21,10 @@ class FaultConfig:
     error_500_rate: float = 0.0
     drop_rate: float = 0.0
     seed: int | None = None
+    # The `Stripe-Should-Retry` header on injected 500s: absent (None), "true" or "false".
+    # Stripe sets it when it knows whether a retry can succeed (docs.stripe.com/error-low-level,
+    # "Retry-able errors"); clients that honour it stop or go on accordingly.
+    should_retry: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("error_429_rate", "error_500_rate", "drop_rate"):
@@ -81,6 +85,12 @@ class Faults:
         with self._lock:
             rate: float = getattr(self._config, f"{kind}_rate")
             return rate > 0 and self._random.random() < rate
+
+    def should_retry_header(self) -> dict[str, str]:
+        """The extra headers of an injected 500."""
+        with self._lock:
+            flag = self._config.should_retry
+        return {} if flag is None else {"Stripe-Should-Retry": "true" if flag else "false"}
 
     def latency_seconds(self) -> float:
         with self._lock:

@@ -196,7 +196,8 @@ meter_ledger = Table(
     # but never confirmed is in doubt rather than resent.
     _timestamp("first_attempted_at"),
     # A sender claims rows by lease instead of holding a row lock across its Stripe calls: a
-    # crashed sender's leases expire and the same identifiers go out again.
+    # crashed sender's leases expire and the same identifiers go out again. A row leaving the
+    # unsent statuses loses its lease, by trigger (migration billing_0013).
     Column("lease_owner", Text, nullable=True),
     _timestamp("lease_expires_at"),
     _timestamp("created_at", nullable=False, default_now=True),

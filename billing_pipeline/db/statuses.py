@@ -57,6 +57,24 @@ class InboxStatus(StrEnum):
     DEAD_LETTER = "dead_letter"  # failed too often; shown by a check until requeued
 
 
+class SendOutcome(StrEnum):
+    """What one delivery pass did with a ledger row: the counts of the reporting step's metadata.
+
+    Not a table's state (a row Stripe `already_sent` is stored `sent`; one `claimed_elsewhere` is
+    left as it was), hence a vocabulary of its own.
+    """
+
+    SENT = "sent"
+    ALREADY_SENT = "already_sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    IN_DOUBT = "in_doubt"
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"  # another sender holds its lease: left to it
+    CANCELLED = "cancelled"
+    CANCEL_REFUSED = "cancel_refused"  # past Stripe's 24 h cancel window
+    DEFERRED = "deferred"  # not attempted: the pass stopped (breaker), left for the next attempt
+
+
 OPEN_INBOX_STATUSES = (InboxStatus.PENDING, InboxStatus.FAILED)
 
 

@@ -9,6 +9,7 @@ import dagster as dg
 from sqlalchemy import Engine
 
 from billing_pipeline.day_ranges import day_range
+from billing_pipeline.db.statuses import LedgerStatus, SendOutcome
 from billing_pipeline.partitions import daily_partitions
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_client import RemoteMeter, StripeBilling
@@ -21,7 +22,11 @@ from billing_pipeline.stripe_reporting.ledger import (
     status_counts_by_day,
     unsent_chunks,
 )
-from billing_pipeline.stripe_reporting.locking import ReportingLockTimeoutError, reporting_lock
+from billing_pipeline.stripe_reporting.locking import (
+    HeldLock,
+    ReportingLockTimeoutError,
+    reporting_lock,
+)
 from billing_pipeline.stripe_reporting.meter_sync import MeterMismatchError, verify_meters
 from billing_pipeline.stripe_reporting.planning import MeterTarget, plan_targets
 from billing_pipeline.stripe_reporting.reconciliation import day_totals
@@ -110,7 +115,7 @@ def build_reporting_asset(
             plan = planned_days(first_day, end_day, datetime.now(UTC))
             return dry_run_result(engine, targets, *plan)
         try:
-            with reporting_lock(engine, context.log.info):
+            with reporting_lock(engine, context.log.info) as lock:
                 return _report(
                     context,
                     engine,
@@ -119,6 +124,7 @@ def build_reporting_asset(
                     remote,
                     (first_day, end_day),
                     stripe,
+                    lock,
                 )
         except ReportingLockTimeoutError as error:
             raise dg.Failure(description=str(error), allow_retries=True) from error
@@ -134,6 +140,7 @@ def _report(
     remote: dict[str, RemoteMeter],
     days: tuple[date, date],
     settings: StripeResource,
+    lock: HeldLock,
 ) -> dg.MaterializeResult:
     first_day, end_day = days
     now = datetime.now(UTC)
@@ -152,7 +159,7 @@ def _report(
     if revoked := revoke_leases(engine):
         context.log.warning(f"freed {revoked} ledger rows leased by a reporting run that died")
     cancels = cancel_rows(engine, client, sorted(differences))
-    if cancels.counts["cancel_refused"]:
+    if cancels.counts[SendOutcome.CANCEL_REFUSED]:
         # Stripe still counts the events it would not cancel: the slots are planned again from
         # what it holds (recorded uncorrectable), before anything that relied on them is sent.
         planned_by_day += plan_targets(engine, targets, plan_first, plan_end, now)
@@ -164,13 +171,16 @@ def _report(
         differences=differences,
         api=settings.meter_event_api,
         lease=timedelta(seconds=settings.lease_seconds),
+        breaker_failures=settings.breaker_failures,
+        stop_when=lock.lost_reason,
     )
     report.merge(cancels)
     context.log.info(
-        f"sent {report.counts['sent']} of {planned_counts.total()} planned ledger rows "
-        f"(and any left unsent by earlier runs); {report.counts['already_sent']} of them Stripe "
-        f"already held from an earlier attempt (already_in_stripe: counted as sent, billed "
-        f"once); failed {report.counts['failed']}"
+        f"sent {report.counts[SendOutcome.SENT]} of {planned_counts.total()} planned ledger rows "
+        f"(and any left unsent by earlier runs); {report.counts[SendOutcome.ALREADY_SENT]} of "
+        f"them Stripe already held from an earlier attempt (already_in_stripe: counted as sent, "
+        f"billed once); failed {report.counts[SendOutcome.FAILED]}, deferred "
+        f"{report.counts[SendOutcome.DEFERRED]}"
     )
     by_day = _metadata_by_day(engine, targets, (first_day, end_day), now, planned_by_day, report)
     # A range run materializes every day of its window at once: each day's materialization
@@ -182,12 +192,13 @@ def _report(
     run_metadata: dict[str, Any] = {
         "run window": day_range(first_day, end_day),
         "run/planned": planned_counts.total(),
-        "run/sent": report.counts["sent"],
-        "run/failed": report.counts["failed"],
-        "settled_sent": settled["sent"],
-        "settled_absent": settled["absent"],
+        "run/sent": report.counts[SendOutcome.SENT],
+        "run/failed": report.counts[SendOutcome.FAILED],
+        "run/deferred": report.counts[SendOutcome.DEFERRED],
+        "settled_sent": settled[LedgerStatus.SENT],
+        "settled_absent": settled[LedgerStatus.ABSENT],
     }
-    if report.failures:
+    if report.failures or report.stopped:
         raise dg.Failure(
             description=_failure_description(report),
             metadata={
@@ -195,9 +206,12 @@ def _report(
                 "customer_ids": dg.MetadataValue.json(sorted(report.failed_customers)),
                 "days": dg.MetadataValue.json(sorted(d.isoformat() for d in report.failed_days)),
             },
-            allow_retries=report.transient_failures > 0,
+            allow_retries=report.transient_failures > 0 or report.stopped is not None,
         )
     return dg.MaterializeResult(metadata=run_metadata)
+
+
+# The per-day counts of what a run did, shown on every partition (expired adds the planned ones).
 
 
 def _metadata_by_day(
@@ -220,13 +234,13 @@ def _metadata_by_day(
         sent = report.counts_by_day
         metadata: dict[str, Any] = {
             "planned": sum(n for (d, _), n in planned.items() if d == day),
-            "sent": sent[(day, "sent")],
+            "sent": sent[(day, SendOutcome.SENT)],
             # Stripe answered "already have this identifier": a resend of a row an earlier
             # attempt delivered (a crash between sending and recording). Counted as sent.
-            "already_in_stripe": sent[(day, "already_sent")],
-            "failed": sent[(day, "failed")],
-            "expired": planned[(day, "expired")] + sent[(day, "expired")],
-            "in_doubt": sent[(day, "in_doubt")],
+            "already_in_stripe": sent[(day, SendOutcome.ALREADY_SENT)],
+            "failed": sent[(day, SendOutcome.FAILED)],
+            "expired": planned[(day, LedgerStatus.EXPIRED)] + sent[(day, SendOutcome.EXPIRED)],
+            "in_doubt": sent[(day, SendOutcome.IN_DOUBT)],
             **{f"ledger_{s}": n for (d, s), n in sorted(statuses.items()) if d == day},
         }
         for target in targets:
@@ -244,9 +258,15 @@ def _metadata_by_day(
 
 def _failure_description(report: SendReport) -> str:
     shown = report.failures[:FAILURES_SHOWN]
-    lines = [f"{len(report.failures)} meter events failed (recorded as failed in the ledger):"]
+    lines = []
+    if report.failures:
+        lines.append(
+            f"{len(report.failures)} meter events failed (recorded as failed in the ledger):"
+        )
     lines += [f"- {identifier}: {error}" for identifier, error in shown]
     if len(report.failures) > len(shown):
         lines.append(f"… and {len(report.failures) - len(shown)} more")
+    if report.stopped:
+        lines.append(f"The run {report.stopped}.")
     lines.append("The next run retries only the rows not yet sent.")
     return "\n".join(lines)

@@ -32,7 +32,7 @@ from typing import Any
 import stripe
 from sqlalchemy import Engine, text
 
-from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
+from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus, SendOutcome
 from billing_pipeline.stripe_client import TRANSIENT_ERRORS, CancelOutcome, StripeBilling
 from billing_pipeline.stripe_reporting.in_doubt import DEDUPE_SAFE
 from billing_pipeline.stripe_reporting.ledger import COLUMNS, LedgerRow
@@ -103,14 +103,14 @@ def _cancel(
         result = billing.cancel_meter_event(event_name=row.event_name, identifier=row.identifier)
     except TRANSIENT_ERRORS as error:
         message = f"cancel: {type(error).__name__}: {_message(error)} (will retry)"
-        report.record(row, "failed", message, transient=True)
+        report.record(row, SendOutcome.FAILED, message, transient=True)
         _write(engine, row, LedgerStatus.CANCELLING, message, CANCEL_UNCONFIRMED)
         return
     if result.outcome is CancelOutcome.CANCELLED:
-        report.record(row, "cancelled")
+        report.record(row, SendOutcome.CANCELLED)
         _write(engine, row, LedgerStatus.CANCELLED, f"{CANCEL_REASON}: confirmed", None)
     elif result.outcome is CancelOutcome.TOO_LATE:
-        report.record(row, "cancel_refused")
+        report.record(row, SendOutcome.CANCEL_REFUSED)
         if error_code == CANCEL_UNCONFIRMED:
             _write(engine, row, LedgerStatus.IN_DOUBT, CANCEL_IN_DOUBT, None)
         else:
@@ -119,7 +119,7 @@ def _cancel(
         _drop_replacements(engine, row)
     else:
         message = f"Stripe refused the cancel: {result.message}"
-        report.record(row, "failed", message)
+        report.record(row, SendOutcome.FAILED, message)
         _write(engine, row, LedgerStatus.CANCELLING, message, result.code or "cancel_refused")
 
 

@@ -166,7 +166,11 @@ def _why(row: LedgerRow, prior: dict[Key, list[_Prior]], planned: Sequence[Ledge
     history = prior.get((row.meter, row.stripe_customer_id, row.day), [])
     earlier = next((p for p in history if p.identifier == row.identifier), None)
     if earlier is not None:
-        return "retry after a failure" if earlier.status == "failed" else "unsent from a run"
+        return (
+            "retry after a failure"
+            if earlier.status == LedgerStatus.FAILED
+            else "unsent from a run"
+        )
     if row.status_reason == REASSERT:
         return "re-assert (the day's value must arrive last)"
     organizations = set(row.organization_ids)

@@ -98,7 +98,7 @@ def settle_in_doubt(
     billing: StripeBilling,
     meter_ids: dict[str, str],
     now: datetime | None = None,
-) -> dict[str, int]:
+) -> dict[LedgerStatus, int]:
     """Settle in-doubt rows of the meters in `meter_ids` (name → Stripe meter id).
 
     Returns how many rows became sent, absent, or stayed in doubt.
@@ -128,7 +128,7 @@ def settle_in_doubt(
                 bool(row.unsettled),
             )
         )
-    outcome = {"sent": 0, "absent": 0, "in_doubt": 0}
+    outcome = dict.fromkeys((LedgerStatus.SENT, LedgerStatus.ABSENT, LedgerStatus.IN_DOUBT), 0)
     for (meter, customer), days in by_pair.items():
         first = min(d.day for d in days)
         end = max(d.day for d in days) + timedelta(days=1)
@@ -138,11 +138,11 @@ def settle_in_doubt(
         for day_rows in days:
             arrived = _arrived(day_rows, stripe_days.get(day_rows.day, 0.0))
             if arrived is None:
-                outcome["in_doubt"] += len(day_rows.doubts)
+                outcome[LedgerStatus.IN_DOUBT] += len(day_rows.doubts)
                 continue
             _settle(engine, day_rows, arrived, stripe_days.get(day_rows.day, 0.0))
-            outcome["sent"] += len(arrived)
-            outcome["absent"] += len(day_rows.doubts) - len(arrived)
+            outcome[LedgerStatus.SENT] += len(arrived)
+            outcome[LedgerStatus.ABSENT] += len(day_rows.doubts) - len(arrived)
     return outcome
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from billing_pipeline.db.statuses import LedgerStatus
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.stripe_reporting.attribution import (
     CUSTOMER_VALUE_SQL,
@@ -88,7 +89,7 @@ late AS (
     SELECT l.invoice, l.line, count(*) AS rows
     FROM lines l
     JOIN billing.meter_ledger m ON m.meter = :meter AND m.stripe_customer_id = l.customer
-        AND m.status = 'sent' AND m.event_timestamp >= l.period_start
+        AND m.status = :sent AND m.event_timestamp >= l.period_start
         AND m.event_timestamp < l.period_end AND m.sent_at > l.finalized_at
     GROUP BY l.invoice, l.line
 )
@@ -172,6 +173,7 @@ def line_sources(
                     **attribution_params(meter, windows.get(meter.name), first_day, end_day),
                     **lines,
                     "last": meter.aggregation == "last",
+                    "sent": LedgerStatus.SENT,
                 },
             ).all()
             stripe_meter_id = next(i for i, name in remote.items() if name == meter.event_name)

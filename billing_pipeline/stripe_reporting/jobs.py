@@ -15,11 +15,18 @@ from billing_pipeline.stripe_reporting.draft_invoice_check import draft_invoices
 # `verify_draft_invoice` runs (it looks at one draft, launched per draft by its sensor).
 _BILLING = dg.AssetSelection.groups("usage", "stripe")
 
+# A failed billing run (schedule, period close, late-data sensor) is re-run by the daemon
+# (`run_retries` in dagster.yaml) from its failed steps: every step is safe to repeat, and the
+# ledger resends only what Stripe does not hold. Three runs, each with the reporting step's own
+# retries, outlast a Stripe or storage outage of several minutes, inside Stripe's 1 h grace.
+RUN_RETRY_TAGS = {"dagster/max_retries": "3", "dagster/retry_strategy": "FROM_FAILURE"}
+
 daily_billing_job = dg.define_asset_job(
     name="daily_billing",
     selection=_BILLING - dg.AssetSelection.checks(draft_invoices_verified),
     partitions_def=daily_partitions,
     description="Compute one UTC day's usage per meter and report it to Stripe exactly once.",
+    tags=RUN_RETRY_TAGS,
 )
 
 draft_invoice_verification_job = dg.define_asset_job(

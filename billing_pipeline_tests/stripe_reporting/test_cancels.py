@@ -234,7 +234,7 @@ def test_a_cancel_whose_answer_was_lost_is_retried_and_already_cancelled_counts_
     emulator_control.set_faults(drop_rate=1.0)
     report = cancel_rows(
         engine,
-        StripeBilling(TEST_KEY, url, max_network_retries=0, retry=RetryRule(2, 0.01)),
+        StripeBilling(TEST_KEY, url, retry=RetryRule(2, 0.01)),
         ["temperature_readings"],
     )
     emulator_control.set_faults()

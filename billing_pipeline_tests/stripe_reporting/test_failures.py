@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -37,12 +38,14 @@ from billing_pipeline_tests.support.builders import (
 )
 from billing_pipeline_tests.support.meter_kinds import recreate_meters
 from billing_pipeline_tests.support.reporting import (
+    ASSETS_WITHOUT_RETRIES,
     TODAY,
     days_before,
     ledger_statuses,
     reconcile_days,
     run_days,
     stripe_view,
+    subscribed_customers,
 )
 from billing_pipeline_tests.support.stripe import new_customer
 from stripe_emulator.control import EmulatorControl
@@ -272,17 +275,100 @@ def _report_in_own_process(
         run_days(instance, database_url, api_base, D1, D2, meter_event_api=api)
 
 
+def _report_once_in_own_process(
+    instance_ref: InstanceRef, database_url: str, api_base: str, succeeded: Any
+) -> None:
+    """One attempt (no step retries), so its end shows when its sender stopped."""
+    with dg.DagsterInstance.from_ref(instance_ref) as instance:
+        result = run_days(instance, database_url, api_base, D1, D2, assets=ASSETS_WITHOUT_RETRIES)
+        succeeded.value = result.success
+
+
+# The reporting lock of this test's database only: other test sessions (other databases on the
+# same server) hold the same key at the same time.
+_THIS_DATABASES_LOCK = (
+    "locktype = 'advisory' AND granted AND objid = hashtext(:key)::oid "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
 def _reporting_lock_holders(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(
             connection.execute(
-                text(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND objid = hashtext(:key)::oid"
-                ),
+                text(f"SELECT count(*) FROM pg_locks WHERE {_THIS_DATABASES_LOCK}"),
                 {"key": LOCK_KEY},
             ).scalar_one()
         )
+
+
+def _thirty_paying_organizations(engine: Engine, billing: StripeBilling) -> None:
+    for organization in range(1, 31):
+        add_organization(engine, organization, new_customer(billing, f"C{organization}"))
+        add_sensor(engine, organization, organization, midnight(D1) - timedelta(days=1))
+        add_readings(engine, organization, D1, organization)
+
+
+def _expected_view(engine: Engine) -> tuple[list[str], dict[tuple[str, str, date], float]]:
+    """What Stripe must hold for `_thirty_paying_organizations`, from the rows written there."""
+    customers = subscribed_customers(engine)
+    expected: dict[tuple[str, str, date], float] = {}
+    for organization, customer in enumerate(customers, start=1):
+        expected[("active_sensors", customer, D1)] = 1
+        expected[("active_sensors", customer, D2)] = 1
+        expected[("temperature_readings", customer, D1)] = organization
+    return customers, expected
+
+
+def test_a_run_that_loses_its_lock_stops_sending_and_the_next_sends_each_row_once(
+    engine: Engine,
+    database_url: str,
+    dagster_instance: dg.DagsterInstance,
+    emulator_server: StripeEmulator,
+    emulator_control: EmulatorControl,
+    stripe_billing: StripeBilling,
+) -> None:
+    """The reporting lock lives on a connection: ended by `pg_terminate_backend` mid-send, the
+    lock is gone, and the run must stop sending at once instead of racing the next lock holder."""
+    _thirty_paying_organizations(engine, stripe_billing)
+    customers, expected = _expected_view(engine)
+    # Slow answers: sending all 90 rows would take over 10 s, so stopping early is visible.
+    emulator_control.set_faults(latency_ms=1000)
+    context = multiprocessing.get_context("spawn")
+    succeeded = context.Value("b", True)
+    process = context.Process(
+        target=_report_once_in_own_process,
+        args=(dagster_instance.get_ref(), database_url, emulator_server.url, succeeded),
+    )
+    process.start()
+    deadline = time.monotonic() + 120
+    while not (_reporting_lock_holders(engine) and emulator_control.meter_events()):
+        assert time.monotonic() < deadline, "the run never took the lock and sent"
+        time.sleep(0.05)
+    with engine.connect() as connection:  # the lock's connection, ended by the server
+        ended = connection.execute(
+            text(f"SELECT pg_terminate_backend(pid) FROM pg_locks WHERE {_THIS_DATABASES_LOCK}"),
+            {"key": LOCK_KEY},
+        )
+        assert ended.scalars().all() == [True]
+    lost_at = time.monotonic()
+
+    process.join(timeout=60)
+    stopped_after = time.monotonic() - lost_at
+    sent_by_first = len(emulator_control.meter_events())
+    assert not succeeded.value, "a run that lost its lock must not report success"
+    # Sending all 90 rows takes 12 s or more; a run that ignored the lost lock sends them all
+    # (and succeeds). The bound on the process's end is loose: Dagster's teardown follows.
+    assert sent_by_first < len(expected)
+    assert stopped_after < 30, f"the run went on for {stopped_after:.1f} s without its lock"
+    emulator_control.set_faults()
+
+    result = run_days(dagster_instance, database_url, emulator_server.url, D1, D2)
+
+    assert result.success
+    assert stripe_view(stripe_billing, customers, D1, TODAY) == expected
+    assert len(emulator_control.meter_events()) == len(expected)  # nothing twice
+    assert "400" not in emulator_control.request_count()  # no identifier sent twice either
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
@@ -296,18 +382,7 @@ def test_a_run_killed_while_reporting_never_blocks_later_billing(
     stripe_billing: StripeBilling,
 ) -> None:
     # Case 11: `kill -9` of a reporting run in the middle of sending.
-    for organization in range(1, 31):
-        add_organization(engine, organization)
-        with engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO subscriptions (organization_id, stripe_customer_id, status, "
-                    "started_at) VALUES (:org, :customer, 'active', '2024-01-01')"
-                ),
-                {"org": organization, "customer": new_customer(stripe_billing, f"C{organization}")},
-            )
-        add_sensor(engine, organization, organization, midnight(D1) - timedelta(days=1))
-        add_readings(engine, organization, D1, organization)
+    _thirty_paying_organizations(engine, stripe_billing)
     emulator_control.set_faults(latency_ms=300)
     process = multiprocessing.get_context("spawn").Process(
         target=_report_in_own_process,
@@ -331,17 +406,7 @@ def test_a_run_killed_while_reporting_never_blocks_later_billing(
 
     assert result.success
     assert time.monotonic() - began < 60
-    with engine.connect() as connection:
-        customers = list(
-            connection.execute(
-                text("SELECT stripe_customer_id FROM subscriptions ORDER BY organization_id")
-            ).scalars()
-        )
+    customers, expected = _expected_view(engine)
     view = stripe_view(stripe_billing, customers, D1, TODAY)
-    expected = {}
-    for organization, customer in enumerate(customers, start=1):
-        expected[("active_sensors", customer, D1)] = 1
-        expected[("active_sensors", customer, D2)] = 1
-        expected[("temperature_readings", customer, D1)] = organization
     assert view == expected
     assert len(emulator_control.meter_events()) == len(expected)  # nothing twice

@@ -18,8 +18,14 @@ import pytest
 from sqlalchemy import Engine, text
 
 from billing_pipeline.db.engine import make_engine
+from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus, SendOutcome
 from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline.stripe_reporting.leases import claim
 from billing_pipeline.stripe_reporting.ledger import LedgerRow, insert_rows, unsent_rows
+from billing_pipeline.stripe_reporting.meter_errors import (
+    ReportedError,
+    mark_reported_rows_rejected,
+)
 from billing_pipeline.stripe_reporting.sender import MeterEventApi, send_rows
 from billing_pipeline.usage.meters import TEMPERATURE_READINGS
 from billing_pipeline_tests.support.builders import pending_day_row
@@ -81,7 +87,7 @@ def test_a_killed_senders_rows_go_out_once_after_its_lease_expires(
     # While the dead sender's leases last, its rows (and, to keep each customer's order, the
     # rows after them) are left alone.
     early = send_rows(engine, stripe_billing, _unsent(engine), api=api, lease=LEASE)
-    assert early.counts["claimed_elsewhere"] >= leased
+    assert early.counts[SendOutcome.CLAIMED_ELSEWHERE] >= leased
     time.sleep(LEASE.total_seconds())
     send_rows(engine, stripe_billing, _unsent(engine), api=api, lease=LEASE)
 
@@ -96,3 +102,41 @@ def test_a_killed_senders_rows_go_out_once_after_its_lease_expires(
 
 def _unsent(engine: Engine) -> list[LedgerRow]:
     return unsent_rows(engine, [TEMPERATURE_READINGS.name], FIRST, END)
+
+
+def _leases(engine: Engine) -> dict[str, str | None]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT identifier, lease_owner FROM billing.meter_ledger"))
+        return {row.identifier: row.lease_owner for row in rows}
+
+
+@pytest.mark.parametrize("status", list(LedgerStatus))
+def test_a_row_leaving_the_unsent_statuses_loses_its_lease_whatever_moved_it(
+    status: LedgerStatus, engine: Engine
+) -> None:
+    """Whatever statement settles a leased row (planning superseding it, a meter error report
+    rejecting it, ...), no lease outlives it; a row still unsent keeps its sender's lease."""
+    row = pending_day_row("cus_lease", TODAY - timedelta(days=1), 5, 1)
+    with engine.begin() as connection:
+        insert_rows(connection, [row])
+    assert claim(engine, [row.identifier], "sender-a", timedelta(minutes=10))
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE billing.meter_ledger SET status = :status WHERE identifier = :id"),
+            {"status": status, "id": row.identifier},
+        )
+    expected = "sender-a" if status in UNSENT_STATUSES else None
+    assert _leases(engine) == {row.identifier: expected}
+
+
+def test_rows_a_meter_error_report_rejects_mid_send_keep_no_lease(engine: Engine) -> None:
+    """The reported rows are rejected while a sender holds them; the sender's outcome is then
+    not written (the report wins) and nothing is left leased."""
+    rows = [pending_day_row("cus_lease", TODAY - timedelta(days=d), d, 1) for d in (1, 2)]
+    with engine.begin() as connection:
+        insert_rows(connection, rows)
+    claim(engine, [r.identifier for r in rows], "sender-a", timedelta(minutes=10))
+    with engine.begin() as connection:
+        errors = [ReportedError(rows[0].identifier, "archived_meter", "meter archived")]
+        mark_reported_rows_rejected(connection, "evt_report", errors)
+    assert _leases(engine) == {rows[0].identifier: None, rows[1].identifier: "sender-a"}

@@ -71,6 +71,16 @@ def run_days(
     )
 
 
+def subscribed_customers(engine: Engine) -> list[str]:
+    """The Stripe customers of the seeded subscriptions, in organization order."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                text("SELECT stripe_customer_id FROM subscriptions ORDER BY organization_id")
+            ).scalars()
+        )
+
+
 def stripe_view(
     billing: StripeBilling, customers: list[str], first: date, end: date
 ) -> dict[Key, float]:
