@@ -10,6 +10,7 @@ difference named, and the expected amount from the price in integer cents.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,11 +19,15 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._record import copy
+from dagster._scheduler.scheduler import launch_scheduled_runs
 from sqlalchemy import Engine, text
 
 from billing_pipeline import config
 from billing_pipeline.cli import main
-from billing_pipeline.stripe_reporting.bill_so_far_assets import bill_so_far_asset
+from billing_pipeline.definitions import defs
+from billing_pipeline.stripe_reporting.bill_so_far_assets import BILL_SO_FAR_KEY, bill_so_far_asset
+from billing_pipeline.stripe_reporting.status_assets import STATUS_KEY
 from billing_pipeline.usage.assets import build_usage_assets
 from billing_pipeline.webhooks.processing import process_open_events
 from billing_pipeline_tests.support.billing_month import (
@@ -37,7 +42,7 @@ from billing_pipeline_tests.support.builders import (
     add_readings,
     add_sensor,
 )
-from billing_pipeline_tests.support.dagster_runs import Billing
+from billing_pipeline_tests.support.dagster_runs import Billing, daemon_workspace
 from billing_pipeline_tests.support.invoicing import metered_price
 from billing_pipeline_tests.support.reporting import (
     days_before,
@@ -243,3 +248,39 @@ def test_the_asset_tables_the_same_numbers_with_plottable_totals_and_a_preview_c
     assert report.metadata["not_previewed"].value == 1
     assert report.metadata["not_previewed_subscriptions"].value == subscribed.subscription
     assert report.metadata["source/temperature_readings"].value == readings["source"]
+
+
+def test_the_status_schedule_refreshes_the_bill_so_far_on_the_schedulers_loop(
+    synchronous_instance: dg.DagsterInstance, billing: Billing, subscribed: Subscribed
+) -> None:
+    """The scheduler daemon's own iteration (`launch_scheduled_runs`) over the next :00 or :30
+    tick of `billing_status_schedule` launches one run that materializes both assets."""
+    _deliver_all_but_the_late_day(billing, subscribed.customer)
+    readings = _expected(billing, subscribed)["temperature_readings"]
+    definitions = copy(
+        defs,
+        resources={**(defs.resources or {}), **billing.resources()},
+        executor=dg.in_process_executor,
+    )
+    with daemon_workspace(synchronous_instance, definitions) as workspace:
+        location = workspace.create_request_context().get_code_location("billing_pipeline")
+        schedule = location.get_repository("__repository__").get_schedule("billing_status_schedule")
+        synchronous_instance.start_schedule(schedule)
+        now = datetime.now(UTC)
+        tick = now.replace(minute=30 if now.minute < 30 else 0, second=0, microsecond=0)
+        if now.minute >= 30:
+            tick += timedelta(hours=1)
+        logger = logging.getLogger("scheduler")
+        list(launch_scheduled_runs(workspace, logger, tick + timedelta(seconds=5), {}))
+
+    [run] = synchronous_instance.get_runs()
+    assert run.tags["dagster/schedule_name"] == "billing_status_schedule"
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    for key in (STATUS_KEY, BILL_SO_FAR_KEY):
+        event = synchronous_instance.get_latest_materialization_event(key)
+        assert event is not None and event.run_id == run.run_id, key
+    latest = synchronous_instance.get_latest_materialization_event(BILL_SO_FAR_KEY)
+    assert latest is not None and latest.asset_materialization is not None
+    metadata = latest.asset_materialization.metadata
+    assert metadata["source/temperature_readings"].value == readings["source"]
+    assert metadata["stripe_preview/temperature_readings"].value == readings["stripe"]
