@@ -21,7 +21,7 @@ from billing_pipeline_tests.support.invoicing import (
     utc,
 )
 
-START = utc(2025, 6, 10, 9, 30)
+START = utc(2025, 6, 9, 9, 30)
 PERIOD_END = utc(2025, 7, 1)
 
 
