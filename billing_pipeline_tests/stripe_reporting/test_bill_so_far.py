@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -80,44 +79,65 @@ def _linked(engine: Engine, subscription: str) -> bool:
         )
 
 
+class Subscriber:
+    """Subscribes organizations of the test to backdated subscriptions in the emulator pricing
+    both meters, linked by the emulator's webhooks through the project's receiver."""
+
+    def __init__(self, billing: Billing, emulator_server: StripeEmulator) -> None:
+        self.billing, self.emulator_server = billing, emulator_server
+        self.client = make_client(emulator_server.url)
+        meters = {m.event_name: m.id for m in billing.stripe_billing.list_meters()}
+        self.prices = [
+            metered_price(self.client, meters["temperature_readings"], "Readings", unit_amount=3),
+            metered_price(self.client, meters["active_sensors"], "Sensors", unit_amount=150),
+        ]
+        assert [p.unit_amount for p in self.prices] == [READINGS_CENTS, SENSORS_CENTS]
+
+    def subscribe(self, organization: int, name: str) -> Subscribed:
+        """The organization with two sensors on its own customer and subscription."""
+        billing, client = self.billing, self.client
+        add_organization(billing.engine, organization)
+        for sensor in (organization * 10, organization * 10 + 1):
+            add_sensor(billing.engine, sensor, organization, datetime(2024, 1, 1, tzinfo=UTC))
+        start = datetime.combine(SENT_DAYS[0], datetime.min.time(), tzinfo=UTC)
+        anchor = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=5)
+        with receiving_webhooks(billing, self.emulator_server.webhook_secret):
+            customer = client.v1.customers.create({"name": name}).id
+            params: Any = {
+                "customer": customer,
+                "items": [{"price": price.id} for price in self.prices],
+                "backdate_start_date": int(start.timestamp()),
+                "billing_cycle_anchor": int(anchor.timestamp()),
+                "metadata": {"organization_id": str(organization)},
+            }
+            subscription = client.v1.subscriptions.create(params)
+            for _ in range(200):
+                process_open_events(billing.engine)
+                if _linked(billing.engine, subscription.id):
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the webhook flow never linked the subscription")
+        return Subscribed(customer, subscription.id, subscription_period(subscription))
+
+
 @pytest.fixture
-def subscribed(billing: Billing, emulator_server: StripeEmulator) -> Iterator[Subscribed]:
-    """Organization 7 on a backdated subscription pricing both meters, linked by webhooks."""
-    client = make_client(emulator_server.url)
-    meters = {m.event_name: m.id for m in billing.stripe_billing.list_meters()}
-    readings = metered_price(
-        client, meters["temperature_readings"], "Readings", unit_amount=READINGS_CENTS
-    )
-    sensors = metered_price(client, meters["active_sensors"], "Sensors", unit_amount=SENSORS_CENTS)
-    add_organization(billing.engine, ORGANIZATION)
-    add_sensor(billing.engine, 70, ORGANIZATION, datetime(2024, 1, 1, tzinfo=UTC))
-    add_sensor(billing.engine, 71, ORGANIZATION, datetime(2024, 1, 1, tzinfo=UTC))
-    start = datetime.combine(SENT_DAYS[0], datetime.min.time(), tzinfo=UTC)
-    anchor = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=5)
-    with receiving_webhooks(billing, emulator_server.webhook_secret):
-        customer = client.v1.customers.create({"name": "So Far Co"}).id
-        params: Any = {
-            "customer": customer,
-            "items": [{"price": readings.id}, {"price": sensors.id}],
-            "backdate_start_date": int(start.timestamp()),
-            "billing_cycle_anchor": int(anchor.timestamp()),
-            "metadata": {"organization_id": str(ORGANIZATION)},
-        }
-        subscription = client.v1.subscriptions.create(params)
-        for _ in range(200):
-            process_open_events(billing.engine)
-            if _linked(billing.engine, subscription.id):
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("the webhook flow never linked the subscription")
-    yield Subscribed(customer, subscription.id, subscription_period(subscription))
+def subscriber(billing: Billing, emulator_server: StripeEmulator) -> Subscriber:
+    return Subscriber(billing, emulator_server)
+
+
+@pytest.fixture
+def subscribed(subscriber: Subscriber) -> Subscribed:
+    """Organization 7 on a backdated subscription pricing both meters."""
+    return subscriber.subscribe(ORGANIZATION, "So Far Co")
 
 
 def _deliver_all_but_the_late_day(billing: Billing, customer: str) -> None:
-    for day in [*SENT_DAYS, LATE_DAY]:
-        add_readings(billing.engine, 70, day, 4)
-        add_readings(billing.engine, 71, day, 2)
+    for organization in _organizations(billing.engine):
+        late = [LATE_DAY] if organization == ORGANIZATION else []
+        for day in [*SENT_DAYS, *late]:
+            add_readings(billing.engine, organization * 10, day, 4)
+            add_readings(billing.engine, organization * 10 + 1, day, 2)
     first, last = SENT_DAYS[0], SENT_DAYS[-1]
     assert run_days(billing.instance, billing.database_url, billing.api_base, first, last).success
     # The late day's usage is computed and its row planned, not yet delivered: pending, as a
@@ -135,7 +155,13 @@ def _deliver_all_but_the_late_day(billing: Billing, customer: str) -> None:
         value=late,
         customer=customer,
     )
-    assert ledger_statuses(billing.engine) == {"sent": 2 * len(SENT_DAYS), "pending": 1}
+    sent = 2 * len(SENT_DAYS) * len(_organizations(billing.engine))  # two meters a day
+    assert ledger_statuses(billing.engine) == {"sent": sent, "pending": 1}
+
+
+def _organizations(engine: Engine) -> list[int]:
+    with engine.connect() as connection:
+        return list(connection.execute(text("SELECT id FROM organizations ORDER BY id")).scalars())
 
 
 def readings_on(engine: Engine, day: date) -> int:
@@ -284,3 +310,44 @@ def test_the_status_schedule_refreshes_the_bill_so_far_on_the_schedulers_loop(
     metadata = latest.asset_materialization.metadata
     assert metadata["source/temperature_readings"].value == readings["source"]
     assert metadata["stripe_preview/temperature_readings"].value == readings["stripe"]
+
+
+def test_the_preview_cap_asks_first_about_the_subscriptions_that_disagree(
+    billing: Billing,
+    subscriber: Subscriber,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Organization 7 has a pending row; organization 8 is fully delivered. With one preview
+    allowed, Stripe is asked about 7, whichever id sorts first, and 8 is named as not
+    previewed."""
+    late = subscriber.subscribe(ORGANIZATION, "Late Co")
+    delivered = subscriber.subscribe(8, "Delivered Co")
+    _deliver_all_but_the_late_day(billing, late.customer)  # organization 8 has no late day
+    monkeypatch.setenv(config.DATABASE_URL, billing.database_url)
+    monkeypatch.setenv(config.STRIPE_SECRET_KEY, TEST_KEY)
+    monkeypatch.setenv(config.STRIPE_API_BASE, billing.api_base)
+
+    assert main(["stripe", "bill-so-far", "--max-previews", "1"]) == 0
+
+    out = capsys.readouterr().out
+    assert "Stripe previews: 1" in out
+    assert f"not previewed: {delivered.subscription}" in out
+    rows = {
+        (line.split()[1], line.split()[2]): line
+        for line in out.splitlines()
+        if line.startswith("cus_")
+    }
+    assert (
+        "not previewed (at most 1 previews a run)"
+        in rows[(delivered.subscription, "temperature_readings")]
+    )
+    source = readings_in(billing.engine, 8, late.period[0], late.period[0] + timedelta(days=3))
+    assert rows[(delivered.subscription, "temperature_readings")].split()[7:9] == [
+        str(source),
+        str(source),
+    ]
+    assert (
+        f"Stripe preview {source} ≠ source {source + 6}"
+        in rows[(late.subscription, "temperature_readings")]
+    )
