@@ -134,8 +134,8 @@ def subscribed(subscriber: Subscriber) -> Subscribed:
 
 def _deliver_all_but_the_late_day(billing: Billing, customer: str) -> None:
     for organization in _organizations(billing.engine):
-        late = [LATE_DAY] if organization == ORGANIZATION else []
-        for day in [*SENT_DAYS, *late]:
+        late_days = [LATE_DAY] if organization == ORGANIZATION else []
+        for day in [*SENT_DAYS, *late_days]:
             add_readings(billing.engine, organization * 10, day, 4)
             add_readings(billing.engine, organization * 10 + 1, day, 2)
     first, last = SENT_DAYS[0], SENT_DAYS[-1]
