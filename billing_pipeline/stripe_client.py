@@ -104,6 +104,16 @@ class RemoteMeter:
 
 
 @dataclass(frozen=True)
+class PreviewLine:
+    """One line of Stripe's invoice preview: a price's quantity and amount so far."""
+
+    price: str | None
+    quantity: int
+    amount: int  # minor units
+    currency: str
+
+
+@dataclass(frozen=True)
 class RetryRule:
     """The one retry policy for every Stripe call (the SDK's own retries are switched off).
 
@@ -402,6 +412,29 @@ class StripeBilling:
             f"subscription {subscription_id}",
         )
         return subscription.to_dict()
+
+    def invoice_preview(self, subscription_id: str) -> list[PreviewLine]:
+        """The lines of the subscription's next invoice as Stripe previews it now
+        (`POST /v1/invoices/create_preview`, one call): each metered price's usage so far in
+        the current period. The preview's embedded `lines` hold its first page (10 lines);
+        the pipeline's subscriptions price one item per declared meter, well under that."""
+        invoice = self._with_retries(
+            lambda: self.client.v1.invoices.create_preview({"subscription": subscription_id}),
+            f"invoice preview of {subscription_id}",
+        )
+        lines = []
+        for line in invoice.lines.data:
+            details = line.pricing.price_details if line.pricing else None
+            price = None if details is None else details.price
+            lines.append(
+                PreviewLine(
+                    price=price if isinstance(price, str) or price is None else price.id,
+                    quantity=int(line.quantity or 0),
+                    amount=int(line.amount),
+                    currency=str(line.currency),
+                )
+            )
+        return lines
 
     def price_meter(self, price_id: str) -> str | None:
         """The meter a price bills (`recurring.meter`), None for a price that is not metered:

@@ -30,7 +30,6 @@ from billing_pipeline_tests.support.builders import (
     midnight,
 )
 from billing_pipeline_tests.support.dagster_runs import Billing, daemon_workspace
-from billing_pipeline_tests.support.databases import create_database, drop_database
 from billing_pipeline_tests.support.stripe import new_customer
 
 TODAY = datetime.now(UTC).date()
@@ -69,30 +68,8 @@ def expected_by_day(organization: int) -> dict[str, list[float]]:
 
 
 @pytest.fixture
-def backfill_instance(postgres_server_url: str) -> Iterator[dg.DagsterInstance]:
-    """An instance of its own whose launcher executes each run before the daemon moves on."""
-    url = create_database(postgres_server_url, "dagster_backfill")
-    with dg.instance_for_test(
-        overrides={
-            "storage": {"postgres": {"postgres_url": url}},
-            # Submitted runs start at once instead of waiting for the run queue daemon.
-            "run_coordinator": {
-                "module": "dagster._core.run_coordinator",
-                "class": "DefaultRunCoordinator",
-            },
-            "run_launcher": {
-                "module": "dagster._core.launcher.sync_in_memory_run_launcher",
-                "class": "SyncInMemoryRunLauncher",
-            },
-        }
-    ) as instance:
-        yield instance
-    drop_database(postgres_server_url, url)
-
-
-@pytest.fixture
 def workspace(
-    backfill_instance: dg.DagsterInstance, billing: Billing
+    synchronous_instance: dg.DagsterInstance, billing: Billing
 ) -> Iterator[WorkspaceProcessContext]:
     """The project's definitions with the test's resources and the in-process executor."""
     definitions = copy(
@@ -100,7 +77,7 @@ def workspace(
         resources={**(defs.resources or {}), **billing.resources()},
         executor=dg.in_process_executor,
     )
-    with daemon_workspace(backfill_instance, definitions) as context:
+    with daemon_workspace(synchronous_instance, definitions) as context:
         yield context
 
 

@@ -51,8 +51,34 @@ class Invoices:
         `announce`, after the subscription's own event, in Stripe's order."""
         store = self._store
         with store.lock:
+            end = period[1]
+            invoice = self.build(
+                subscription,
+                period,
+                billing_reason,
+                invoice_id=new_id("in_", 24),
+                created=end,
+                finalizes_at=end + store.settings.invoice_grace_period_s,
+            )
+            store.data.invoices[invoice["id"]] = invoice
+            store.dirty = True
+            return invoice
+
+    def build(
+        self,
+        subscription: dict[str, Any],
+        period: tuple[int, int],
+        billing_reason: str,
+        *,
+        invoice_id: str,
+        created: int,
+        finalizes_at: int | None,
+    ) -> dict[str, Any]:
+        """A draft for `period` with its metered lines measured now, stored nowhere: drafts
+        (`draft`) and previews (`invoice_previews.py`) are the one invoice, measured one way."""
+        store = self._store
+        with store.lock:
             start, end = period
-            invoice_id = new_id("in_", 24)
             customer = store.data.customers.get(subscription["customer"], {})
             invoice: dict[str, Any] = {
                 **EMPTY_FIELDS,
@@ -75,10 +101,10 @@ class Invoices:
                     "provider": None,
                     "status": None,
                 },
-                "automatically_finalizes_at": end + store.settings.invoice_grace_period_s,
+                "automatically_finalizes_at": finalizes_at,
                 "billing_reason": billing_reason,
                 "collection_method": "charge_automatically",
-                "created": end,
+                "created": created,
                 "currency": subscription["currency"],
                 "customer": subscription["customer"],
                 "customer_email": customer.get("email"),
@@ -127,8 +153,6 @@ class Invoices:
                 "webhooks_delivered_at": None,
             }
             _total(invoice)
-            store.data.invoices[invoice_id] = invoice
-            store.dirty = True
             return invoice
 
     def _lines(

@@ -151,6 +151,10 @@ def register_routes(app: Flask, runtime: Runtime) -> None:
     def list_invoices() -> Response:
         return json_response(state.invoices.list_page(params()))
 
+    @app.post("/v1/invoices/create_preview")
+    def create_invoice_preview() -> Response:
+        return json_response(state.invoice_previews.create(params()))
+
     @app.get("/v1/invoices/<invoice_id>")
     def retrieve_invoice(invoice_id: str) -> Response:
         return json_response(state.invoices.retrieve(invoice_id))

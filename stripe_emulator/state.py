@@ -17,6 +17,7 @@ from stripe_emulator.error_reports import ErrorReports
 from stripe_emulator.errors import invalid
 from stripe_emulator.events import Events
 from stripe_emulator.idempotency import IdempotencyKeys
+from stripe_emulator.invoice_previews import InvoicePreviews
 from stripe_emulator.invoices import MAX_GRACE_PERIOD_S, Invoices
 from stripe_emulator.meter_event_rules import MeterEventRules
 from stripe_emulator.meter_events import MeterEvents
@@ -47,6 +48,9 @@ class EmulatorState:
             store, self.customers, self.events, self.catalog, self.test_clocks
         )
         self.invoices = Invoices(store, self.events, self.summaries, self.catalog)
+        self.invoice_previews = InvoicePreviews(
+            store, self.invoices, self.subscriptions, self.test_clocks
+        )
         self.billing = Billing(store, self.subscriptions, self.invoices, self.test_clocks)
 
     @property

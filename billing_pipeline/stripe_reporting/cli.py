@@ -34,6 +34,20 @@ def register(subparsers: Any) -> None:
         "--limit", type=int, default=20, metavar="N", help="at most N invoices (default: 20)"
     )
     invoices.set_defaults(handler=_invoices)
+    so_far = commands.add_parser(
+        "bill-so-far",
+        help="Each subscription's current period so far, per meter: the quantity in the source, "
+        "in the ledger and in Stripe's invoice preview, with the expected amount.",
+    )
+    so_far.add_argument("--customer", metavar="CUS_ID", help="only this customer's subscriptions")
+    so_far.add_argument(
+        "--max-previews",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N Stripe preview calls, one per subscription (default: 50; 0: none)",
+    )
+    so_far.set_defaults(handler=_bill_so_far)
     from billing_pipeline.stripe_reporting import status_cli
 
     status_cli.register(subparsers, commands)
@@ -98,4 +112,21 @@ def _invoices(args: argparse.Namespace) -> int:
     from billing_pipeline.stripe_reporting.invoice_list import format_invoices
 
     print(format_invoices(_client(), args.customer, args.limit))
+    return 0
+
+
+def _bill_so_far(args: argparse.Namespace) -> int:
+    from billing_pipeline.stripe_reporting.bill_so_far import (
+        DEFAULT_MAX_PREVIEWS,
+        bill_so_far,
+        render_text,
+    )
+    from billing_pipeline.stripe_reporting.status_cli import _engine
+    from billing_pipeline.usage.meters import METERS
+
+    cap = DEFAULT_MAX_PREVIEWS if args.max_previews is None else args.max_previews
+    stripe = _client() if cap > 0 else None
+    with _engine() as engine:
+        result = bill_so_far(engine, METERS, stripe, customer=args.customer, max_previews=cap)
+    print(render_text(result))
     return 0

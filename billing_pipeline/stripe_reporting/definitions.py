@@ -7,6 +7,7 @@ from __future__ import annotations
 import dagster as dg
 
 from billing_pipeline.stripe_reporting.assets import build_reporting_asset
+from billing_pipeline.stripe_reporting.bill_so_far_assets import bill_so_far_asset
 from billing_pipeline.stripe_reporting.checks import reporting_checks
 from billing_pipeline.stripe_reporting.draft_invoice_check import draft_invoices_verified
 from billing_pipeline.stripe_reporting.jobs import (
@@ -30,7 +31,7 @@ from billing_pipeline.stripe_reporting.status_assets import (
 )
 
 defs = dg.Definitions(
-    assets=[build_reporting_asset(), billing_status_asset],
+    assets=[build_reporting_asset(), billing_status_asset, bill_so_far_asset],
     asset_checks=[*reporting_checks, draft_invoices_verified],
     jobs=[daily_billing_job, draft_invoice_verification_job, reconciliation_job],
     schedules=[

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
@@ -169,7 +169,12 @@ def compare_drafts(
     if not drafts:
         return []
     sources = line_sources(
-        engine, stripe, meters, DRAFT_INVOICES, {"invoices": [d.invoice for d in drafts]}
+        engine,
+        stripe,
+        meters,
+        DRAFT_INVOICES,
+        # A draft's period has ended: every part of it counts.
+        {"invoices": [d.invoice for d in drafts], "now": datetime.now(UTC)},
     )
     return [
         DraftLine(

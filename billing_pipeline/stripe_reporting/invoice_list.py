@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from billing_pipeline.stripe_client import StripeBilling
@@ -22,6 +22,13 @@ AMOUNT = "AMOUNT"
 def money(minor_units: int, currency: str) -> str:
     """Minor units as a decimal amount with its currency, e.g. 1234 usd -> 12.34 USD."""
     return f"{Decimal(minor_units).scaleb(-2):.2f} {currency.upper()}"
+
+
+def price_amount(quantity: int, unit_amount_decimal: Decimal | str) -> int:
+    """What `quantity` units cost at a per-unit price in minor units (Stripe's
+    `unit_amount_decimal`), rounded half up to a whole minor unit as Stripe rounds a line."""
+    exact = Decimal(quantity) * Decimal(unit_amount_decimal)
+    return int(exact.quantize(Decimal(1), ROUND_HALF_UP))
 
 
 def _time(unix: int | None) -> datetime | None:

@@ -62,17 +62,18 @@ _SPAN_SQL = (
     f"SELECT min(period_start) AS first, max(period_end) AS last FROM ({_LINES_SQL}) AS lines"
 )
 
-# Every line with the attributed source of its customer and period, and the ledger rows of
-# that period sent after the invoice was finalized (none for a draft): one statement per meter,
-# whatever the number of invoices.
-_SOURCES_SQL = f"""
-WITH {{parts}},
-lines AS ({_LINES_SQL}),
+# CTE `sources`: the attributed source of each row of a `lines` CTE (invoice, line, customer,
+# subscription, period_start, period_end) over its subscription's organizations, counting the
+# parts ended by `:now` (a finalized period's are all ended; the bill so far counts only those).
+# Shared by the invoice check, draft verification and the bill so far (`bill_so_far.py`), so a
+# line is always compared with one definition of its period's source.
+LINE_SOURCES_CTE = f"""
 line_parts AS (
     SELECT l.invoice, l.line, o.part_start, sum(o.value) AS target
     FROM lines l
     JOIN organization_parts o ON coalesce(o.customer, o.held_customer) = l.customer
         AND o.part_start >= l.period_start AND o.part_start < l.period_end
+        AND o.part_end <= :now
     WHERE NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.stripe_subscription_id = l.subscription)
        OR o.organization_id IN (
            SELECT s.organization_id FROM subscriptions s
@@ -84,7 +85,15 @@ sources AS (
     FROM lines l
     LEFT JOIN line_parts c ON c.invoice = l.invoice AND c.line = l.line
     GROUP BY l.invoice, l.line
-),
+)"""
+
+# Every line with the attributed source of its customer and period, and the ledger rows of
+# that period sent after the invoice was finalized (none for a draft): one statement per meter,
+# whatever the number of invoices.
+_SOURCES_SQL = f"""
+WITH {{parts}},
+lines AS ({_LINES_SQL}),
+{LINE_SOURCES_CTE},
 late AS (
     SELECT l.invoice, l.line, count(*) AS rows
     FROM lines l
@@ -146,7 +155,8 @@ def line_sources(
     params: dict[str, Any],
 ) -> list[LineSource]:
     """The metered lines of the invoices `invoices` selects (FINALIZED_INVOICES or
-    DRAFT_INVOICES, with their `params`), each with its attributed source."""
+    DRAFT_INVOICES, with their `params` and `now`, the instant whose ended parts count), each
+    with its attributed source."""
     remote = {m.id: m.event_name for m in stripe.list_meters()}
     by_event = {m.event_name: m for m in meters}
     found: list[LineSource] = []
@@ -201,7 +211,9 @@ def invoice_gaps(
 ) -> tuple[int, list[InvoiceGap]]:
     """(lines compared, gaps) over invoices finalized inside Stripe's window."""
     now = now or datetime.now(UTC)
-    lines = line_sources(engine, stripe, meters, FINALIZED_INVOICES, {"since": now - STRIPE_WINDOW})
+    lines = line_sources(
+        engine, stripe, meters, FINALIZED_INVOICES, {"since": now - STRIPE_WINDOW, "now": now}
+    )
     return len(lines), [
         InvoiceGap(
             invoice=s.invoice,

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import Engine, text
 
@@ -25,6 +24,7 @@ from billing_pipeline.stripe_reporting.attribution import (
     attribution_params,
     customer_parts_cte,
 )
+from billing_pipeline.stripe_reporting.invoice_list import price_amount
 from billing_pipeline.usage.meters import Meter
 
 
@@ -136,10 +136,8 @@ def shared_meters(
                     text(_PRICES_SQL), {"meter": meter.name, "subscriptions": list(subscriptions)}
                 ):
                     if price.amount is not None:
-                        value = (Decimal(units + reported) * Decimal(price.amount)).quantize(
-                            Decimal(1), ROUND_HALF_UP
-                        )
-                        amounts[price.subscription] = (int(value), price.currency)
+                        value = price_amount(units + reported, price.amount)
+                        amounts[price.subscription] = (value, price.currency)
                 found.append(
                     SharedMeter(
                         meter=meter.name,

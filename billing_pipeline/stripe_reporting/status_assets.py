@@ -1,4 +1,5 @@
-"""`billing/status`: the billing status table in the Dagster UI, refreshed by a schedule.
+"""`billing/status`: the billing status table in the Dagster UI, refreshed by a schedule (which
+also refreshes `billing/bill_so_far`).
 
 An unpartitioned asset whose latest materialization is the answer to "is billing healthy?" for
 the last days: the per-day table, the verdict, and a few numbers (failed, in doubt, unbilled…)
@@ -14,6 +15,7 @@ from billing_pipeline.day_ranges import day_range, last_complete_days
 from billing_pipeline.metadata_tables import markdown_table
 from billing_pipeline.resources import PostgresResource, StripeResource
 from billing_pipeline.stripe_reporting.assets import REPORTING_KEY
+from billing_pipeline.stripe_reporting.bill_so_far_assets import BILL_SO_FAR_KEY
 from billing_pipeline.stripe_reporting.check_verdict import checked_days, failed_checks
 from billing_pipeline.stripe_reporting.status import (
     HEADER,
@@ -84,11 +86,14 @@ def billing_status_asset(
 
 billing_status_schedule = dg.ScheduleDefinition(
     name="billing_status_schedule",
-    target=dg.AssetSelection.assets(STATUS_KEY),
+    target=dg.AssetSelection.assets(STATUS_KEY, BILL_SO_FAR_KEY),
     cron_schedule="*/30 * * * *",
     execution_timezone="UTC",
     # On from the start, like the billing schedules: an operator reads billing/status to learn
     # whether billing is healthy, so it must not wait for someone to switch its refresh on.
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Refreshes billing/status every 30 minutes.",
+    description=(
+        "Refreshes billing/status and billing/bill_so_far every 30 minutes (the bill so far "
+        "makes at most max_previews Stripe preview calls a run)."
+    ),
 )

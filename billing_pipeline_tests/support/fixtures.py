@@ -104,6 +104,28 @@ def dagster_instance(dagster_storage_url: str) -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
+@pytest.fixture
+def synchronous_instance(postgres_server_url: str) -> Iterator[dg.DagsterInstance]:
+    """An instance of its own whose launcher executes each run before the daemon moves on."""
+    url = create_database(postgres_server_url, "dagster_synchronous")
+    with dg.instance_for_test(
+        overrides={
+            "storage": {"postgres": {"postgres_url": url}},
+            # Submitted runs start at once instead of waiting for the run queue daemon.
+            "run_coordinator": {
+                "module": "dagster._core.run_coordinator",
+                "class": "DefaultRunCoordinator",
+            },
+            "run_launcher": {
+                "module": "dagster._core.launcher.sync_in_memory_run_launcher",
+                "class": "SyncInMemoryRunLauncher",
+            },
+        }
+    ) as instance:
+        yield instance
+    drop_database(postgres_server_url, url)
+
+
 # -- Dagster as production runs it (support/processes.py): an instance of its own per test.
 
 
