@@ -18,7 +18,6 @@ import dagster as dg
 import pytest
 from sqlalchemy import Engine
 
-from billing_pipeline import config
 from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline_tests.support.billing_month import readings_in
 from billing_pipeline_tests.support.builders import (
@@ -28,9 +27,14 @@ from billing_pipeline_tests.support.builders import (
     midnight,
 )
 from billing_pipeline_tests.support.dagster_runs import Billing
-from billing_pipeline_tests.support.processes import LOCATION, Topology, production_topology
+from billing_pipeline_tests.support.processes import (
+    LOCATION,
+    Topology,
+    pipeline_env,
+    production_topology,
+)
 from billing_pipeline_tests.support.reporting import stripe_value
-from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
+from billing_pipeline_tests.support.stripe import new_customer
 from stripe_emulator.control import EmulatorControl
 from stripe_emulator.server import StripeEmulator
 
@@ -80,14 +84,7 @@ def test_the_daemon_completes_the_daily_billing_run(
         add_readings(engine, sensor, day, count)
     expected = {("active_sensors", customer): 2, ("temperature_readings", customer): 7 + 5}
 
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
-        config.DATABASE_URL: database_url,
-        config.DAGSTER_HOME: str(dagster_home),
-        config.DAGSTER_PG_URL: dagster_pg_url,
-        config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: emulator_server.url,
-    }
+    env = pipeline_env(database_url, dagster_home, dagster_pg_url, emulator_server.url)
     # Creating the instance here also creates Dagster's tables before three processes race to.
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
@@ -157,14 +154,7 @@ def test_the_daemon_rebills_a_day_whose_readings_arrived_late(
     whole_day = (midnight(day), midnight(day) + timedelta(days=1))
     assert stripe_value(billing.stripe_billing, "temperature_readings", customer, *whole_day) == 6
 
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
-        config.DATABASE_URL: billing.database_url,
-        config.DAGSTER_HOME: str(dagster_home),
-        config.DAGSTER_PG_URL: dagster_pg_url,
-        config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: billing.api_base,
-    }
+    env = pipeline_env(billing.database_url, dagster_home, dagster_pg_url, billing.api_base)
     launched = dg.RunsFilter(tags={"dagster/sensor_name": "late_readings_sensor"})
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,

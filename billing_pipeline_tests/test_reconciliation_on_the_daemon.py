@@ -9,7 +9,6 @@ customer) and records the drift against the day it happened.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,8 +26,8 @@ from billing_pipeline_tests.support.builders import (
 )
 from billing_pipeline_tests.support.dagster_runs import Billing, day_evaluations
 from billing_pipeline_tests.support.faketime import FakeClock
-from billing_pipeline_tests.support.processes import production_topology
-from billing_pipeline_tests.support.stripe import TEST_KEY, new_customer
+from billing_pipeline_tests.support.processes import pipeline_env, production_topology
+from billing_pipeline_tests.support.stripe import new_customer
 
 WAIT = 180.0
 SCHEDULE = "stripe_reconciliation_schedule"
@@ -57,17 +56,16 @@ def test_the_daemon_launches_the_reconciliation_job_at_five(
 
     clock = FakeClock(tmp_path / "faketime", billing.emulator)
     clock.move_to(midnight(today) + timedelta(hours=4, minutes=55))
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
-        config.DATABASE_URL: billing.database_url,
-        config.DAGSTER_HOME: str(dagster_home),
-        config.DAGSTER_PG_URL: dagster_pg_url,
-        config.STRIPE_SECRET_KEY: TEST_KEY,
-        config.STRIPE_API_BASE: billing.api_base,
-        config.RECONCILIATION_DAILY_CALLS: "5",
-        **clock.env(),
-        "DAGSTER_GRPC_TIMEOUT_SECONDS": "180",
-    }
+    env = pipeline_env(
+        billing.database_url,
+        dagster_home,
+        dagster_pg_url,
+        billing.api_base,
+        **{config.RECONCILIATION_DAILY_CALLS: "5", **clock.env()},
+        # A run's start is a gRPC call to the code server; under libfaketime on busy cores it
+        # can take longer than the default 60 s.
+        DAGSTER_GRPC_TIMEOUT_SECONDS="180",
+    )
     launched = dg.RunsFilter(tags={"dagster/schedule_name": SCHEDULE})
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,

@@ -8,6 +8,7 @@ webserver and the daemon only reach the code location over gRPC, as in the Helm 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,8 +21,29 @@ from typing import Any
 
 from billing_demo.dev.dagster_processes import free_port, grpc_serving, write_grpc_workspace
 from billing_demo.dev.services import answers, script, stop_process_groups
+from billing_pipeline import config
+from billing_pipeline_tests.support.stripe import TEST_KEY
 
 LOCATION = "billing_pipeline"
+
+
+def pipeline_env(
+    database_url: str, dagster_home: Path, dagster_pg_url: str, api_base: str, **extra: str
+) -> dict[str, str]:
+    """The environment of a production topology on the test database, Dagster instance and
+    emulator (with the test's test-mode key): this process's, without its Stripe and Dagster
+    settings, plus `extra`."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DAGSTER_"))},
+        config.DATABASE_URL: database_url,
+        config.DAGSTER_HOME: str(dagster_home),
+        config.DAGSTER_PG_URL: dagster_pg_url,
+        config.STRIPE_SECRET_KEY: TEST_KEY,
+        config.STRIPE_API_BASE: api_base,
+        **extra,
+    }
+
+
 STARTUP_TIMEOUT = 120.0
 
 
