@@ -15,11 +15,16 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import dagster as dg
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from billing_pipeline.stripe_reporting.reconciliation_check import build_reconciliation_check
-from billing_pipeline.stripe_reporting.reconciliation_coverage import RotationPolicy
+from billing_pipeline.stripe_reporting.reconciliation_coverage import (
+    RotationPolicy,
+    candidates,
+    select_pairs,
+)
 from billing_pipeline_tests.support.builders import (
+    add_ledger_row,
     add_organization,
     add_readings,
     add_sensor,
@@ -162,3 +167,68 @@ def test_a_customer_with_an_anomaly_is_checked_the_same_day(billing: Billing) ->
     details = str(evaluation.metadata["drift_details"].value)
     assert f"| temperature_readings | {D1} | {anomalous} | 2 | 8 | 8 | 1.0 |" in details
     assert last_compared(billing)[("temperature_readings", anomalous)] == day_2
+
+
+def test_each_pair_is_due_for_the_first_reason_that_applies(engine: Engine) -> None:
+    """From the ledger, the subscriptions and the earlier comparisons, in Postgres; anomalies
+    are picked first, in order, within the budget, and what is left is counted."""
+    now = datetime.now(UTC)
+    day = TODAY - timedelta(days=3)
+    sent = {"cus_C", "cus_D", "cus_E", "cus_F", "cus_G"}
+    for n, customer in enumerate(sorted(sent), start=3):
+        add_ledger_row(engine, n, "sent", customer=customer, day=day, age=timedelta(hours=2))
+    add_ledger_row(engine, 1, "failed", customer="cus_A", day=day)
+    add_ledger_row(engine, 2, "sent", customer="cus_B", day=day, revision=2)
+    add_ledger_row(engine, 8, "failed", customer="cus_H", day=day, age=timedelta(hours=3))
+    add_organization(engine, 3, customer="cus_C")
+    add_organization(engine, 4, customer="cus_D")
+    with engine.begin() as connection:
+        # cus_C's subscription changed (a webhook recorded a status) after its last comparison.
+        connection.execute(
+            text(
+                "INSERT INTO billing.subscription_status_history (stripe_subscription_id, "
+                "effective_from, status, event_created) VALUES ('sub_cus_C', :at, 'canceled', :at)"
+            ),
+            {"at": now},
+        )
+        # cus_D's period ends in six hours; it was compared before the period started.
+        connection.execute(
+            text(
+                "UPDATE subscriptions SET current_period_start = :start, current_period_end = :end "
+                "WHERE stripe_customer_id = 'cus_D'"
+            ),
+            {"start": now - timedelta(days=30), "end": now + timedelta(hours=6)},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO billing.reconciled_pairs (meter, stripe_customer_id, "
+                "last_compared_at, drift) VALUES "
+                "('temperature_readings', 'cus_C', :hour_ago, false), "
+                "('temperature_readings', 'cus_D', :month_ago, false), "
+                "('temperature_readings', 'cus_E', :hour_ago, true), "
+                "('temperature_readings', 'cus_F', :hour_ago, false), "
+                "('temperature_readings', 'cus_H', :hour_ago, false)"
+            ),
+            {"hour_ago": now - timedelta(hours=1), "month_ago": now - timedelta(days=31)},
+        )
+
+    found = candidates(engine, ["temperature_readings"], day, TODAY, now)
+
+    assert {c.pair[1]: c.reason for c in found} == {
+        "cus_A": "ledger_attention",  # failed, never compared
+        "cus_B": "correction",  # a second revision, never compared
+        "cus_C": "subscription_change",
+        "cus_D": "period_closing",
+        "cus_E": "open_drift",
+        "cus_F": None,  # compared an hour ago, nothing since
+        "cus_G": None,  # never compared, nothing wrong: the rotation's
+        "cus_H": None,  # failed before its last comparison: already looked at
+    }
+    coverage = select_pairs(found, RotationPolicy(daily_calls=3, rotation_days=4), 0, now)
+    assert [customer for _, customer in coverage.reasons] == ["cus_E", "cus_A", "cus_B"]
+    assert coverage.anomalies_left == 1  # cus_C waits for tomorrow's budget
+    assert coverage.never_compared_left == 1  # cus_G
+    assert coverage.oldest_left_age_days == 31  # cus_D
+    assert coverage.overdue_left == 1
+    assert coverage.rotation_quota == 2
+    assert not coverage.budget_covers_rotation
