@@ -170,29 +170,25 @@ def select_pairs(
 
 # Every pair with ledger rows in the window, its last comparison, and the first reason that
 # applies since then (anomalies from the ledger and the subscription history, then a period that
-# ends within the horizon and has not been compared since it started).
+# ends within the horizon and has not been compared since it started). One pass over the
+# window's ledger grouped by pair, then hash joins of one row per pair or customer: no per-row
+# join and no per-pair subquery, so it stays linear in the ledger.
 _CANDIDATES_SQL = """
-WITH pairs AS (
-    SELECT m.meter, m.stripe_customer_id AS customer,
-           bool_or(m.status = ANY(:attention)
-                   AND (r.last_compared_at IS NULL OR m.updated_at >= r.last_compared_at))
-               AS attention,
-           bool_or((m.revision > 1 OR m.status = ANY(:corrections))
-                   AND (r.last_compared_at IS NULL OR m.updated_at >= r.last_compared_at))
-               AS correction,
-           min(r.last_compared_at) AS last_compared_at,
-           bool_or(r.drift) AS drift
-    FROM billing.meter_ledger m
-    LEFT JOIN billing.reconciled_pairs r
-           ON r.meter = m.meter AND r.stripe_customer_id = m.stripe_customer_id
-    WHERE m.meter = ANY(:meters) AND m.day >= :first_day AND m.day < :end_day
-    GROUP BY m.meter, m.stripe_customer_id
+WITH ledger AS (
+    SELECT meter, stripe_customer_id AS customer,
+           max(updated_at) FILTER (WHERE status = ANY(:attention)) AS attention_at,
+           max(updated_at) FILTER (WHERE revision > 1 OR status = ANY(:corrections))
+               AS correction_at
+    FROM billing.meter_ledger
+    WHERE meter = ANY(:meters) AND day >= :first_day AND day < :end_day
+    GROUP BY meter, stripe_customer_id
 ),
 changed AS (
-    SELECT DISTINCT s.stripe_customer_id AS customer, h.recorded_at
+    SELECT s.stripe_customer_id AS customer, max(h.recorded_at) AS changed_at
     FROM billing.subscription_status_history h
     JOIN subscriptions s ON s.stripe_subscription_id = h.stripe_subscription_id
     WHERE h.recorded_at >= :window_start
+    GROUP BY s.stripe_customer_id
 ),
 closing AS (
     SELECT stripe_customer_id AS customer, max(current_period_start) AS period_start
@@ -200,18 +196,22 @@ closing AS (
     WHERE current_period_end > :now AND current_period_end <= :closing_before
     GROUP BY stripe_customer_id
 )
-SELECT p.meter, p.customer, p.last_compared_at,
-       CASE WHEN p.drift THEN :drift_reason
-            WHEN p.attention THEN :attention_reason
-            WHEN p.correction THEN :correction_reason
-            WHEN EXISTS (SELECT 1 FROM changed c WHERE c.customer = p.customer
-                         AND (p.last_compared_at IS NULL OR c.recorded_at >= p.last_compared_at))
+SELECT l.meter, l.customer, r.last_compared_at,
+       CASE WHEN r.drift THEN :drift_reason
+            WHEN l.attention_at >= coalesce(r.last_compared_at, '-infinity')
+                 THEN :attention_reason
+            WHEN l.correction_at >= coalesce(r.last_compared_at, '-infinity')
+                 THEN :correction_reason
+            WHEN c.changed_at >= coalesce(r.last_compared_at, '-infinity')
                  THEN :subscription_reason
-            WHEN EXISTS (SELECT 1 FROM closing k WHERE k.customer = p.customer
-                         AND (p.last_compared_at IS NULL OR p.last_compared_at < k.period_start))
+            WHEN k.period_start > coalesce(r.last_compared_at, '-infinity')
                  THEN :closing_reason
        END AS reason
-FROM pairs p
+FROM ledger l
+LEFT JOIN billing.reconciled_pairs r
+       ON r.meter = l.meter AND r.stripe_customer_id = l.customer
+LEFT JOIN changed c ON c.customer = l.customer
+LEFT JOIN closing k ON k.customer = l.customer
 """
 
 
