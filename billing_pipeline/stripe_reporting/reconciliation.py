@@ -304,13 +304,12 @@ def reconcile(
     settle_window: timedelta = SETTLE_WINDOW,
     now: datetime | None = None,
     policy: RotationPolicy | None = None,
-    reads: PacedReads | None = None,
 ) -> dict[date, Reconciliation]:
     """Compare the source with Stripe for [first_day, end_day), one outcome per day (every day
     of the window, also one with nothing to compare), one summaries read per (meter, customer)
     the coverage picks, for the whole window. A meter missing in Stripe fails every day: none of
-    its days can be compared. `now` decides what is settling and stamps the comparisons; `reads`
-    (tests) replaces the pacing the policy sets."""
+    its days can be compared. `now` decides what is settling and stamps the comparisons; without
+    `policy` the environment's budget, rotation and pace apply."""
     now = now or datetime.now(UTC)
     policy = policy or RotationPolicy.from_environment()
     remote = {m.event_name: m for m in billing.list_meters() if m.status == "active"}
@@ -337,7 +336,7 @@ def reconcile(
     missing = sorted({m for m, _ in coverage.reasons if by_name[m].event_name not in remote})
     for outcome in outcomes.values():
         outcome.missing_meters.extend(missing)
-    reads = reads or PacedReads(policy.reads_per_second, coverage.allowed)
+    reads = PacedReads(policy.reads_per_second, coverage.allowed)
     bounds = (day_start(first_day), day_start(end_day))
     try:
         for meter_name, customer in coverage.reasons:
