@@ -29,6 +29,11 @@ ALERTS_EMAIL_TO = "BILLING_ALERTS_EMAIL_TO"
 ALERTS_EMAIL_FROM = "BILLING_ALERTS_EMAIL_FROM"
 # The Dagster UI as the people receiving alerts reach it: each alert links to its run there.
 DAGSTER_UI_URL = "DAGSTER_UI_URL"
+# Reconciliation's bounds (reconciliation_coverage.py): Stripe summary reads per UTC day, the days
+# within which every (meter, customer) is compared, and the pace of its reads.
+RECONCILIATION_DAILY_CALLS = "STRIPE_RECONCILIATION_DAILY_CALLS"
+RECONCILIATION_ROTATION_DAYS = "STRIPE_RECONCILIATION_ROTATION_DAYS"
+RECONCILIATION_READS_PER_SECOND = "STRIPE_RECONCILIATION_READS_PER_SECOND"
 
 
 def data_dir() -> Path:

@@ -83,9 +83,9 @@ def create_app(runtime: Runtime) -> Flask:
         runtime.hand_over_events()
         if faults.roll("drop"):
             _drop_connection()
-            runtime.count("dropped")
+            runtime.count("dropped", request.endpoint)
         else:
-            runtime.count(str(response.status_code))
+            runtime.count(str(response.status_code), request.endpoint)
         return response
 
     @app.errorhandler(StripeAPIError)

@@ -120,6 +120,11 @@ class EmulatorControl:
         result: dict[str, int] = self._call("GET", "/request_count")
         return result
 
+    def endpoint_counts(self) -> dict[str, int]:
+        """Answered API requests by route name (e.g. `list_event_summaries`), dropped included."""
+        result: dict[str, int] = self._call("GET", "/endpoint_counts")
+        return result
+
     def contract(self) -> dict[str, Any]:
         """Contract mode: how many answers and webhook events were checked against Stripe's
         published shapes (by view or event type), and every departure since the last reset."""

@@ -125,6 +125,11 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         with runtime.counts_lock:
             return jsonify(dict(runtime.counts))
 
+    @bp.get("/endpoint_counts")
+    def endpoint_counts() -> Response:
+        with runtime.counts_lock:
+            return jsonify(dict(runtime.endpoint_counts))
+
     @bp.get("/contract")
     def contract() -> Response:
         with runtime.counts_lock:
@@ -137,6 +142,7 @@ def control_blueprint(runtime: Runtime) -> Blueprint:
         runtime.deliverer.deliveries.clear()
         with runtime.counts_lock:
             runtime.counts.clear()
+            runtime.endpoint_counts.clear()
             runtime.violations.clear()
         return jsonify({"reset": True})
 

@@ -20,6 +20,9 @@ class Runtime:
     faults: Faults
     deliverer: WebhookDeliverer
     counts: Counter[str] = field(default_factory=Counter)
+    # Answered API requests by route (the Flask endpoint name, e.g. `list_event_summaries`):
+    # how many calls of one kind a client made, whatever their answers.
+    endpoint_counts: Counter[str] = field(default_factory=Counter)
     counts_lock: threading.Lock = field(default_factory=threading.Lock)
     # Contract mode (tests): each API response and each snapshot event is checked against its
     # published shape; a departing response answers 500 instead, a departing event is listed in
@@ -28,9 +31,11 @@ class Runtime:
     contract: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
 
-    def count(self, key: str) -> None:
+    def count(self, key: str, endpoint: str | None = None) -> None:
         with self.counts_lock:
             self.counts[key] += 1
+            if endpoint is not None:
+                self.endpoint_counts[endpoint] += 1
 
     def record_contract(self, endpoint: str, violations: list[str]) -> None:
         with self.counts_lock:

@@ -289,6 +289,28 @@ stripe_meters = Table(
     _timestamp("recorded_at", nullable=False, default_now=True),
 )
 
+reconciled_pairs = Table(
+    "reconciled_pairs",
+    billing_metadata,
+    # When reconciliation last compared each (meter, Stripe customer) with Stripe and found it
+    # settled: the rotation takes the least recently compared first, across runs.
+    Column("meter", Text, primary_key=True),
+    Column("stripe_customer_id", Text, primary_key=True),
+    _timestamp("last_compared_at", nullable=False),
+    # Whether that comparison found a drift: such a pair is asked about again on every run.
+    Column("drift", Boolean, nullable=False, server_default=text("false")),
+    Index("ix_reconciled_pairs_last_compared_at", "last_compared_at"),
+)
+
+reconciliation_calls = Table(
+    "reconciliation_calls",
+    billing_metadata,
+    # Stripe summary reads reconciliation made per UTC day, over all its runs: the daily budget
+    # holds however many times the job is launched.
+    Column("day", Date, primary_key=True),
+    Column("calls", Integer, nullable=False),
+)
+
 invoices = Table(
     "invoices",
     billing_metadata,

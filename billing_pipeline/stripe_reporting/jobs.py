@@ -10,10 +10,15 @@ import dagster as dg
 from billing_pipeline.partitions import FIRST_BILLED_DAY, daily_partitions
 from billing_pipeline.stripe_reporting.checks import reporting_checks
 from billing_pipeline.stripe_reporting.draft_invoice_check import draft_invoices_verified
+from billing_pipeline.stripe_reporting.reconciliation_check import stripe_reconciliation
 
-# The billing graph with every check on it but the draft verification, which only
-# `verify_draft_invoice` runs (it looks at one draft, launched per draft by its sensor).
-_BILLING = dg.AssetSelection.groups("usage", "stripe")
+# The billing graph with its checks. The draft verification only `verify_draft_invoice` runs (it
+# looks at one draft, launched per draft by its sensor); reconciliation's Stripe reads are paced
+# and budgeted (minutes at 100,000 organizations), so it runs in its own job and billing never
+# waits for it.
+_BILLING = dg.AssetSelection.groups("usage", "stripe") - dg.AssetSelection.checks(
+    stripe_reconciliation
+)
 
 # A failed billing run (schedule, period close, late-data sensor) is re-run by the daemon
 # (`run_retries` in dagster.yaml) from its failed steps: every step is safe to repeat, and the
@@ -25,7 +30,10 @@ daily_billing_job = dg.define_asset_job(
     name="daily_billing",
     selection=_BILLING - dg.AssetSelection.checks(draft_invoices_verified),
     partitions_def=daily_partitions,
-    description="Compute one UTC day's usage per meter and report it to Stripe exactly once.",
+    description=(
+        "Compute one UTC day's usage per meter and report it to Stripe exactly once, with the "
+        "ledger and invoice checks; Stripe reconciliation runs in the stripe_reconciliation job."
+    ),
     tags=RUN_RETRY_TAGS,
 )
 
@@ -46,7 +54,8 @@ reconciliation_job = dg.define_asset_job(
     partitions_def=daily_partitions,
     description=(
         "Run the reconciliation check over a day or a range of days (launch it with a partition "
-        "range, or backfill) and the ledger attention checks, without sending anything."
+        "range, or backfill) and the ledger attention checks, without sending anything; its "
+        "Stripe reads are bounded by a daily budget (STRIPE_RECONCILIATION_DAILY_CALLS)."
     ),
 )
 

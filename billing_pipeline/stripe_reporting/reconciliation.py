@@ -10,19 +10,24 @@ someone else sent for our customer, a correction that expired outside Stripe's w
 For a raw `sum` meter the ledger's own view is the sum of its sent values, for raw `last` and
 pre-aggregated meters the newest sent revision's value; both are shown beside each drift.
 
-Not every customer is asked about every run (one summaries call per customer and meter would grow
-with the customer base): `reconciliation_coverage.py` picks the customers with activity or a
-source change plus a rotating seventh of the rest, and the outcome says who was covered and why.
+Not every (meter, customer) is asked about every run: `reconciliation_coverage.py` picks the
+pairs with anomalies first, then periods about to close, then a rotation of the least recently
+compared, within a daily budget of reads that `summary_reads.py` paces under Stripe's rate limit.
+Only the picked customers' source and ledger are read, and both are indexed by pair once, so the
+Python work grows with the pairs asked about, not with the customer base.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import stripe
 from sqlalchemy import Engine, text
 
 from billing_pipeline.db.statuses import UNSENT_STATUSES, LedgerStatus
@@ -33,13 +38,21 @@ from billing_pipeline.stripe_reporting.attribution import (
     customer_parts_cte,
 )
 from billing_pipeline.stripe_reporting.identifiers import day_start
-from billing_pipeline.stripe_reporting.reconciliation_coverage import Coverage, select_customers
+from billing_pipeline.stripe_reporting.reconciliation_coverage import (
+    Coverage,
+    Pair,
+    RotationPolicy,
+    calls_made_on,
+    candidates,
+    record_run,
+    select_pairs,
+)
+from billing_pipeline.stripe_reporting.summary_reads import BudgetExhaustedError, PacedReads
 from billing_pipeline.usage.meters import Meter
 
 SETTLE_WINDOW = timedelta(minutes=30)
-# Ledger rows sent or changed this recently make their customer "active": checked on every run.
-# A day covers the gap between two daily schedule runs.
-ACTIVITY_WINDOW = timedelta(days=1)
+# One day's verdict; a pair is stamped compared only when none of its days is still settling.
+MATCH, SETTLING, DRIFT = "match", "settling", "drift"
 # Stripe reports float totals; our values are whole numbers.
 TOLERANCE = 1e-6
 
@@ -75,8 +88,8 @@ class Reconciliation:
     settling: int = 0
     drifts: list[Drift] = field(default_factory=list)
     missing_meters: list[str] = field(default_factory=list)
-    # Who the run asked Stripe about (shared by every day of one run).
-    coverage: Coverage = field(default_factory=lambda: Coverage(total=0))
+    # Who the run asked Stripe about, and what it left (shared by every day of one run).
+    coverage: Coverage = field(default_factory=Coverage)
 
     @property
     def ok(self) -> bool:
@@ -89,7 +102,10 @@ class Reconciliation:
 # partial day, after a period-close run, holds parts not over yet).
 _CUSTOMER_DAYS_SQL = f"""
 WITH {{parts}},
-ended_parts AS (SELECT * FROM customer_parts WHERE part_end <= :now),
+ended_parts AS (
+    SELECT * FROM customer_parts
+    WHERE part_end <= :now AND (:every_customer OR customer = ANY(:customers))
+),
 day_values AS (
     SELECT customer, day, {CUSTOMER_VALUE_SQL} AS target
     FROM ended_parts GROUP BY customer, day
@@ -112,10 +128,11 @@ def source_targets(
     first_day: date,
     end_day: date,
     now: datetime,
+    customers: Collection[str] | None = None,
 ) -> dict[Key, tuple[int, tuple[int, ...]]]:
     """The attributed source value of every (meter, customer, day) with usage in the window,
-    over the parts ended by `now`; `windows` is each meter's Stripe `event_time_window` (it
-    decides whether days are cut)."""
+    over the parts ended by `now`, of `customers` (None: every customer); `windows` is each
+    meter's Stripe `event_time_window` (it decides whether days are cut)."""
     targets: dict[Key, tuple[int, tuple[int, ...]]] = {}
     with engine.connect() as connection:
         for meter in meters:
@@ -125,6 +142,7 @@ def source_targets(
                     **attribution_params(meter, windows.get(meter.name), first_day, end_day),
                     "last": meter.aggregation == "last",
                     "now": now,
+                    **_customer_filter(customers),
                 },
             )
             for row in rows:
@@ -133,6 +151,10 @@ def source_targets(
                     tuple(row.organization_ids),
                 )
     return targets
+
+
+def _customer_filter(customers: Collection[str] | None) -> dict[str, Any]:
+    return {"every_customer": customers is None, "customers": sorted(customers or ())}
 
 
 # Per slot first (a whole-value revision replaces only its own slot: the part, or on an hourly
@@ -150,6 +172,7 @@ WITH parts AS (
            max(updated_at) AS last_change
     FROM billing.meter_ledger m
     WHERE meter = ANY(:meters) AND day >= :first_day AND day < :end_day
+      AND (:every_customer OR stripe_customer_id = ANY(:customers))
     GROUP BY 1, 2, 3, 4
 )
 SELECT meter, customer, day,
@@ -172,6 +195,7 @@ JOIN (
            meter, stripe_customer_id AS customer, day, organization_ids
     FROM billing.meter_ledger
     WHERE meter = ANY(:meters) AND day >= :first_day AND day < :end_day
+      AND (:every_customer OR stripe_customer_id = ANY(:customers))
     ORDER BY meter, stripe_customer_id, day, part_start DESC, revision DESC
 ) AS o USING (meter, customer, day)
 """
@@ -183,8 +207,10 @@ def _ledger_params(
     first_day: date,
     end_day: date,
     settled_before: datetime,
+    customers: Collection[str] | None = None,
 ) -> dict[str, Any]:
     return {
+        **_customer_filter(customers),
         "sent": LedgerStatus.SENT,
         "unsettled": [*UNSENT_STATUSES, LedgerStatus.IN_DOUBT],
         "meters": [m.name for m in meters],
@@ -203,12 +229,14 @@ def ledger_views(
     first_day: date,
     end_day: date,
     settled_before: datetime,
+    customers: Collection[str] | None = None,
 ) -> dict[Key, LedgerView]:
-    """What the ledger says Stripe holds; `windows` is each meter's Stripe `event_time_window`."""
+    """What the ledger says Stripe holds, for `customers` (None: every customer); `windows` is
+    each meter's Stripe `event_time_window`."""
     with engine.connect() as connection:
         rows = connection.execute(
             text(_LEDGER_VIEWS_SQL),
-            _ledger_params(meters, windows, first_day, end_day, settled_before),
+            _ledger_params(meters, windows, first_day, end_day, settled_before, customers),
         ).all()
     return {
         (row.meter, row.customer, row.day): LedgerView(
@@ -247,6 +275,7 @@ def day_totals(
                     **attribution_params(meter, window, first_day, end_day),
                     "last": meter.aggregation == "last",
                     "now": now,
+                    **_customer_filter(None),
                 },
             )
             for row in source:
@@ -274,63 +303,67 @@ def reconcile(
     *,
     settle_window: timedelta = SETTLE_WINDOW,
     now: datetime | None = None,
+    policy: RotationPolicy | None = None,
 ) -> dict[date, Reconciliation]:
     """Compare the source with Stripe for [first_day, end_day), one outcome per day (every day
-    of the window, also one with nothing to compare), one summary call per covered customer and
-    meter for the whole window. A meter missing in Stripe fails every day: none of its days can
-    be compared. `now` decides what is settling, what is recent activity and the rotation day."""
+    of the window, also one with nothing to compare), one summaries read per (meter, customer)
+    the coverage picks, for the whole window. A meter missing in Stripe fails every day: none of
+    its days can be compared. `now` decides what is settling and stamps the comparisons; without
+    `policy` the environment's budget, rotation and pace apply."""
     now = now or datetime.now(UTC)
+    policy = policy or RotationPolicy.from_environment()
     remote = {m.event_name: m for m in billing.list_meters() if m.status == "active"}
     windows = {
         m.name: remote[m.event_name].event_time_window for m in meters if m.event_name in remote
     }
-    targets = source_targets(engine, meters, windows, first_day, end_day, now)
-    ledger = ledger_views(engine, meters, windows, first_day, end_day, now - settle_window)
-    coverage = _coverage(targets, ledger, now)
+    coverage = select_pairs(
+        candidates(engine, [m.name for m in meters], first_day, end_day, now),
+        policy,
+        calls_made_on(engine, now.date()),
+        now,
+    )
     outcomes = {
         first_day + timedelta(days=n): Reconciliation(coverage=coverage)
         for n in range((end_day - first_day).days)
     }
-    customers: dict[str, set[str]] = defaultdict(set)
-    for meter_name, customer, _ in (*targets, *ledger):
-        if customer in coverage.checked:
-            customers[meter_name].add(customer)
-    for meter in meters:
-        if not customers[meter.name]:
-            continue
-        if meter.event_name not in remote:
-            for outcome in outcomes.values():
-                outcome.missing_meters.append(meter.name)
-            continue
-        for customer in sorted(customers[meter.name]):
-            stripe_days = billing.daily_totals(
-                remote[meter.event_name].id, customer, day_start(first_day), day_start(end_day)
-            )
-            days = {d for (m, c, d) in (*targets, *ledger) if m == meter.name and c == customer}
-            days |= {day for day, value in stripe_days.items() if value}
-            for day in sorted(days):
-                _compare(outcomes[day], (meter.name, customer, day), targets, ledger, stripe_days)
+    asked = {customer for _, customer in coverage.reasons}
+    targets = source_targets(engine, meters, windows, first_day, end_day, now, asked)
+    ledger = ledger_views(engine, meters, windows, first_day, end_day, now - settle_window, asked)
+    days_of: dict[Pair, set[date]] = defaultdict(set)
+    for meter_name, customer, day in itertools.chain(targets, ledger):
+        days_of[(meter_name, customer)].add(day)
+    by_name = {meter.name: meter for meter in meters}
+    missing = sorted({m for m, _ in coverage.reasons if by_name[m].event_name not in remote})
+    for outcome in outcomes.values():
+        outcome.missing_meters.extend(missing)
+    reads = PacedReads(policy.reads_per_second, coverage.allowed)
+    bounds = (day_start(first_day), day_start(end_day))
+    try:
+        for meter_name, customer in coverage.reasons:
+            if meter_name in missing:
+                continue
+            remote_id = remote[by_name[meter_name].event_name].id
+            try:
+                stripe_days = reads.read(
+                    functools.partial(billing.daily_totals, remote_id, customer, *bounds)
+                )
+            except BudgetExhaustedError:
+                coverage.stopped = "budget spent"
+                break
+            except stripe.RateLimitError:
+                coverage.stopped = "rate limited"
+                break
+            days = days_of[(meter_name, customer)] | {d for d, v in stripe_days.items() if v}
+            verdicts = [
+                _compare(outcomes[day], (meter_name, customer, day), targets, ledger, stripe_days)
+                for day in sorted(days)
+            ]
+            if SETTLING not in verdicts:
+                coverage.compared[(meter_name, customer)] = DRIFT in verdicts
+    finally:
+        coverage.calls_made = reads.calls
+        record_run(engine, coverage, now)
     return outcomes
-
-
-def _coverage(
-    targets: dict[Key, tuple[int, tuple[int, ...]]], ledger: dict[Key, LedgerView], now: datetime
-) -> Coverage:
-    """Active: ledger rows unsettled or changed within ACTIVITY_WINDOW. Source changed: a day
-    whose source value differs from what the ledger says Stripe holds (new, late or corrected
-    usage the next billing run will send)."""
-    active = {
-        customer
-        for (_, customer, _), view in ledger.items()
-        if view.settling or view.last_change >= now - ACTIVITY_WINDOW
-    }
-    changed = {
-        key[1]
-        for key in {*targets, *ledger}
-        if targets.get(key, (0, ()))[0] != (ledger[key].held if key in ledger else 0)
-    }
-    customers = {customer for _, customer, _ in (*targets, *ledger)}
-    return select_customers(customers, active, changed, now.date())
 
 
 def _compare(
@@ -339,16 +372,17 @@ def _compare(
     targets: dict[Key, tuple[int, tuple[int, ...]]],
     ledger: dict[Key, LedgerView],
     stripe_days: dict[date, float],
-) -> None:
+) -> str:
+    """Record one day's comparison: MATCH, SETTLING (not final yet) or DRIFT."""
     source, organizations = targets.get(key, (0, ()))
     view = ledger.get(key)
     stripe_value = stripe_days.get(key[2], 0.0)
     result.compared += 1
     if abs(stripe_value - source) <= TOLERANCE:
-        return
+        return MATCH
     if view is not None and view.settling:
         result.settling += 1
-        return
+        return SETTLING
     result.drifts.append(
         Drift(
             meter=key[0],
@@ -360,3 +394,4 @@ def _compare(
             stripe=stripe_value,
         )
     )
+    return DRIFT

@@ -1,8 +1,10 @@
 """`stripe_reconciliation` (partitioned by day): Stripe's daily summaries against the source.
 
-It runs after every billing run (jobs over the asset include its checks) and from the
-`stripe_reconciliation_schedule`, which re-checks the last week once Stripe's summaries settled:
-the billing run itself can only report fresh differences as "settling".
+It runs in its own job (`stripe_reconciliation`, launched daily by
+`stripe_reconciliation_schedule` over Stripe's 35-day window, after the billing run and the
+trailing recompute have settled), never inside `daily_billing`: the billing run does not wait for
+Stripe reads, and a reconciliation right after sending could only call fresh differences
+"settling".
 
 A run over a range of days (the single-run backfill policy, the schedule) has no single
 partition key, and an `AssetCheckResult` returned from such a step is recorded without a
@@ -11,8 +13,8 @@ partition, while the run had planned one evaluation per day: those planned rows 
 day's partition, figures and target materialization; Dagster records each against its planned
 row, and the check's history shows a result per day whatever the shape of the run.
 
-Each day's metadata also shows the run's coverage (reconciliation_coverage.py): how many
-customers were asked about, of how many, by reason, and the oldest check age by rotation.
+Each day's metadata also shows the run's coverage (reconciliation_coverage.py): the pairs asked
+about by reason, the reads made against the day's budget, and what was left for later runs.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -36,20 +38,42 @@ from billing_pipeline.stripe_reporting.reconciliation import (
     Reconciliation,
     reconcile,
 )
+from billing_pipeline.stripe_reporting.reconciliation_coverage import Coverage, RotationPolicy
 from billing_pipeline.usage.meters import METERS, Meter
 
 CHECK_NAME = "stripe_reconciliation"
 ROWS_SHOWN = 50
 
 
+def _coverage_metadata(coverage: Coverage) -> dict[str, Any]:
+    """What the run covered and what it left: the same on every day of the run."""
+    return {
+        "pairs_asked": len(coverage.reasons),
+        "pairs_compared": len(coverage.compared),
+        "pairs_total": coverage.pairs_total,
+        "pairs_asked_by_reason": dg.MetadataValue.json(coverage.by_reason()),
+        "customers_asked": len({customer for _, customer in coverage.reasons}),
+        "customers_total": coverage.customers_total,
+        "calls_made": coverage.calls_made,
+        "calls_today": coverage.calls_before + coverage.calls_made,
+        "call_budget_per_day": coverage.policy.daily_calls,
+        "rotation_days": coverage.policy.rotation_days,
+        "rotation_quota": coverage.rotation_quota,
+        "budget_covers_rotation": coverage.budget_covers_rotation,
+        "pairs_left": coverage.pairs_total - len(coverage.compared),
+        "anomalies_left": coverage.anomalies_left,
+        "never_compared_left": coverage.never_compared_left,
+        "oldest_left_age_days": coverage.oldest_left_age_days,
+        "overdue_left": coverage.overdue_left,
+        "stopped": coverage.stopped or "",
+    }
+
+
 def _reconciliation_metadata(outcome: Reconciliation) -> dict[str, Any]:
     drifts = outcome.drifts[:ROWS_SHOWN]
     coverage = outcome.coverage
     return {
-        "customers_checked": len(coverage.checked),
-        "customers_total": coverage.total,
-        "customers_checked_by_reason": dg.MetadataValue.json(coverage.by_reason()),
-        "oldest_check_age_days": coverage.oldest_check_age_days,
+        **_coverage_metadata(coverage),
         "compared": outcome.compared,
         "drifts": len(outcome.drifts),
         "settling": outcome.settling,
@@ -116,9 +140,11 @@ def build_reconciliation_check(
     meters: Sequence[Meter] = METERS,
     settle_window: timedelta = SETTLE_WINDOW,
     clock: Callable[[], datetime] = _utc_now,
+    policy: RotationPolicy | None = None,
 ) -> dg.AssetChecksDefinition:
-    """The per-day reconciliation check; `settle_window` and `clock` are parameters for tests
-    only (`clock` decides what counts as recent and which share of idle customers is due)."""
+    """The per-day reconciliation check; `settle_window`, `clock` and `policy` are parameters
+    for tests only (`clock` stamps comparisons and decides the budget's day; without `policy`
+    each run reads the environment's)."""
     meters = tuple(meters)
 
     # `asset_check` is typed for a returned `AssetCheckResult`; Dagster runs a generator check
@@ -136,9 +162,12 @@ def build_reconciliation_check(
             "ledger's view and Stripe's. Days with rows unsent, in doubt or changed in the last "
             f"{int(settle_window.total_seconds() // 60)} minutes count as settling (Stripe's "
             "summaries lag), not as drift; stripe_reconciliation_schedule checks again later. "
-            "Each run asks Stripe about the customers with ledger activity in the last day or a "
-            "source change, plus a rotating seventh of the others, so a daily run covers every "
-            "customer within a week; the metadata shows who was covered and why."
+            "Each run asks Stripe about a bounded number of (meter, customer) pairs a day "
+            "(STRIPE_RECONCILIATION_DAILY_CALLS): open drifts and anomalies first (failed, "
+            "rejected, in-doubt rows, corrections, subscription changes), then periods about to "
+            "close, then the least recently compared, so every pair is compared at least once "
+            "every STRIPE_RECONCILIATION_ROTATION_DAYS days; the metadata shows what was "
+            "covered and what was left."
         ),
     )
     def stripe_reconciliation(
@@ -167,6 +196,7 @@ def build_reconciliation_check(
                 end_day,
                 settle_window=settle_window,
                 now=clock(),
+                policy=policy,
             )
             for day, outcome in outcomes.items():
                 context.log.info(

@@ -1,5 +1,5 @@
 """Schedules: bill the day that just ended at 02:00 UTC; recompute the trailing 35 days at
-03:00 UTC; reconcile the last week at 05:00 UTC."""
+03:00 UTC; reconcile Stripe's 35-day window at 05:00 UTC, in its own job."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from billing_pipeline.stripe_reporting.jobs import (
 )
 
 DAILY_BILLING_HOUR = 2
-RECONCILED_DAYS = 7
+# Stripe's meter event window: every day a comparison could still correct, and at least the
+# rotation's days (STRIPE_RECONCILIATION_ROTATION_DAYS, 28 by default), so a pair compared once
+# in that many days has every day since its last comparison compared.
+RECONCILED_DAYS = 35
 RECONCILIATION_HOUR = 5
 RECOMPUTED_DAYS = 35
 RECOMPUTE_HOUR = 3
@@ -75,9 +78,9 @@ def trailing_recompute_schedule(context: dg.ScheduleEvaluationContext) -> dg.Run
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
         f"Every day at {RECONCILIATION_HOUR:02d}:00 UTC, reconcile the last {RECONCILED_DAYS} "
-        "complete days with Stripe, after the 02:00 billing run's events have settled, and "
-        "refresh the ledger attention checks. Late corrections sent by backfills are covered "
-        "while they are recent."
+        "complete days with Stripe in its own run (the billing run never waits for it), after "
+        "the 02:00 billing run and the 03:00 recompute have settled, within the daily budget of "
+        "Stripe reads, and refresh the ledger attention checks."
     ),
 )
 def reconciliation_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:

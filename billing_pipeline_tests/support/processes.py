@@ -27,6 +27,8 @@ from billing_pipeline import config
 from billing_pipeline_tests.support.stripe import TEST_KEY
 
 LOCATION = "billing_pipeline"
+
+
 STARTUP_TIMEOUT = 120.0
 RUN_TIMEOUT = 120.0
 LAUNCH = """
