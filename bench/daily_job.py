@@ -89,6 +89,7 @@ class RunSpec:
     last: str
     concurrency: int
     skip_checks: tuple[str, ...] = ()
+    explain: bool = False
 
 
 def _record_requests() -> list[tuple[float, str]]:
@@ -129,6 +130,52 @@ def _calls_by_step(
         step = next((k for k, (a, b) in windows.items() if a <= at <= b), "outside steps")
         by_step[step][call] += 1
     return {step: dict(counts) for step, counts in by_step.items()}
+
+
+def _explain_checks(db_url: str, name: str) -> None:
+    """EXPLAIN ANALYZE of the attribution statements of `unbilled_usage` and
+    `subscriptions_sharing_a_meter` on the run's database as the run left it, to
+    bench/out/daily_job-explain-NAME.txt (for reading a slow check's plan)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text
+
+    from billing_pipeline.db.engine import make_engine
+    from billing_pipeline.stripe_reporting.attribution import (
+        attribution_params,
+        customer_parts_cte,
+        organization_parts_sql,
+    )
+    from billing_pipeline.stripe_reporting.ledger import STRIPE_WINDOW, planned_windows
+    from billing_pipeline.stripe_reporting.shared_meters import _HELD_SQL
+
+    now = datetime.now(UTC)
+    first, end = (now - STRIPE_WINDOW).date(), now.date() + timedelta(days=1)
+    engine = make_engine(db_url, pool_size=1)
+    out = []
+    with engine.connect() as connection:
+        windows = planned_windows(connection)
+        for meter in METERS:
+            params = {
+                **attribution_params(meter, windows.get(meter.name), first, end),
+                "now": now,
+                "last": meter.aggregation == "last",
+                "sent": "sent",
+            }
+            statements = {
+                "unbilled_usage": f"SELECT * FROM ({organization_parts_sql(meter)}) AS o "
+                "WHERE customer IS NULL AND value <> 0 AND part_end <= :now",
+                "subscriptions_sharing_a_meter": _HELD_SQL.format(parts=customer_parts_cte(meter)),
+            }
+            for check_name, sql in statements.items():
+                began = time.perf_counter()
+                plan = connection.execute(
+                    text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}"), params
+                ).scalars()
+                out += [f"== {check_name} / {meter.name}: {time.perf_counter() - began:.2f} s"]
+                out += list(plan)
+    engine.dispose()
+    (OUT_DIR / f"daily_job-explain-{name}.txt").write_text("\n".join(out))
 
 
 def _worker(spec: RunSpec) -> dict[str, Any]:
@@ -186,6 +233,9 @@ def _worker(spec: RunSpec) -> dict[str, Any]:
         windows = _step_windows(instance, result.run_id)
         logs = _reporting_logs(instance, result.run_id)
         failures = [f"{e.step_key}: {e.message}" for e in result.all_events if e.is_failure]
+    peak = peak_rss_mib()
+    if spec.explain:
+        _explain_checks(spec.db_url, spec.mode)
     return {
         "success": result.success,
         "failures": failures[:5],
@@ -193,7 +243,7 @@ def _worker(spec: RunSpec) -> dict[str, Any]:
         "steps": {k: b - a for k, (a, b) in windows.items()},
         "calls": _calls_by_step(calls, windows),
         **logs,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak,
     }
 
 
@@ -266,6 +316,7 @@ def run_pair(
                 source.last.isoformat(),
                 args.concurrency,
                 tuple(args.skip_check) if mode == "job" else (),
+                args.explain and mode == "job",
             )
             run = _run(spec)
             run.update(_summary(run), **check(db_url, api_url, meters, owed))
@@ -495,6 +546,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-check", action="append", default=[], metavar="NAME")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="after each candidate run, EXPLAIN ANALYZE the attribution checks' statements "
+        "(bench/out/daily_job-explain-job.txt)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
