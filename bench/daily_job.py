@@ -48,26 +48,27 @@ from typing import Any
 from bench.common import (
     OUT_DIR,
     Stats,
-    cloned_database,
     facts_lines,
     machine_facts,
     peak_rss_mib,
     postgres_server,
     record,
-    scratch_database,
+    step_windows,
     table,
 )
-from bench.emulator import API_KEY, emulator_with_customers
+from bench.emulator import API_KEY
 from bench.month_end import (
     RANGE_END,
     RANGE_START,
     REPORTING_STEP,
     Source,
+    _rounded,
+    _verdict,
     check,
+    fresh_copy,
     seeded,
-    source_totals,
+    sized,
 )
-from billing_pipeline.stripe_client import StripeBilling
 from billing_pipeline.usage.meters import METERS
 
 SCENARIOS = ("day", "memory", "backfill", "replan")
@@ -106,20 +107,6 @@ def _record_requests() -> list[tuple[float, str]]:
 
     stripe.RequestsClient.request = request  # type: ignore[method-assign]
     return calls
-
-
-def _step_windows(instance: Any, run_id: str) -> dict[str, tuple[float, float]]:
-    started: dict[str, float] = {}
-    windows: dict[str, tuple[float, float]] = {}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or not event.step_key:
-            continue
-        if event.event_type_value == "STEP_START":
-            started[event.step_key] = entry.timestamp
-        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-            windows[event.step_key] = (started[event.step_key], entry.timestamp)
-    return windows
 
 
 def _calls_by_step(
@@ -230,7 +217,7 @@ def _worker(spec: RunSpec) -> dict[str, Any]:
                 partition_key=partition_key,
             )
         seconds = time.perf_counter() - began
-        windows = _step_windows(instance, result.run_id)
+        windows = step_windows(instance, result.run_id)
         logs = _reporting_logs(instance, result.run_id)
         failures = [f"{e.step_key}: {e.message}" for e in result.all_events if e.is_failure]
     peak = peak_rss_mib()
@@ -299,18 +286,12 @@ def run_pair(
     out: dict[str, Any] = {}
     order = ("job", "assets") if args.repeat_index % 2 == 0 else ("assets", "job")
     for mode in order:
-        with (
-            cloned_database(server, source.url, "bench_daily") as db_url,
-            scratch_database(server, "bench_daily_dagster", migrated=False) as dagster_url,
-            emulator_with_customers(db_url) as api_url,
-        ):
-            billing = StripeBilling(API_KEY, api_url)
-            meters = {m.event_name: billing.create_meter(m) for m in METERS}
-            owed = source_totals(db_url, source.first, source.last)
+        with fresh_copy(server, source, "bench_daily") as fresh:
+            db_url, api_url, meters, owed = fresh.db_url, fresh.api_url, fresh.meters, fresh.owed
             spec = RunSpec(
                 mode,
                 db_url,
-                dagster_url,
+                fresh.dagster_url,
                 api_url,
                 source.first.isoformat(),
                 source.last.isoformat(),
@@ -348,10 +329,6 @@ def _log(name: str, run: dict[str, Any]) -> None:
         f"{run['differing_keys']}, sent not held {run['sent_not_held']}, open {run['open']}",
         flush=True,
     )
-
-
-def _rounded(values: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 1) for k, v in values.items()}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -532,10 +509,6 @@ def _targets(runs: dict[str, list[dict[str, Any]]]) -> str:
     return table(["target", "measured", "verdict"], rows)
 
 
-def _verdict(met: bool) -> str:
-    return "met" if met else "missed"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1,000 / 200 organizations, 3 days")
@@ -559,11 +532,7 @@ def main() -> None:
         spec["skip_checks"] = tuple(spec["skip_checks"])
         print(json.dumps(_worker(RunSpec(**spec)), default=str))
         return
-    if args.quick:
-        args.organizations, args.small_organizations, args.days = 1_000, 200, 3
-    unknown = set(args.scenarios) - set(SCENARIOS)
-    if unknown:
-        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    sized(parser, args, SCENARIOS)
     data = measure(args)
     record("daily_job", data, _section(data), quick=args.quick)
 
