@@ -43,6 +43,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -72,6 +73,7 @@ from bench.month_end import (
 from billing_pipeline.usage.meters import METERS
 
 SCENARIOS = ("day", "memory", "backfill", "replan")
+PARTIAL = OUT_DIR / "daily_job-partial.json"
 JOB = "daily_billing"
 CHECK_PREFIX = f"{REPORTING_STEP}_"
 _ID = re.compile(r"/(mtr|cus|in|sub|evt|price|prod)_[A-Za-z0-9_]+")
@@ -345,6 +347,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 runs[name].append({"job": pair["job"], "assets": pair["assets"]})
                 if "replan" in pair:
                     runs["replan"].append({"job": pair["replan"], "assets": pair["job"]})
+                # Kept as it goes: `--render` makes the section from an interrupted run.
+                partial = {"facts": facts, "args": vars(args), "setup": setup, "runs": runs}
+                PARTIAL.write_text(json.dumps(partial, indent=2, default=str))
 
         if "memory" in wanted:
             with seeded(server, args.small_organizations, 1) as small:
@@ -525,8 +530,18 @@ def main() -> None:
         help="after each candidate run, EXPLAIN ANALYZE the attribution checks' statements "
         "(bench/out/daily_job-explain-job.txt)",
     )
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="rewrite RESULTS.md section 7 from a run's JSON (bench/out/daily_job.json, or "
+        "daily_job-partial.json of an interrupted run) instead of measuring",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        record("daily_job", data, _section(data), quick=False)
+        return
     if args.worker:
         spec = json.loads(args.worker)
         spec["skip_checks"] = tuple(spec["skip_checks"])
