@@ -57,10 +57,6 @@ class DayUsage:
     top: list[tuple[int, int]]  # (organization, value), largest first
 
 
-# A refresh that writes this many rows refreshes the table's statistics before anything reads it.
-ANALYZE_AFTER_ROWS = 10_000
-
-
 def refresh_daily_usage(
     engine: Engine | Connection, meter: Meter, start: datetime, end: datetime
 ) -> dict[date, DayUsage]:
@@ -78,18 +74,13 @@ def refresh_daily_usage(
             text(f"DELETE {_WINDOW_ROWS}"),
             window,
         )
-        inserted = connection.execute(
+        connection.execute(
             text(
                 "INSERT INTO billing.daily_usage (meter, day, organization_id, value) "
                 f"SELECT :meter, day, organization_id, value FROM ({meter.sql}) AS usage"
             ),
             window,
-        ).rowcount
-        if inserted >= ANALYZE_AFTER_ROWS:
-            # Planning and the checks read these rows next, before autovacuum has analyzed
-            # them: a first backfill left the table with no statistics for 693,479 rows, and
-            # planning 35 days at 10,000 organizations ran for minutes on nested loops.
-            connection.execute(text("ANALYZE billing.daily_usage"))
+        )
         per_day = connection.execute(text(_PER_DAY), window).all()
         top = connection.execute(text(_TOP_PER_DAY), {**window, "limit": PREVIEW_ROWS}).all()
     tops: dict[date, list[tuple[int, int]]] = {}
