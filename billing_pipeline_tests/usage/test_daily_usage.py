@@ -134,29 +134,3 @@ def test_each_meters_part_sql_gives_its_daily_value_over_a_whole_day(engine: Eng
                 {"start": midnight(day), "end": midnight(day + timedelta(days=1))},
             ).scalar_one()
         assert int(parts) == daily.total, meter.name
-
-
-def test_a_large_refresh_leaves_statistics_for_what_reads_it_next(engine: Engine) -> None:
-    """10,000 organizations' day (the threshold): planning and the checks read these rows
-    right after, before autovacuum would analyze them, so the refresh analyzes the table."""
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO organizations (id, name) "
-                "SELECT n, 'Org ' || n FROM generate_series(1, 10000) AS n"
-            )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO sensors (id, organization_id, serial_number, created_at) "
-                "SELECT n, n, 'S' || n, :created FROM generate_series(1, 10000) AS n"
-            ),
-            {"created": midnight(DAY) - timedelta(days=1)},
-        )
-    refresh_daily_usage(engine, ACTIVE_SENSORS, midnight(DAY), midnight(NEXT))
-    with engine.connect() as connection:
-        estimated = connection.execute(
-            text("SELECT reltuples FROM pg_class WHERE oid = 'billing.daily_usage'::regclass")
-        ).scalar_one()
-    assert stored(engine, "active_sensors") == {(DAY, n): 1 for n in range(1, 10001)}
-    assert estimated == 10000
