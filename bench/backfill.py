@@ -31,6 +31,7 @@ from bench.common import (
     postgres_server,
     record,
     scratch_database,
+    step_windows,
     table,
 )
 from bench.emulator import API_KEY, control, emulator_process
@@ -48,21 +49,8 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 
 def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """Wall time of each step, from its STEP_START to its STEP_SUCCESS entry in the event log.
-
-    (The STEP_SUCCESS event's own `duration_ms` covers less than the step's wall time.)
-    """
-    started: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or not event.step_key:
-            continue
-        if event.event_type_value == "STEP_START":
-            started[event.step_key] = entry.timestamp
-        elif event.event_type_value == "STEP_SUCCESS":
-            seconds[event.step_key] = entry.timestamp - started[event.step_key]
-    return seconds
+    """Wall time of each step (`step_windows`: STEP_START to its end in the event log)."""
+    return {step: end - start for step, (start, end) in step_windows(instance, run_id).items()}
 
 
 def run_once(

@@ -253,3 +253,20 @@ def record(name: str, data: dict[str, Any], section: str, *, quick: bool) -> Non
 
 def facts_lines(facts: dict[str, str]) -> str:
     return "; ".join(f"{key}: {value}" for key, value in facts.items())
+
+
+def step_windows(instance: Any, run_id: str) -> dict[str, tuple[float, float]]:
+    """Each step's (start, end) from the run's event log: STEP_START to its STEP_SUCCESS or
+    STEP_FAILURE entry. (The STEP_SUCCESS event's own `duration_ms` covers less than the step's
+    wall time.)"""
+    started: dict[str, float] = {}
+    windows: dict[str, tuple[float, float]] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not event.step_key:
+            continue
+        if event.event_type_value == "STEP_START":
+            started[event.step_key] = entry.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            windows[event.step_key] = (started[event.step_key], entry.timestamp)
+    return windows

@@ -57,11 +57,18 @@ class StripeResource(dg.ConfigurableResource):
     `retry_*` bound one Stripe call (`stripe_client.RetryRule`); `breaker_failures` is how many
     calls in a row may fail that way before a run stops sending and leaves the rest for its
     retry (`sender.Breaker`).
+
+    Run config for this resource replaces the whole value bound in `definitions.py`, not just
+    the fields it names (Dagster keeps the bound values as one default for the resource's config
+    as a whole): `{"resources": {"stripe": {"config": {"meter_event_api": "v2"}}}}` would
+    otherwise leave the key unset. So the settings that come from the environment fall back to
+    it whenever they are unset: `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, and, for
+    `meter_event_api="deployment"` (the default), `STRIPE_METER_EVENT_API` ("v1" when unset).
     """
 
     secret_key: str | None = None
     api_base: str | None = None
-    meter_event_api: Literal["v1", "v2"] = "v1"
+    meter_event_api: Literal["deployment", "v1", "v2"] = "deployment"
     concurrency: int = 8
     lease_seconds: int = 600
     retry_attempts: int = 4
@@ -69,12 +76,19 @@ class StripeResource(dg.ConfigurableResource):
     retry_deadline_seconds: float = 20.0
     breaker_failures: int = 20
 
+    def event_api(self) -> config.MeterEventApi:
+        """The API this run sends meter events through: its config, else the deployment's."""
+        if self.meter_event_api != "deployment":
+            return self.meter_event_api
+        return config.meter_event_api() or "v1"
+
     def client(self) -> StripeBilling | None:
-        if not self.secret_key:
+        secret_key = self.secret_key or config.env(config.STRIPE_SECRET_KEY)
+        if not secret_key:
             return None
         return StripeBilling(
-            self.secret_key,
-            self.api_base,
+            secret_key,
+            self.api_base or config.env(config.STRIPE_API_BASE),
             retry=RetryRule(
                 attempts=self.retry_attempts,
                 base_seconds=self.retry_base_seconds,
@@ -93,8 +107,13 @@ def stripe_for_commands() -> StripeResource:
 
 
 def stripe_from_environment() -> StripeResource:
-    """Bind each setting to its environment variable, only if set: both are optional."""
+    """Bind each setting to its environment variable, only if set: all are optional.
+
+    The API is bound as a value (validated here, so a bad `STRIPE_METER_EVENT_API` stops the
+    code location from loading) because `dg.EnvVar` carries only strings.
+    """
     return StripeResource(
+        meter_event_api=config.meter_event_api() or "deployment",
         secret_key=dg.EnvVar(config.STRIPE_SECRET_KEY)
         if config.env(config.STRIPE_SECRET_KEY)
         else None,

@@ -18,8 +18,10 @@ Event ingestion, and shared/reference/stripe-billing-meters.md):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from stripe_emulator.meters import GROUPING_WINDOWS
@@ -65,9 +67,16 @@ class MeterUsage:
     last_mode: LastMode
     counted: tuple[MeterEvent, ...]
 
+    @cached_property
+    def _timestamps(self) -> list[int]:
+        """`counted`'s timestamps (sorted, as `counted` is), so a window is found by bisection:
+        a summaries call with `value_grouping_window=day` values ~35 windows, each in O(log n)."""
+        return [e.timestamp for e in self.counted]
+
     def value(self, start: int, end: int) -> float:
         """The aggregated value for `start` (inclusive) to `end` (exclusive)."""
-        inside = [e for e in self.counted if start <= e.timestamp < end]
+        stamps = self._timestamps
+        inside = self.counted[bisect_left(stamps, start) : bisect_left(stamps, end)]
         if self.formula == "count":
             return float(len(inside))
         if self.formula == "sum":

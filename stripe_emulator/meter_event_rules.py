@@ -209,7 +209,7 @@ class MeterEventRules:
             payload=payload,
         )
         store.data.next_seq += 1
-        store.data.events.append(event)
+        store.add_event(event)
         store.data.identifiers[identifier] = now
         store.dirty = True
         return event

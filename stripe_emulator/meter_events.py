@@ -85,8 +85,8 @@ class MeterEvents:
             event = next(
                 (
                     e
-                    for e in reversed(store.data.events)
-                    if e.identifier == identifier and e.event_name == event_name
+                    for e in reversed(store.event_index.with_identifier(str(identifier)))
+                    if e.event_name == event_name
                 ),
                 None,
             )

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from stripe_emulator.clock import Clock
+from stripe_emulator.event_index import EventIndex
 from stripe_emulator.records import ErrorReport, MeterEvent, SavedResponse
 
 LastMode = Literal["timestamp", "arrival"]
@@ -63,7 +64,7 @@ class Store:
 
     `inflight` (concurrent meter event calls), `outbox` (thin events not yet handed to the
     webhook deliverer) and `event_outbox` (snapshot events, likewise) are per-process and not
-    snapshotted.
+    snapshotted; `event_index` is derived from `data.events` and rebuilt with it.
     """
 
     def __init__(self, defaults: Settings | None = None) -> None:
@@ -72,6 +73,7 @@ class Store:
         self.defaults = defaults or Settings()
         self.settings = replace(self.defaults)
         self.data = Data()
+        self.event_index = EventIndex()
         self.dirty = False
         self.inflight: set[tuple[str, str]] = set()
         self.outbox: list[dict[str, Any]] = []
@@ -82,10 +84,16 @@ class Store:
             self.clock = Clock()
             self.settings = replace(self.defaults)
             self.data = Data()
+            self.event_index = EventIndex()
             self.inflight.clear()
             self.outbox.clear()
             self.event_outbox.clear()
             self.dirty = True
+
+    def add_event(self, event: MeterEvent) -> None:
+        """Store an accepted meter event: the only way events are added, so the index holds."""
+        self.data.events.append(event)
+        self.event_index.add(event)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -103,6 +111,7 @@ class Store:
             data["error_reports"] = [ErrorReport(**r) for r in data["error_reports"]]
             data["idempotency"] = {k: SavedResponse(**v) for k, v in data["idempotency"].items()}
             self.data = Data(**data)
+            self.event_index = EventIndex(self.data.events)
             self.settings = Settings(**snapshot["settings"])
             self.clock = Clock(snapshot["clock_offset"])
             self.dirty = False

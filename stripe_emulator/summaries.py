@@ -41,9 +41,8 @@ class Summaries:
         store = self._store
         with store.lock:
             meter, settings = self._meters.retrieve(meter_id), store.settings
-            return meter_usage(
-                meter, customer, store.data.events, settings.last_mode, settings.newer_mode
-            )
+            mine = store.event_index.for_customer(meter_id, customer)
+            return meter_usage(meter, customer, mine, settings.last_mode, settings.newer_mode)
 
     def list_page(self, meter_id: str, params: dict[str, Any]) -> dict[str, Any]:
         """Every window is listed (0 when empty), oldest first, each valued by `usage`."""

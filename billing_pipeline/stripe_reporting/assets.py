@@ -169,7 +169,7 @@ def _report(
         unsent_chunks(engine, [t.meter.name for t in targets], plan_first, plan_end),
         concurrency=settings.concurrency,
         differences=differences,
-        api=settings.meter_event_api,
+        api=settings.event_api(),
         lease=timedelta(seconds=settings.lease_seconds),
         breaker_failures=settings.breaker_failures,
         stop_when=lock.lost_reason,
