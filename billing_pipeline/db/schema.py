@@ -197,7 +197,7 @@ meter_ledger = Table(
     _timestamp("first_attempted_at"),
     # A sender claims rows by lease instead of holding a row lock across its Stripe calls: a
     # crashed sender's leases expire and the same identifiers go out again. A row leaving the
-    # unsent statuses loses its lease, by trigger (migration billing_0013).
+    # unsent statuses loses its lease, by trigger (migration billing_0015).
     Column("lease_owner", Text, nullable=True),
     _timestamp("lease_expires_at"),
     _timestamp("created_at", nullable=False, default_now=True),
@@ -232,7 +232,7 @@ meter_ledger = Table(
         "meter",
         postgresql_where=text("status = 'cancelling'"),
     ),
-    # The rows the ledger checks list (checks.py): few, in a ledger of millions (billing_0013).
+    # The rows the ledger checks list (checks.py): few, in a ledger of millions (billing_0017).
     Index(
         "ix_meter_ledger_attention",
         "status",

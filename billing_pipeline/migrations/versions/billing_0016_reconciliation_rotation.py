@@ -5,8 +5,8 @@ Reconciliation asks Stripe about a bounded number of (meter, customer) pairs a d
 recently compared first, so every pair is compared within a configured number of days; the
 rotation must survive runs, and the daily call budget must hold across every run of the day.
 
-Revision ID: billing_0013
-Revises: billing_0012
+Revision ID: billing_0016
+Revises: billing_0015
 Create Date: 2026-12-08 01:10:00
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "billing_0013"
-down_revision: str | Sequence[str] | None = "billing_0012"
+revision: str = "billing_0016"
+down_revision: str | Sequence[str] | None = "billing_0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,8 +6,8 @@ failed, rejected, in-doubt, stale pending and expired rows ran after every billi
 sequential scans of all of it, three statements each. The rows they look for are few: an index
 holding only them keeps each check proportional to what it finds.
 
-Revision ID: billing_0013
-Revises: billing_0012
+Revision ID: billing_0017
+Revises: billing_0016
 Create Date: 2026-12-08 01:10:00
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "billing_0013"
-down_revision: str | Sequence[str] | None = "billing_0012"
+revision: str = "billing_0017"
+down_revision: str | Sequence[str] | None = "billing_0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,8 +6,8 @@ error reports reject them, settling marks them in doubt, cancels drop them); eac
 the lease it found, so a lease outlived the run that took it and was never cleared. One trigger
 keeps the rule for every statement, present and future; rows already left leased are freed.
 
-Revision ID: billing_0013
-Revises: billing_0012
+Revision ID: billing_0015
+Revises: billing_0014
 Create Date: 2026-12-08 01:10:00
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "billing_0013"
-down_revision: str | Sequence[str] | None = "billing_0012"
+revision: str = "billing_0015"
+down_revision: str | Sequence[str] | None = "billing_0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,8 +4,8 @@ The alert sensors (billing_pipeline/alerts/) record each alert under a determini
 failed run's id, the failed check evaluation's event id) before sending it, retry a failed
 delivery a bounded number of times, and never send a row already `sent`.
 
-Revision ID: billing_0013
-Revises: billing_0012
+Revision ID: billing_0014
+Revises: billing_0013
 Create Date: 2026-12-08 01:10:00
 """
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "billing_0013"
-down_revision: str | Sequence[str] | None = "billing_0012"
+revision: str = "billing_0014"
+down_revision: str | Sequence[str] | None = "billing_0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
