@@ -25,7 +25,7 @@ STRIPE_WEBHOOK_MAX_BODY_BYTES = "STRIPE_WEBHOOK_MAX_BODY_BYTES"
 DATA_DIR = "BILLING_PIPELINE_DATA_DIR"
 PARTITIONS_START = "BILLING_PARTITIONS_START"
 # Written by `billing-pipeline dev` while it runs: the settings it gave its children.
-DEV_SETTINGS_FILE = "dev-settings.json"
+DEV_SETTINGS_FILE = Path("dev-settings.json")  # a file name, not a setting: hence not a str
 # Where alerts go (billing_pipeline/alerts/): any of them, or none (said once at start-up).
 ALERTS_SLACK_WEBHOOK_URL = "BILLING_ALERTS_SLACK_WEBHOOK_URL"
 ALERTS_WEBHOOK_URL = "BILLING_ALERTS_WEBHOOK_URL"

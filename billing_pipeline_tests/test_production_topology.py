@@ -19,7 +19,9 @@ import dagster as dg
 import pytest
 from sqlalchemy import Engine
 
+from billing_pipeline import config
 from billing_pipeline.stripe_client import StripeBilling
+from billing_pipeline_tests.support.alert_sinks import RecordingSink
 from billing_pipeline_tests.support.billing_month import readings_in
 from billing_pipeline_tests.support.builders import (
     add_organization,
@@ -146,18 +148,28 @@ def test_the_daemon_reruns_a_billing_run_failed_by_a_stripe_outage(
     fails at once) until the reporting step has spent all its retries and the run fails. Once
     Stripe is back, nobody relaunches anything: the daemon's run retries (docs/dagster.production
     .yaml, the `daily_billing` job tags) re-run it, and Stripe ends up holding the source's
-    totals, computed here from the seeded rows."""
+    totals, computed here from the seeded rows. The alert sink hears nothing: the failure the
+    daemon healed by itself was never the last attempt."""
     day = datetime.now(UTC).date() - timedelta(days=1)
     customer = new_customer(billing.stripe_billing, "Org 1")
     add_organization(billing.engine, 1, customer=customer)
     add_sensor(billing.engine, 1, 1, midnight(day) - timedelta(days=3))
     add_readings(billing.engine, 1, day, 7)
     expected = {("active_sensors", customer): 1, ("temperature_readings", customer): 7}
-    env = topology_env(billing.database_url, dagster_home, dagster_pg_url, billing.api_base)
     billing.emulator.set_faults(error_500_rate=1.0, should_retry=False)
     with (
+        RecordingSink() as sink,
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
-        production_topology(dagster_home, env) as topology,
+        production_topology(
+            dagster_home,
+            topology_env(
+                billing.database_url,
+                dagster_home,
+                dagster_pg_url,
+                billing.api_base,
+                **{config.ALERTS_WEBHOOK_URL: sink.url("/webhook")},
+            ),
+        ) as topology,
     ):
         answer = topology.launch("daily_billing", {"dagster/partition": day.isoformat()})
         assert answer["__typename"] == "LaunchRunSuccess", answer
@@ -181,5 +193,9 @@ def test_the_daemon_reruns_a_billing_run_failed_by_a_stripe_outage(
 
         assert rerun.status == dg.DagsterRunStatus.SUCCESS, topology.logs()
         assert rerun.tags["dagster/retry_number"] == "1"
+        failed = instance.get_run_by_id(first_id)
+        assert failed is not None and failed.tags["dagster/will_retry"] == "true"
+        time.sleep(30)  # more than one tick of the run failure sensor after the failure
+    assert sink.received == []  # no alert for a failure the daemon re-ran and healed
     sent = {(e["event_name"], e["customer"]): e["value"] for e in billing.emulator.meter_events()}
     assert sent == expected

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 from dagster._core.event_api import EventRecordsFilter
+from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from billing_pipeline.alerts.deliveries import DeliveryReport, deliver_due, record
 from billing_pipeline.alerts.failures import check_failure_alert, fingerprint, run_failure_alert
@@ -54,16 +55,23 @@ def _log_report(log: logging.Logger, report: DeliveryReport) -> None:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Sends an alert for every failed run of this code location (billing, reconciliation, "
-        "webhook processing, ad-hoc materializations) to the sinks in BILLING_ALERTS_*: the job, "
+        "webhook processing, ad-hoc materializations) that the daemon will not re-run (its last "
+        "attempt) to the sinks in BILLING_ALERTS_*: the job, "
         "the failed steps and their errors, the days and customers affected, a link to the run."
     ),
 )
 def billing_run_failure_alerts(
     context: dg.RunFailureSensorContext, postgres: PostgresResource
 ) -> None:
+    run = context.dagster_run
+    # A run the daemon will re-run (run_retries, `dagster/max_retries`) is not the failure yet:
+    # its last attempt alerts if it fails too, so one failure makes one message.
+    if run.tags.get(WILL_RETRY_TAG) == "true":
+        context.log.info(f"run {run.run_id} failed; the daemon re-runs it, so no alert yet")
+        return
     sinks = configured_sinks()
     if not sinks:
-        context.log.info(f"run {context.dagster_run.run_id} failed; no alert sink configured")
+        context.log.info(f"run {run.run_id} failed; no alert sink configured")
         return
     alert = run_failure_alert(
         context.dagster_run, context.failure_event, context.get_step_failure_events(), ui_url()

@@ -79,12 +79,14 @@ def test_a_failed_check_and_a_failed_run_each_alert_once_per_sink(
             sink.wait_for(2, ALERT_TIMEOUT)
 
             # 2. An organization whose Stripe customer does not exist: Stripe refuses its
-            # usage (400 No such customer), the rows are failed, the run fails.
+            # usage (400 No such customer), the rows are failed, the run fails. Launched with
+            # no run retry (`dagster/max_retries` 0), so this failure is the last attempt; a run
+            # the daemon re-runs alerts only if its last attempt fails (test_production_topology).
             billing.emulator.set_unknown_customer_mode("reject")
             add_organization(billing.engine, 2, customer="cus_gone")
             add_sensor(billing.engine, 2, 2, midnight(day) - timedelta(days=3))
             add_readings(billing.engine, 2, day, 3)
-            failed = topology.launch("daily_billing", partition)
+            failed = topology.launch("daily_billing", {**partition, "dagster/max_retries": "0"})
             assert failed["__typename"] == "LaunchRunSuccess", failed
             failed_id = failed["run"]["runId"]
             run = topology.wait_for_run(instance, failed_id)

@@ -33,11 +33,12 @@ def test_the_schedule_targets_every_meter_and_the_reporting_asset() -> None:
 
 
 def test_billing_status_refreshes_every_30_minutes_without_being_switched_on() -> None:
-    """The README promises billing/status every 30 minutes: the schedule is on by default."""
+    """The README promises billing/status (and the bill so far) every 30 minutes: the schedule
+    is on by default."""
     schedule = defs.resolve_schedule_def("billing_status_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == "*/30 * * * *"
     assert schedule.execution_timezone == "UTC"
     job = defs.resolve_job_def(schedule.job_name)
     keys = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
-    assert keys == {"billing/status"}
+    assert keys == {"billing/status", "billing/bill_so_far"}

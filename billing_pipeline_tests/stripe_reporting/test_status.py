@@ -275,11 +275,14 @@ def test_status_takes_a_gauges_latest_part_on_a_day_cut_by_a_period_end(
 def test_dry_run_config_sends_nothing_and_billing_status_asset_reports(
     engine: Engine,
     database_url: str,
-    dagster_instance: dg.DagsterInstance,
+    synchronous_instance: dg.DagsterInstance,
     emulator_server: StripeEmulator,
     emulator_control: EmulatorControl,
     stripe_billing: StripeBilling,
 ) -> None:
+    # An instance of its own: the verdict reads every check's latest evaluation, and the
+    # session's instance holds other tests' failed checks on the same days.
+    instance = synchronous_instance
     alpha = new_customer(stripe_billing, "Alpha")
     seed(engine, {1: alpha}, {1: {D0: 7}, 3: {D0: 5}})
     resources = reporting_resources(database_url, emulator_server.url)
@@ -287,7 +290,7 @@ def test_dry_run_config_sends_nothing_and_billing_status_asset_reports(
     dry = dg.materialize(
         ASSETS,
         partition_key=partition,
-        instance=dagster_instance,
+        instance=instance,
         resources=resources,
         run_config=dg.RunConfig({"stripe__meter_events": {"config": {"dry_run": True}}}),
     )
@@ -299,8 +302,8 @@ def test_dry_run_config_sends_nothing_and_billing_status_asset_reports(
     assert ledger_count(engine) == 0
     assert emulator_control.meter_events() == []
 
-    assert run_days(dagster_instance, database_url, emulator_server.url, D0).success
-    report = refresh_billing_status(dagster_instance, database_url, emulator_server.url)
+    assert run_days(instance, database_url, emulator_server.url, D0).success
+    report = refresh_billing_status(instance, database_url, emulator_server.url)
     figures = report.metadata
     assert figures["verdict"].value == "healthy"
     assert figures["failed"].value == 0
